@@ -1,0 +1,74 @@
+"""Orbax checkpoints of a run: the last N (train state, replay, loop counters) and the best
+train state by evaluation return."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+
+class RunCheckpoints:
+    """Two orbax managers under a run directory.
+
+    ``checkpoints/<step>``: train state, replay state (optional) and loop counters (JSON), the
+    ``keep`` most recent kept. ``best/<step>``: train state and loop counters of the best
+    evaluation return so far, one kept. Saves are synchronous: the training loop donates its
+    buffers to the next jitted call right after saving.
+
+    Args:
+      run_dir: the run directory.
+      keep: how many recent checkpoints to keep (>= 1).
+    """
+
+    def __init__(self, run_dir: Path, keep: int):
+        sync = dict(create=True, enable_async_checkpointing=False)
+        self._last = ocp.CheckpointManager(
+            Path(run_dir).absolute() / "checkpoints",
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, **sync))
+        self._best = ocp.CheckpointManager(
+            Path(run_dir).absolute() / "best",
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["eval_return"],
+                                                 best_mode="max", **sync))
+
+    def save(self, step: int, state: Any, replay_state: Any | None, loop: dict) -> None:
+        """Save at env step ``step``; ``replay_state=None`` leaves the replay out."""
+        items = dict(state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop))
+        if replay_state is not None:
+            items["replay"] = ocp.args.StandardSave(replay_state)
+        self._last.save(step, args=ocp.args.Composite(**items), force=True)
+
+    def save_best(self, step: int, state: Any, loop: dict, eval_return: float) -> None:
+        """Offer a checkpoint to the best-by-evaluation manager (kept only if best so far)."""
+        self._best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                      loop=ocp.args.JsonSave(loop)),
+                        metrics={"eval_return": float(eval_return)}, force=True)
+
+    def latest_step(self) -> int | None:
+        """Env step of the newest checkpoint, or None."""
+        return self._last.latest_step()
+
+    def has_replay(self, step: int) -> bool:
+        """Whether the checkpoint at ``step`` holds the replay contents."""
+        return (self._last.directory / str(step) / "replay").exists()
+
+    def restore(self, step: int, state_template: Any, replay_template: Any | None
+                ) -> tuple[Any, Any | None, dict]:
+        """Restore (state, replay_state or None, loop dict) with the templates' structure.
+
+        Raises:
+          FileNotFoundError / ValueError from orbax when the checkpoint is missing or its
+          structure does not match the templates (e.g. a changed network).
+        """
+        items = dict(state=ocp.args.StandardRestore(state_template), loop=ocp.args.JsonRestore())
+        if replay_template is not None:
+            items["replay"] = ocp.args.StandardRestore(replay_template)
+        restored = self._last.restore(step, args=ocp.args.Composite(**items))
+        return restored["state"], restored.get("replay") if replay_template is not None \
+            else None, restored["loop"]
+
+    def close(self) -> None:
+        """Wait for pending writes and release the managers."""
+        self._last.close()
+        self._best.close()

@@ -1,0 +1,80 @@
+"""Command line -> validated Config: preset (--algo) or a resumed run, then field overrides."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import tyro
+
+from rl import config as config_lib
+from rl import presets
+from rl.config import Config, ConfigError
+
+DESCRIPTION = """Train an agent. Everyday flags:
+  --algo NAME        preset to start from ({presets}); default iqn_btr
+  --env ID           gymnasium env id (env.id), e.g. CarRacing-v3, CartPole-v1, ALE/Pong-v5
+  --total-steps N    env steps to train for (training.total_steps)
+  --seed S           seed of everything (seed)
+  --run-dir DIR      where the run is written (logging.run_dir)
+  --resume RUN_DIR   continue a run from its latest checkpoint with its saved config
+Every config field below can be overridden too, e.g. --agent.learning-rate 3e-4."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Invocation:
+    """A parsed command line: the resolved config and, when resuming, the run directory."""
+
+    config: Config
+    resume_dir: Path | None
+
+
+def _daily_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--algo")
+    parser.add_argument("--env")
+    parser.add_argument("--total-steps", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--run-dir")
+    parser.add_argument("--resume")
+    return parser
+
+
+def parse(argv: list[str], prog: str = "launch/run.py") -> Invocation:
+    """Resolve the command line into a Config.
+
+    The base is the preset named by ``--algo`` or, with ``--resume RUN_DIR``, the config saved
+    in RUN_DIR/config.json; the everyday flags and then any ``--section.field`` overrides are
+    applied on top and validated.
+
+    Raises:
+      ConfigError: unknown preset, invalid value, or an unreadable saved config.
+      FileNotFoundError: --resume names a directory without config.json.
+      SystemExit: tyro's own errors (wrong type, unknown flag) and --help, exit code 2 / 0.
+    """
+    daily, rest = _daily_parser().parse_known_args(argv)
+    resume_dir = Path(daily.resume) if daily.resume else None
+    if resume_dir is not None:
+        saved = resume_dir / "config.json"
+        if not saved.is_file():
+            raise FileNotFoundError(f"--resume {resume_dir}: no config.json there; is it a run "
+                                    "directory written by launch/run.py?")
+        base = config_lib.load(saved)
+        if daily.algo is not None and daily.algo != base.algo:
+            raise ConfigError("algo", daily.algo, f"cannot change on --resume (the run used "
+                                                  f"{base.algo!r})")
+        base = presets.replace(base, logging=dict(run_dir=str(resume_dir)))
+    else:
+        base = presets.get(daily.algo or "iqn_btr")
+    if daily.env is not None:
+        base = presets.replace(base, env=dict(id=daily.env))
+    if daily.total_steps is not None:
+        base = presets.replace(base, training=dict(total_steps=daily.total_steps))
+    if daily.seed is not None:
+        base = dataclasses.replace(base, seed=daily.seed)
+    if daily.run_dir is not None:
+        base = presets.replace(base, logging=dict(run_dir=daily.run_dir))
+    description = DESCRIPTION.format(presets=", ".join(sorted(presets.PRESETS)))
+    config = tyro.cli(Config, default=base, args=rest, prog=prog, description=description)
+    return Invocation(config=config, resume_dir=resume_dir)

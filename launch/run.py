@@ -1,0 +1,278 @@
+"""Train an IQN agent: ``python launch/run.py --algo=iqn_btr [--env ID] [--resume RUN_DIR]``.
+
+Synchronous loop, reproducible by seed: act on the stacked observations of all envs, step
+the env workers, add the slots to the device replay, and after the warm-up run jitted grad
+steps at the configured replay ratio; evaluate, log to TensorBoard and checkpoint
+periodically. Ctrl-C saves a checkpoint and exits.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from tensorboardX import SummaryWriter
+
+import envs
+from launch import cli
+from launch.checkpoint import RunCheckpoints
+from rl import config as config_lib
+from rl import schedules
+from rl.config import Config, ConfigError
+from rl.iqn import make_iqn
+
+log = logging.getLogger("launch")
+
+
+class _TqdmHandler(logging.Handler):
+    def emit(self, record):
+        tqdm.tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _setup_logging(run_dir: Path) -> None:
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    log.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    for handler in (_TqdmHandler(), logging.FileHandler(run_dir / "console.log")):
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
+
+
+def default_run_dir(config: Config) -> Path:
+    """runs/<algo>-<env>-s<seed>-<YYYYmmdd-HHMMSS>, with '/' in env ids replaced."""
+    env = config.env.id.replace("/", "_")
+    return Path("runs") / f"{config.algo}-{env}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _env_kwargs(config: Config) -> dict:
+    return dict(frame_skip=config.env.frame_skip, image_size=config.env.image_size,
+                max_episode_steps=config.env.max_episode_steps)
+
+
+def train(config: Config, run_dir: Path, resume: bool) -> int:
+    """Run (or continue) training; returns the process exit code (0 done, 130 interrupted).
+
+    Raises:
+      envs.EnvIdError / ValueError: an env or network that does not fit, before any work.
+    """
+    env_cfg, training = config.env, config.training
+    spec = envs.env_spec(env_cfg.id, **_env_kwargs(config))
+    agent = make_iqn(config, spec.num_actions, spec.is_image)
+    replay = agent.replay
+    checkpoints = RunCheckpoints(run_dir, training.keep_checkpoints)
+
+    key = jax.random.PRNGKey(config.seed)
+    k_init, act_key = jax.random.split(key)
+    stacked_example = np.zeros((env_cfg.frame_stack, *spec.frame_shape), spec.frame_dtype)
+    state = agent.init(k_init, stacked_example)
+    replay_state = replay.init(np.zeros(spec.frame_shape, spec.frame_dtype),
+                               np.zeros((), np.int32))
+    loop = dict(env_steps=0, vector_steps=0, episodes=0, replay_slots=0, grad_credit=0.0,
+                best_eval_return=None, restarts=0)
+
+    if resume:
+        step = checkpoints.latest_step()
+        if step is None:
+            log.warning("no checkpoint in %s yet: starting from scratch with its config", run_dir)
+        else:
+            with_replay = checkpoints.has_replay(step)
+            state, restored_replay, loop = checkpoints.restore(
+                step, state, replay_state if with_replay else None)
+            if with_replay:
+                replay_state = restored_replay
+                log.info("resumed from env step %d with %d replay slots", step,
+                         loop["replay_slots"])
+            else:
+                loop["replay_slots"] = 0
+                log.info("resumed from env step %d; the checkpoint has no replay contents, so "
+                         "the buffer is refilled (%d env steps of warm-up before learning)",
+                         step, training.learning_starts)
+            loop["restarts"] += 1
+
+    envs_ = envs.make_vector_env(env_cfg.id, env_cfg.num_envs,
+                                 asynchronous=env_cfg.asynchronous,
+                                 seed=config.seed + 7919 * loop["restarts"], **_env_kwargs(config))
+    collector = envs.Collector(envs_, spec, env_cfg.frame_stack, env_cfg.reward_clip)
+    collector.reset(seed=config.seed + 7919 * loop["restarts"])
+
+    add = jax.jit(replay.add, donate_argnums=0)
+    update = jax.jit(agent.update, donate_argnums=(0, 1))
+
+    @jax.jit
+    def act_explore(state, obs, step, epsilon):
+        return agent.act(state, obs, jax.random.fold_in(act_key, step), epsilon, noisy=True)
+
+    @jax.jit
+    def act_greedy(state, obs, step, epsilon):
+        return agent.act(state, obs, jax.random.fold_in(act_key, step), epsilon, noisy=False)
+
+    writer = SummaryWriter(str(run_dir))
+    recent_returns: collections.deque[float] = collections.deque(maxlen=20)
+    num_envs, total = env_cfg.num_envs, training.total_steps
+    busy_time, last_metrics = 0.0, None
+    window = dict(time=time.perf_counter(), env_steps=loop["env_steps"], grad_steps=0)
+    next_log = loop["env_steps"] + config.logging.log_interval
+    next_eval = (loop["env_steps"] // training.eval_interval + 1) * training.eval_interval \
+        if training.eval_interval else math.inf
+    next_ckpt = (loop["env_steps"] // training.checkpoint_interval + 1) * training.checkpoint_interval
+    grad_steps = int(state.grad_steps)
+    bar = tqdm.tqdm(total=total, initial=loop["env_steps"], unit="step", dynamic_ncols=True,
+                    disable=not config.logging.progress_bar, mininterval=1.0)
+
+    def save(reason: str) -> None:
+        checkpoints.save(loop["env_steps"], state,
+                         replay_state if training.save_replay else None, loop)
+        log.info("checkpoint at env step %d (%s) in %s", loop["env_steps"], reason,
+                 run_dir / "checkpoints")
+
+    def evaluate() -> None:
+        counter = iter(range(10**9))
+        policy = lambda obs: np.asarray(act_greedy(state, obs, next(counter),
+                                                   config.agent.eval_epsilon))
+        returns = envs.evaluate(policy, env_cfg.id, num_episodes=training.eval_episodes,
+                                seed=config.seed + 100_003 + loop["env_steps"],
+                                frame_stack=env_cfg.frame_stack, **_env_kwargs(config))
+        mean = float(np.mean(returns))
+        step = loop["env_steps"]
+        writer.add_scalar("eval/return_mean", mean, step)
+        writer.add_scalar("eval/return_std", float(np.std(returns)), step)
+        writer.add_scalar("eval/return_min", float(np.min(returns)), step)
+        writer.add_scalar("eval/return_max", float(np.max(returns)), step)
+        log.info("eval at env step %d: return %.2f +- %.2f over %d episodes", step, mean,
+                 float(np.std(returns)), len(returns))
+        best = loop["best_eval_return"]
+        if best is None or mean > best:
+            loop["best_eval_return"] = mean
+            checkpoints.save_best(step, state, loop, mean)
+
+    interrupted = False
+    try:
+        while loop["env_steps"] < total:
+            step = loop["env_steps"]
+            epsilon = schedules.epsilon(config.agent, step, total)
+            actions = np.asarray(act_explore(state, collector.stacked_obs, loop["vector_steps"],
+                                             epsilon))
+            slot, finished = collector.step(actions)
+            replay_state = add(replay_state, **slot)
+            loop["vector_steps"] += 1
+            loop["env_steps"] += num_envs
+            loop["replay_slots"] += num_envs
+            for episode in finished:
+                loop["episodes"] += 1
+                recent_returns.append(episode.return_)
+                writer.add_scalar("episode/return", episode.return_, loop["env_steps"])
+                writer.add_scalar("episode/length", episode.length, loop["env_steps"])
+
+            if loop["replay_slots"] >= training.learning_starts:
+                loop["grad_credit"] += num_envs * training.replay_ratio
+                while loop["grad_credit"] >= training.grad_steps_per_call:
+                    beta = schedules.importance_exponent(config.replay, loop["env_steps"], total)
+                    t0 = time.perf_counter()
+                    state, replay_state, last_metrics = update(state, replay_state, beta)
+                    jax.block_until_ready(state.grad_steps)
+                    busy_time += time.perf_counter() - t0
+                    loop["grad_credit"] -= training.grad_steps_per_call
+                    grad_steps += training.grad_steps_per_call
+
+            bar.update(num_envs)
+            if loop["env_steps"] >= next_log:
+                next_log += config.logging.log_interval
+                now = time.perf_counter()
+                elapsed = max(now - window["time"], 1e-9)
+                env_sps = (loop["env_steps"] - window["env_steps"]) / elapsed
+                grad_sps = (grad_steps - window["grad_steps"]) / elapsed
+                scalars = {"charts/epsilon": epsilon,
+                           "charts/importance_exponent": schedules.importance_exponent(
+                               config.replay, loop["env_steps"], total),
+                           "charts/episodes": loop["episodes"],
+                           "perf/env_steps_per_sec": env_sps,
+                           "perf/grad_steps_per_sec": grad_sps,
+                           "perf/transitions_learned_per_sec": grad_sps * training.batch_size,
+                           "perf/learner_busy_share": busy_time / elapsed,
+                           "train/grad_steps": grad_steps}
+                if last_metrics is not None:
+                    scalars.update({f"train/{k}": float(v)
+                                    for k, v in jax.device_get(last_metrics).items()})
+                for tag, value in scalars.items():
+                    writer.add_scalar(tag, value, loop["env_steps"])
+                window = dict(time=now, env_steps=loop["env_steps"], grad_steps=grad_steps)
+                busy_time = 0.0
+                postfix = dict(env_sps=f"{env_sps:.0f}", grad_sps=f"{grad_sps:.1f}",
+                               eps=f"{epsilon:.2f}")
+                if recent_returns:
+                    postfix["return"] = f"{np.mean(recent_returns):.1f}"
+                if last_metrics is not None:
+                    postfix["loss"] = f"{float(last_metrics['loss']):.3f}"
+                bar.set_postfix(postfix, refresh=False)
+            if loop["env_steps"] >= next_eval:
+                next_eval += training.eval_interval
+                evaluate()
+            if loop["env_steps"] >= next_ckpt:
+                next_ckpt += training.checkpoint_interval
+                save("periodic")
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted at env step %d: saving a checkpoint", loop["env_steps"])
+    finally:
+        bar.close()
+    try:
+        if interrupted or checkpoints.latest_step() != loop["env_steps"]:
+            save("interrupted" if interrupted else "final")
+        if interrupted:
+            log.info("resume with: python launch/run.py --resume %s", run_dir)
+        else:
+            log.info("done: %d env steps, %d grad steps, %d episodes", loop["env_steps"],
+                     grad_steps, loop["episodes"])
+    finally:
+        writer.close()
+        checkpoints.close()
+        try:
+            collector.close()
+        except Exception as e:  # workers may already be gone after Ctrl-C
+            log.warning("closing env workers: %s", e)
+    return 130 if interrupted else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, set up the run directory and train. Returns the exit code:
+    0 done, 2 bad input (one message on stderr), 130 interrupted after checkpointing."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        invocation = cli.parse(argv)
+        config = invocation.config
+        envs.check_env_id(config.env.id)
+        run_dir = invocation.resume_dir or Path(config.logging.run_dir or default_run_dir(config))
+        if invocation.resume_dir is None and (run_dir / "config.json").exists():
+            raise ConfigError("logging.run_dir", str(run_dir),
+                              "already holds a run; continue it with --resume "
+                              f"{run_dir} or pick another --run-dir")
+    except (ConfigError, FileNotFoundError, envs.EnvIdError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_lib.save(config, run_dir / "config.json")
+    _setup_logging(run_dir)
+    log.info("run directory %s (tensorboard --logdir %s)", run_dir, run_dir.parent)
+    try:
+        return train(config, run_dir, resume=invocation.resume_dir is not None)
+    except (ValueError, envs.EnvIdError) as e:
+        if isinstance(e, ConfigError) or "network.torso" in str(e):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

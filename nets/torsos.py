@@ -1,0 +1,130 @@
+"""Feature extractors. Input is a stacked observation [B, k, *frame]; output float32 [B, F]."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nets.layers import adaptive_max_pool
+
+
+def images_to_nhwc(obs: jax.Array) -> jax.Array:
+    """[B, k, H, W] uint8 frames -> [B, H, W, k] float32 in [0, 1]."""
+    return jnp.transpose(obs, (0, 2, 3, 1)).astype(jnp.float32) / 255.0
+
+
+class ResidualBlock(nn.Module):
+    """ReLU, 3x3 conv, ReLU, 3x3 conv, add (Espeholt et al. 2018), convs optionally
+    spectral-normalised (Miyato et al. 2018; BTR applies it here only)."""
+
+    channels: int
+    spectral_norm: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        y = x
+        for i in range(2):
+            y = nn.relu(y)
+            conv = nn.Conv(self.channels, (3, 3), padding="SAME", name=f"conv{i}")
+            y = nn.SpectralNorm(conv, name=f"sn{i}")(y, update_stats=train) \
+                if self.spectral_norm else conv(y)
+        return x + y
+
+
+class ImpalaCNN(nn.Module):
+    """Impala CNN as used by BTR (Clark et al. 2024; Espeholt et al. 2018).
+
+    Per stage: 3x3 conv, 3x3 stride-2 max-pool, two residual blocks; ReLU at the end; adaptive
+    max-pool to pooled_size x pooled_size; flatten. With channels (16, 32, 32) x width_scale 2
+    and pooled_size 6: 64 * 36 = 2304 features.
+
+    Call args: obs uint8 [B, k, H, W]; train (update spectral-norm power-iteration stats).
+    Returns float32 [B, channels[-1] * width_scale * pooled_size**2].
+    """
+
+    channels: Sequence[int] = (16, 32, 32)
+    width_scale: int = 2
+    spectral_norm: bool = True
+    pooled_size: int = 6
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, train: bool) -> jax.Array:
+        x = images_to_nhwc(obs)
+        for s, c in enumerate(self.channels):
+            c = c * self.width_scale
+            x = nn.Conv(c, (3, 3), padding="SAME", name=f"stage{s}_conv")(x)
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            for b in range(2):
+                x = ResidualBlock(c, self.spectral_norm, name=f"stage{s}_res{b}")(x, train)
+        x = nn.relu(x)
+        x = adaptive_max_pool(x, (self.pooled_size, self.pooled_size))
+        return x.reshape(x.shape[0], -1)
+
+
+class SmallCNN(nn.Module):
+    """Nature-DQN convolutions (Mnih et al. 2015): 8x8 s4, 4x4 s2, 3x3 s1, ReLU, flatten.
+
+    Call args: obs uint8 [B, k, H, W]; train (unused). Returns float32 [B, F].
+    """
+
+    channels: Sequence[int] = (32, 64, 64)
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, train: bool) -> jax.Array:
+        del train
+        x = images_to_nhwc(obs)
+        specs = ((8, 4), (4, 2), (3, 1))
+        for i, c in enumerate(self.channels):
+            kernel, stride = specs[min(i, len(specs) - 1)]
+            x = nn.relu(nn.Conv(c, (kernel, kernel), strides=(stride, stride), padding="VALID",
+                                name=f"conv{i}")(x))
+        return x.reshape(x.shape[0], -1)
+
+
+class MLP(nn.Module):
+    """ReLU MLP over the flattened stacked observation.
+
+    Call args: obs float [B, k, D]; train (unused). Returns float32 [B, hidden[-1]].
+    """
+
+    hidden: Sequence[int] = (256, 256)
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, train: bool) -> jax.Array:
+        del train
+        x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
+        for i, h in enumerate(self.hidden):
+            x = nn.relu(nn.Dense(h, name=f"dense{i}")(x))
+        return x
+
+
+def resolve_torso(name: str, is_image: bool) -> str:
+    """The concrete torso for a config value: ``auto`` is mlp for vectors, small_cnn for images.
+
+    Raises:
+      ValueError: a CNN torso for vector observations or the mlp for images, naming
+        ``network.torso``.
+    """
+    if name == "auto":
+        return "small_cnn" if is_image else "mlp"
+    if name in ("impala", "small_cnn") and not is_image:
+        raise ValueError(f"network.torso={name!r} needs image observations but this env gives "
+                         "vectors; use --network.torso mlp (or auto)")
+    if name == "mlp" and is_image:
+        raise ValueError("network.torso='mlp' on image observations is not supported; use "
+                         "impala, small_cnn or auto")
+    return name
+
+
+def make_torso(config, is_image: bool) -> nn.Module:
+    """Build the torso named by a ``rl.config.NetworkConfig`` (see :func:`resolve_torso`)."""
+    name = resolve_torso(config.torso, is_image)
+    if name == "impala":
+        return ImpalaCNN(tuple(config.impala_channels), config.width_scale,
+                         config.spectral_norm, config.pooled_size)
+    if name == "small_cnn":
+        return SmallCNN(tuple(config.cnn_channels))
+    return MLP(tuple(config.mlp_hidden))

@@ -1,0 +1,83 @@
+"""Per-example distributional losses and targets; batch them with ``jax.vmap``.
+
+Names follow rlax: ``*_tm1`` at the sampled state s_{t-1}, ``*_t`` at the bootstrap state.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+
+
+def huber(x: jax.Array, kappa: float) -> jax.Array:
+    """Huber function: 0.5 x^2 for |x| <= kappa, else kappa (|x| - 0.5 kappa). Elementwise."""
+    abs_x = jnp.abs(x)
+    quadratic = jnp.minimum(abs_x, kappa)
+    return 0.5 * quadratic**2 + kappa * (abs_x - quadratic)
+
+
+def quantile_huber_loss(dist_tm1: jax.Array, tau_tm1: jax.Array, dist_target: jax.Array,
+                        kappa: float = 1.0) -> jax.Array:
+    """Quantile Huber loss of one example (Dabney et al. 2018, IQN eq. 3).
+
+    loss = sum_i mean_j |tau_i - 1{delta_ij < 0}| * huber(delta_ij, kappa) / kappa,
+    delta_ij = dist_target_j - dist_tm1_i. The target is not differentiated through.
+    With kappa = 1 this equals ``rlax.quantile_regression_loss`` (which omits the 1/kappa).
+
+    Args:
+      dist_tm1: float [N] predicted quantile values at fractions tau_tm1.
+      tau_tm1: float [N] quantile fractions in [0, 1].
+      dist_target: float [N'] target samples.
+      kappa: Huber threshold > 0.
+    Returns a float32 scalar.
+    """
+    chex.assert_rank([dist_tm1, tau_tm1, dist_target], 1)
+    chex.assert_equal_shape([dist_tm1, tau_tm1])
+    delta = jax.lax.stop_gradient(dist_target)[None, :] - dist_tm1[:, None]     # [N, N']
+    weight = jnp.abs(tau_tm1[:, None] - (delta < 0).astype(delta.dtype))
+    return jnp.sum(jnp.mean(weight * huber(delta, kappa) / kappa, axis=1))
+
+
+def munchausen_quantile_target(r_t: jax.Array, discount_t: jax.Array, q_target_tm1: jax.Array,
+                               a_tm1: jax.Array, dist_target_t: jax.Array, tau: float,
+                               alpha: float, clip_min: float) -> jax.Array:
+    """Munchausen-IQN target samples of one example (Vieillard et al. 2020, M-IQN; BTR).
+
+    pi = softmax(q / tau) of the target network; the target is
+      r + alpha * clip(tau * log pi(a_tm1 | s_tm1), clip_min, 0)
+        + discount * sum_a pi_t(a) [Z_target(s_t, a) - tau * log pi_t(a)],
+    one value per target quantile sample. With n-step returns r is the discounted n-step
+    sum, the bonus is for the first action only and discount = gamma^n (0 at a terminal).
+
+    Args:
+      r_t: float scalar reward (n-step sum).
+      discount_t: float scalar bootstrap discount.
+      q_target_tm1: float [A] target-network Q (quantile mean) at s_tm1.
+      a_tm1: int scalar action taken at s_tm1.
+      dist_target_t: float [N', A] target-network quantile values at s_t.
+      tau: softmax temperature > 0; alpha: bonus weight; clip_min: l0 < 0.
+    Returns float [N'] target samples.
+    """
+    chex.assert_rank([r_t, discount_t, q_target_tm1, a_tm1, dist_target_t], [0, 0, 1, 0, 2])
+    log_pi_tm1 = jax.nn.log_softmax(q_target_tm1 / tau)
+    bonus = alpha * jnp.clip(tau * log_pi_tm1[a_tm1], clip_min, 0.0)
+    q_t = dist_target_t.mean(axis=0)
+    log_pi_t = jax.nn.log_softmax(q_t / tau)
+    soft_value = jnp.sum(jnp.exp(log_pi_t) * (dist_target_t - tau * log_pi_t), axis=-1)
+    return r_t + bonus + discount_t * soft_value
+
+
+def quantile_q_target(r_t: jax.Array, discount_t: jax.Array, dist_target_t: jax.Array,
+                      q_selector_t: jax.Array) -> jax.Array:
+    """(Double-)Q quantile target of one example (Dabney et al. 2018; van Hasselt et al. 2016).
+
+    target_j = r + discount * Z_target(s_t, argmax_a q_selector_t(a))_j.
+
+    Args:
+      r_t, discount_t: float scalars; dist_target_t: float [N', A];
+      q_selector_t: float [A] Q values used to pick the action (online net for double Q).
+    Returns float [N'].
+    """
+    chex.assert_rank([r_t, discount_t, dist_target_t, q_selector_t], [0, 0, 2, 1])
+    return r_t + discount_t * dist_target_t[:, jnp.argmax(q_selector_t)]
