@@ -1,0 +1,29 @@
+"""Host-side environments: gymnasium construction with BTR / Atari preprocessing, vector envs,
+the replay-slot collector and evaluation rollouts. numpy only: no jax in this package."""
+
+from envs.collector import SLOT_KEYS, Collector, EpisodeStats, FrameStacker
+from envs.evaluation import evaluate
+from envs.make import (
+    ActionRepeat,
+    EnvIdError,
+    EnvSpec,
+    check_env_id,
+    env_spec,
+    make_env,
+    make_vector_env,
+)
+
+__all__ = [
+    "SLOT_KEYS",
+    "ActionRepeat",
+    "Collector",
+    "EnvIdError",
+    "EnvSpec",
+    "EpisodeStats",
+    "FrameStacker",
+    "check_env_id",
+    "env_spec",
+    "evaluate",
+    "make_env",
+    "make_vector_env",
+]

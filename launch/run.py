@@ -30,6 +30,7 @@ from launch.checkpoint import RunCheckpoints
 from rl import config as config_lib
 from rl import schedules
 from rl.config import Config, ConfigError
+from nets import resolve_torso
 from rl.iqn import make_iqn
 
 log = logging.getLogger("launch")
@@ -61,14 +62,15 @@ def _env_kwargs(config: Config) -> dict:
                 max_episode_steps=config.env.max_episode_steps)
 
 
-def train(config: Config, run_dir: Path, resume: bool) -> int:
+def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> int:
     """Run (or continue) training; returns the process exit code (0 done, 130 interrupted).
 
-    Raises:
-      envs.EnvIdError / ValueError: an env or network that does not fit, before any work.
+    Args:
+      config: the resolved config; spec: the env's spaces (``envs.env_spec``).
+      run_dir: the run directory (config already written); resume: restore its latest
+        checkpoint.
     """
     env_cfg, training = config.env, config.training
-    spec = envs.env_spec(env_cfg.id, **_env_kwargs(config))
     agent = make_iqn(config, spec.num_actions, spec.is_image)
     replay = agent.replay
     checkpoints = RunCheckpoints(run_dir, training.keep_checkpoints)
@@ -253,25 +255,21 @@ def main(argv: list[str] | None = None) -> int:
         invocation = cli.parse(argv)
         config = invocation.config
         envs.check_env_id(config.env.id)
+        spec = envs.env_spec(config.env.id, **_env_kwargs(config))
+        resolve_torso(config.network.torso, spec.is_image)
         run_dir = invocation.resume_dir or Path(config.logging.run_dir or default_run_dir(config))
         if invocation.resume_dir is None and (run_dir / "config.json").exists():
             raise ConfigError("logging.run_dir", str(run_dir),
                               "already holds a run; continue it with --resume "
                               f"{run_dir} or pick another --run-dir")
-    except (ConfigError, FileNotFoundError, envs.EnvIdError) as e:
+    except (ValueError, FileNotFoundError) as e:  # ConfigError, EnvIdError, torso mismatch
         print(f"error: {e}", file=sys.stderr)
         return 2
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, run_dir / "config.json")
     _setup_logging(run_dir)
     log.info("run directory %s (tensorboard --logdir %s)", run_dir, run_dir.parent)
-    try:
-        return train(config, run_dir, resume=invocation.resume_dir is not None)
-    except (ValueError, envs.EnvIdError) as e:
-        if isinstance(e, ConfigError) or "network.torso" in str(e):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
+    return train(config, spec, run_dir, resume=invocation.resume_dir is not None)
 
 
 if __name__ == "__main__":

@@ -178,7 +178,7 @@ class IQN:
         agent = self.config.agent
         (loss, aux), grads = jax.value_and_grad(self._loss, has_aux=True)(
             state.params, state, batch, key)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         grad_steps = state.grad_steps + 1

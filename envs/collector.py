@@ -1,0 +1,207 @@
+"""Vector-env steps -> replay slots, plus the frame stacking the policy sees.
+
+Host-only numpy (no jax). The replay buffer stores one slot per env per vector step, with ONE
+frame each; it rebuilds stacks when sampling with the same padding rule as :class:`FrameStacker`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+from envs.make import EnvSpec
+
+__all__ = ["Collector", "EpisodeStats", "FrameStacker", "SLOT_KEYS"]
+
+SLOT_KEYS = ("obs", "action", "reward", "terminated", "truncated", "valid", "steps_since_start")
+"""The keys of a slot dict returned by :meth:`Collector.step`, in a fixed order."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeStats:
+    """One finished episode of one sub-env."""
+
+    env_index: int
+    """Index of the sub-env in the vector env."""
+    return_: float
+    """Sum of the raw (unclipped) rewards."""
+    length: int
+    """Number of agent steps (actions taken) in the episode."""
+    truncated: bool
+    """True if the episode ended by truncation (time limit), False if it terminated."""
+
+
+class FrameStacker:
+    """The last ``k`` frames of each of ``E`` streams, oldest first: [E, k, *frame_shape].
+
+    Frames before an episode's start are that episode's first frame repeated (gymnasium
+    ``FrameStackObservation(padding_type="reset")``), so a stack at episode step ``s`` is
+    ``frames[t - min(k - 1 - j, s)]`` for ``j = 0..k-1``: exactly what a replay that stores one
+    frame per step and its ``steps_since_start`` rebuilds.
+    """
+
+    def __init__(self, num_envs: int, k: int, frame_shape: tuple[int, ...], dtype: np.dtype):
+        if k < 1:
+            raise ValueError(f"frame_stack must be >= 1, got {k}")
+        self.k = k
+        self._buf = np.zeros((num_envs, k, *frame_shape), dtype=dtype)
+
+    def reset(self, frames: np.ndarray) -> None:
+        """Start a new episode in every stream with first frames ``frames`` [E, *frame_shape]."""
+        self._buf[:] = frames[:, None]
+
+    def push(self, frames: np.ndarray, new_episode: np.ndarray) -> None:
+        """Append ``frames`` [E, *frame_shape]; streams where ``new_episode`` [E] bool is True
+        start over (their stack becomes the frame repeated ``k`` times)."""
+        self._buf[:, :-1] = self._buf[:, 1:]  # numpy handles the overlapping copy
+        self._buf[:, -1] = frames
+        if new_episode.any():
+            self._buf[new_episode] = frames[new_episode][:, None]
+
+    @property
+    def stacks(self) -> np.ndarray:
+        """A copy of the current stacks, [E, k, *frame_shape], oldest frame first."""
+        return self._buf.copy()
+
+
+class Collector:
+    """Steps a NEXT_STEP-autoreset vector env and turns each step into replay slots.
+
+    A slot (one per env per vector step; every field an array with leading axis E = num_envs):
+
+    * ``obs`` [E, *frame_shape] (spec dtype): the frame o_t the action was chosen at.
+    * ``action`` [E] int32: a_t.
+    * ``reward`` [E] float32: reward after a_t, clipped to ``[-reward_clip, reward_clip]`` if
+      ``reward_clip`` is not None.
+    * ``terminated``, ``truncated`` [E] bool: the step's flags.
+    * ``valid`` [E] bool: False on the autoreset step that follows an episode end (the env
+      ignored a_t and returned its reset frame, reward 0, no flags); that slot's ``obs`` is the
+      FINAL frame of the ended episode. True otherwise.
+    * ``steps_since_start`` [E] int32: steps since the episode began at o_t (0 at a reset frame;
+      an episode of length L has its final-frame slot at L).
+
+    Episode statistics use raw rewards. Not thread-safe; one owner steps it.
+    """
+
+    def __init__(
+        self,
+        envs: gym.vector.VectorEnv,
+        spec: EnvSpec,
+        frame_stack: int,
+        reward_clip: float | None,
+    ):
+        """Raises ValueError if the vector env does not autoreset in NEXT_STEP mode, or for a
+        non-positive frame_stack / reward_clip."""
+        mode = envs.metadata.get("autoreset_mode")
+        if mode != AutoresetMode.NEXT_STEP:
+            raise ValueError(f"Collector needs a NEXT_STEP autoreset vector env, got {mode!r}")
+        if reward_clip is not None and not reward_clip > 0:
+            raise ValueError(f"reward_clip must be None or > 0, got {reward_clip!r}")
+        self.envs = envs
+        self.spec = spec
+        self.num_envs = envs.num_envs
+        self.frame_stack = frame_stack
+        self.reward_clip = reward_clip
+        self.total_env_steps = 0
+        """Number of valid slots produced (agent steps actually taken) since construction."""
+        self._stacker = FrameStacker(self.num_envs, frame_stack, spec.frame_shape, spec.frame_dtype)
+        self._obs: np.ndarray | None = None
+        e = self.num_envs
+        self._steps = np.zeros(e, np.int32)
+        self._ended = np.zeros(e, bool)  # the last step ended the episode: next step autoresets
+        self._return = np.zeros(e, np.float64)
+        self._length = np.zeros(e, np.int64)
+
+    def reset(self, seed: int) -> None:
+        """Reset every sub-env (sub-env i with seed ``seed + i``) and start new episodes."""
+        obs, _ = self.envs.reset(seed=seed)
+        self._obs = self._check_obs(obs)
+        self._stacker.reset(self._obs)
+        self._steps[:] = 0
+        self._ended[:] = False
+        self._return[:] = 0.0
+        self._length[:] = 0
+
+    @property
+    def stacked_obs(self) -> np.ndarray:
+        """Policy input for the current frames: [E, frame_stack, *frame_shape], spec dtype,
+        oldest frame first, padded with each episode's first frame (see :class:`FrameStacker`)."""
+        self._require_reset()
+        return self._stacker.stacks
+
+    def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], list[EpisodeStats]]:
+        """Take one vector step with ``actions`` [E] (integers in [0, num_actions)).
+
+        Returns the slot dict for this step (keys :data:`SLOT_KEYS`; o_t is the frame before the
+        step) and the episodes that ended in this step.
+        """
+        self._require_reset()
+        actions = np.array(actions, dtype=np.int32)  # a copy: the slot must not alias the caller's
+        if actions.shape != (self.num_envs,):
+            raise ValueError(f"actions must have shape ({self.num_envs},), got {actions.shape}")
+        valid = ~self._ended
+        slot = {
+            "obs": self._obs,
+            "action": actions,
+            "steps_since_start": self._steps.copy(),
+            "valid": valid,
+        }
+        obs, reward, terminated, truncated, _ = self.envs.step(actions)
+        obs = self._check_obs(obs)
+        raw = np.asarray(reward, dtype=np.float64)
+        terminated = np.asarray(terminated, dtype=bool)
+        truncated = np.asarray(truncated, dtype=bool)
+        reward32 = raw.astype(np.float32)
+        if self.reward_clip is not None:
+            reward32 = np.clip(reward32, -self.reward_clip, self.reward_clip)
+        slot["reward"] = reward32
+        slot["terminated"] = terminated
+        slot["truncated"] = truncated
+
+        # Episode bookkeeping over the steps that really acted.
+        self._return[valid] += raw[valid]
+        self._length[valid] += 1
+        ended = (terminated | truncated) & valid
+        episodes = [
+            EpisodeStats(
+                env_index=int(i),
+                return_=float(self._return[i]),
+                length=int(self._length[i]),
+                truncated=bool(truncated[i]),
+            )
+            for i in np.flatnonzero(ended)
+        ]
+        self._return[ended] = 0.0
+        self._length[ended] = 0
+        self.total_env_steps += int(valid.sum())
+
+        # Autoreset envs now show a reset frame (count 0, fresh stack); others continue.
+        reset_now = ~valid
+        self._steps = np.where(reset_now, 0, self._steps + 1).astype(np.int32)
+        self._stacker.push(obs, reset_now)
+        self._ended = ended
+        self._obs = obs
+        return {k: slot[k] for k in SLOT_KEYS}, episodes
+
+    def close(self) -> None:
+        """Close the vector env (and its worker processes)."""
+        self.envs.close()
+
+    def _require_reset(self) -> None:
+        if self._obs is None:
+            raise RuntimeError("call Collector.reset(seed) before stepping or reading stacked_obs")
+
+    def _check_obs(self, obs: np.ndarray) -> np.ndarray:
+        # Own copy: slots are handed out and a vector env built with copy=False reuses its buffer.
+        obs = np.array(obs)
+        expected = (self.num_envs, *self.spec.frame_shape)
+        if obs.shape != expected or obs.dtype != self.spec.frame_dtype:
+            raise ValueError(
+                f"vector env observations are {obs.dtype}{list(obs.shape)}, the spec says "
+                f"{np.dtype(self.spec.frame_dtype)}{list(expected)}: was the spec built with the "
+                "same make kwargs as the vector env?"
+            )
+        return obs

@@ -1,0 +1,73 @@
+"""Evaluation rollouts: a fixed number of complete episodes, raw returns.
+
+Host-only numpy (no jax); the policy is any callable on stacked observations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from envs.collector import Collector
+from envs.make import env_spec, make_vector_env
+
+__all__ = ["evaluate"]
+
+
+def evaluate(
+    act_fn: Callable[[np.ndarray], Any],
+    env_id: str,
+    *,
+    num_episodes: int,
+    seed: int,
+    frame_stack: int,
+    asynchronous: bool = False,
+    **make_kwargs: Any,
+) -> list[float]:
+    """Run exactly ``num_episodes`` complete episodes and return their raw (unclipped) returns.
+
+    One sub-env per episode (sub-env ``i`` reset with seed ``seed + i``), all stepped together
+    until each has finished once; steps an env takes after its first episode are ignored.
+    An env whose episodes never end (no time limit, a policy that never fails) never returns.
+    Observations are stacked exactly as in :class:`envs.collector.Collector` (same helper).
+
+    Args:
+        act_fn: ``act_fn(stacked_obs) -> actions``; ``stacked_obs`` is a numpy array
+            [num_episodes, frame_stack, *frame_shape] (uint8 images or float32 vectors), the
+            result anything ``np.asarray`` turns into [num_episodes] integer actions.
+        env_id: gymnasium id, preprocessed by :func:`envs.make.make_env`.
+        num_episodes: number of episodes (and sub-envs), >= 1.
+        seed: base seed.
+        frame_stack: frames per policy input.
+        asynchronous: run the sub-envs in spawned worker processes (``AsyncVectorEnv``).
+        **make_kwargs: passed to :func:`envs.make.make_env` (frame_skip, image_size,
+            max_episode_steps).
+
+    Returns:
+        ``num_episodes`` floats; element ``i`` is the return of sub-env ``i``'s first episode.
+
+    Raises:
+        EnvIdError / ValueError: as :func:`envs.make.make_vector_env` and
+            :class:`envs.collector.Collector`.
+    """
+    spec = env_spec(env_id, **make_kwargs)
+    envs = make_vector_env(
+        env_id, num_episodes, asynchronous=asynchronous, seed=seed, **make_kwargs
+    )
+    collector = Collector(envs, spec, frame_stack, reward_clip=None)
+    try:
+        collector.reset(seed)
+        returns: list[float | None] = [None] * num_episodes
+        remaining = num_episodes
+        while remaining:
+            actions = np.asarray(act_fn(collector.stacked_obs))
+            _, episodes = collector.step(actions)
+            for ep in episodes:
+                if returns[ep.env_index] is None:
+                    returns[ep.env_index] = ep.return_
+                    remaining -= 1
+        return [float(r) for r in returns]
+    finally:
+        collector.close()

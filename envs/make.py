@@ -1,0 +1,434 @@
+"""Gymnasium environment construction with the preprocessing this project trains on.
+
+Three families are supported, all with discrete actions:
+
+* Atari (``ALE/<Game>-v5``): the Beyond-The-Rainbow recipe (Clark et al. 2025), which follows
+  Machado et al. 2018: sticky actions 0.25, up to 30 no-op starts, frame skip 4 with max-pooling
+  of the last two frames, 84x84 grayscale, no life-loss terminal.
+* CarRacing (and other RGB/gray uint8 image envs): ``continuous=False`` for CarRacing, action
+  repeat with summed rewards, grayscale, 84x84 with ``cv2.INTER_AREA``.
+* Vector-observation envs (classic control, Box2D landers, ...): float32 vectors, no frame skip.
+
+Every env emits ONE preprocessed frame per step; frame stacking is done by
+:class:`envs.collector.Collector` so the replay buffer stores each frame once.
+Host-only numpy: do not import jax here (worker processes must stay light).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+import os
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.registration import parse_env_id
+from gymnasium.vector import AutoresetMode
+
+__all__ = [
+    "ActionRepeat",
+    "EnvIdError",
+    "EnvSpec",
+    "check_env_id",
+    "env_spec",
+    "make_env",
+    "make_vector_env",
+]
+
+# pygame (CarRacing's renderer) prints a banner on import, once per spawned worker.
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+_ATARI_EXTRA_HINT = "install the [atari] extra: pip install -e '.[atari]'"
+# Box2D's SWIG bindings warn while being imported; under `-W error` (our pytest config) the
+# warning is raised inside the extension's init and the interpreter segfaults.
+_SWIG_IMPORT_WARNING = r"builtin type (SwigPyPacked|SwigPyObject|swigvarlink) has no __module__"
+
+
+class EnvIdError(ValueError):
+    """An environment id this project cannot run: unknown, missing its optional dependency, or
+    with spaces the algorithms do not support. The message names the id and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """What the learner and the replay buffer need to know about a preprocessed env."""
+
+    env_id: str
+    """The gymnasium id, e.g. ``"ALE/Pong-v5"``, ``"CarRacing-v3"``, ``"CartPole-v1"``."""
+    frame_shape: tuple[int, ...]
+    """Shape of ONE preprocessed observation frame (no stack axis): ``(84, 84)`` or ``(4,)``."""
+    frame_dtype: np.dtype
+    """``np.uint8`` for images (0..255, not scaled), ``np.float32`` for vectors."""
+    num_actions: int
+    """Size of the discrete action space; actions are int32 in ``[0, num_actions)``."""
+    is_image: bool
+    """True for image frames ([H, W] uint8), False for float vectors."""
+    max_episode_steps: int | None
+    """Episode limit in agent steps (after frame skip) enforced by a TimeLimit, or None if there
+    is none (Atari then still ends at ALE's own 108,000-frame cap)."""
+
+
+def _is_atari(env_id: str) -> bool:
+    return env_id.startswith("ALE/")
+
+
+def _is_car_racing(env_id: str) -> bool:
+    return parse_env_id(env_id)[1] == "CarRacing"
+
+
+def _is_legacy_atari(env_id: str) -> bool:
+    """A registered ale-py id outside the ALE/ namespace (v0/v4, NoFrameskip, Deterministic)."""
+    return not _is_atari(env_id) and str(gym.registry[env_id].entry_point).startswith("ale_py")
+
+
+def _register_atari(env_id: str) -> None:
+    """Import ale_py so its ids exist in the gymnasium registry; EnvIdError if it is missing."""
+    try:
+        import ale_py
+    except ImportError as e:
+        raise EnvIdError(
+            f"environment {env_id!r} needs ale-py, which is not installed; {_ATARI_EXTRA_HINT}"
+        ) from e
+    gym.register_envs(ale_py)
+
+
+def _check_registered(env_id: str) -> None:
+    """EnvIdError unless env_id is a registered gymnasium id (registering ALE ids first)."""
+    if not isinstance(env_id, str) or not env_id:
+        raise EnvIdError(f"environment id must be a non-empty string, got {env_id!r}")
+    if _is_atari(env_id):
+        _register_atari(env_id)
+    elif env_id not in gym.registry:
+        # ale-py registers legacy Atari ids, and "Pong-v5" should suggest "ALE/Pong-v5".
+        try:
+            import ale_py
+
+            gym.register_envs(ale_py)
+        except ImportError:
+            pass
+    if env_id not in gym.registry:
+        candidates = [i for i in gym.registry if not _is_legacy_atari(i)]
+        matches = difflib.get_close_matches(env_id, candidates, n=3, cutoff=0.6)
+        suggestion = f"did you mean {', '.join(repr(m) for m in matches)}? " if matches else ""
+        raise EnvIdError(
+            f"unknown environment id {env_id!r}; {suggestion}"
+            "Allowed: ids registered with gymnasium (list them with gymnasium.pprint_registry()) "
+            "with discrete actions, e.g. 'CartPole-v1', 'CarRacing-v3', or Atari ids like "
+            f"'ALE/Pong-v5' ({_ATARI_EXTRA_HINT})."
+        )
+    if _is_legacy_atari(env_id):
+        # Legacy ids would silently miss the BTR preprocessing (v4: no sticky actions).
+        game = parse_env_id(env_id)[1]
+        for suffix in ("NoFrameskip", "Deterministic"):
+            game = game.removesuffix(suffix)
+        raise EnvIdError(
+            f"environment {env_id!r} is a legacy Atari id; use 'ALE/{game}-v5', which gets "
+            "the BTR preprocessing (sticky actions 0.25, frame skip 4, 84x84 gray)."
+        )
+
+
+def _check_spaces(env_id: str, env: gym.Env) -> None:
+    """EnvIdError unless the action space is Discrete (from 0) and observations are a Box."""
+    act = env.action_space
+    if isinstance(act, gym.spaces.Box):
+        raise EnvIdError(
+            f"environment {env_id!r} has a continuous action space {act}; this foundation "
+            "supports discrete actions only (CarRacing is the exception: it is run with "
+            "continuous=False, 5 discrete actions)."
+        )
+    if not isinstance(act, gym.spaces.Discrete) or int(act.start) != 0:
+        raise EnvIdError(
+            f"environment {env_id!r} has action space {act}; this foundation supports discrete "
+            "actions only (a single gymnasium Discrete(n) space starting at 0)."
+        )
+    obs = env.observation_space
+    if not isinstance(obs, gym.spaces.Box):
+        raise EnvIdError(
+            f"environment {env_id!r} has observation space {obs}; only Box observations "
+            "(uint8 images or float vectors) are supported."
+        )
+
+
+def _gym_make(env_id: str, **kwargs: Any) -> gym.Env:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SWIG_IMPORT_WARNING, category=DeprecationWarning)
+        return gym.make(env_id, **kwargs)
+
+
+def _raw_kwargs(env_id: str) -> dict[str, Any]:
+    """Constructor kwargs that turn the registered env into the one we run."""
+    if _is_atari(env_id):
+        # Frame skipping is done by AtariPreprocessing (with max-pooling), not by ALE.
+        return {"frameskip": 1, "repeat_action_probability": 0.25}
+    if _is_car_racing(env_id):
+        return {"continuous": False}
+    return {}
+
+
+def check_env_id(env_id: str) -> None:
+    """Check that ``env_id`` can be run here, before any work starts.
+
+    Builds the raw env once (cheap: no reset) to read its spaces, then closes it.
+
+    Raises:
+        EnvIdError: unknown id (with close matches from the gymnasium registry), an ``ALE/...`` id
+            without ale-py installed, or an env with non-discrete actions (CarRacing excepted: it
+            is run with ``continuous=False``) or non-Box observations.
+    """
+    _check_registered(env_id)
+    env = _gym_make(env_id, disable_env_checker=True, **_raw_kwargs(env_id))
+    try:
+        _check_spaces(env_id, env)
+    finally:
+        env.close()
+
+
+class ActionRepeat(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Repeat each action ``repeat`` times, summing rewards, stopping early at episode end.
+
+    The returned observation, flags and info are those of the last inner step taken. A TimeLimit
+    inside this wrapper (counting raw frames) therefore still truncates on the exact frame.
+    """
+
+    def __init__(self, env: gym.Env, repeat: int):
+        if repeat < 1:
+            raise ValueError(f"ActionRepeat needs repeat >= 1, got {repeat}")
+        gym.utils.RecordConstructorArgs.__init__(self, repeat=repeat)
+        gym.Wrapper.__init__(self, env)
+        self.repeat = repeat
+
+    def step(self, action):
+        """Step the inner env up to ``repeat`` times: (last obs, summed reward, flags, info)."""
+        total = 0.0
+        for _ in range(self.repeat):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+        return obs, total, terminated, truncated, info
+
+
+class _SeedFirstReset(gym.Wrapper):
+    """Use ``seed`` for the first reset that is not given one; also seeds the action space."""
+
+    def __init__(self, env: gym.Env, seed: int):
+        super().__init__(env)
+        self._pending_seed: int | None = seed
+        env.action_space.seed(seed)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is None:
+            seed = self._pending_seed
+        self._pending_seed = None
+        return self.env.reset(seed=seed, options=options)
+
+
+def _cast_to_float32(env: gym.Env) -> gym.Env:
+    # Bounds cast here: gymnasium's DtypeObservation warns when narrowing float64 bounds.
+    space = env.observation_space
+    with np.errstate(over="ignore"):  # finite float64 bounds beyond float32 become +-inf
+        low = np.asarray(space.low).astype(np.float32)
+        high = np.asarray(space.high).astype(np.float32)
+    new_space = gym.spaces.Box(low=low, high=high, shape=space.shape, dtype=np.float32)
+    return gym.wrappers.TransformObservation(
+        env, lambda obs: np.asarray(obs, dtype=np.float32), new_space
+    )
+
+
+def _is_image_space(space: gym.spaces.Box) -> bool:
+    shape = space.shape
+    return space.dtype == np.uint8 and (
+        len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3))
+    )
+
+
+def _check_make_args(frame_skip: int, image_size: int, max_episode_steps: int | None) -> None:
+    if int(frame_skip) != frame_skip or frame_skip < 1:
+        raise ValueError(f"frame_skip must be an integer >= 1, got {frame_skip!r}")
+    if int(image_size) != image_size or image_size < 1:
+        raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
+    if max_episode_steps is not None and (
+        int(max_episode_steps) != max_episode_steps or max_episode_steps < 1
+    ):
+        raise ValueError(
+            f"max_episode_steps must be None or an integer >= 1, got {max_episode_steps!r}"
+        )
+
+
+def make_env(
+    env_id: str,
+    *,
+    frame_skip: int = 4,
+    image_size: int = 84,
+    max_episode_steps: int | None = None,
+    seed: int | None = None,
+) -> gym.Env:
+    """Build one preprocessed env emitting ONE frame per step (no frame stacking).
+
+    * ``ALE/*-v5``: ``gym.make(id, frameskip=1, repeat_action_probability=0.25)`` then
+      ``AtariPreprocessing(noop_max=30, frame_skip=frame_skip, screen_size=image_size,
+      grayscale_obs=True, terminal_on_life_loss=False)`` (BTR / Machado et al. 2018):
+      uint8 [image_size, image_size].
+    * CarRacing and other uint8 image envs: ``continuous=False`` for CarRacing (5 actions), then
+      :class:`ActionRepeat` (``frame_skip``, rewards summed), grayscale, resize to
+      image_size x image_size with ``cv2.INTER_AREA``: uint8 [image_size, image_size]. The
+      registered TimeLimit (CarRacing: 1000 frames) sits inside the repeat and still truncates
+      on its exact frame (250 agent steps at frame_skip 4).
+    * Vector-observation envs: float32 vectors of the registered shape; ``frame_skip`` and
+      ``image_size`` are ignored.
+
+    Args:
+        env_id: a registered gymnasium id (see :func:`check_env_id`).
+        frame_skip: env frames per agent step for image envs.
+        image_size: side of the square output image.
+        max_episode_steps: if given, replaces the registered limit by a TimeLimit counting agent
+            steps (outermost wrapper, so Atari no-op starts and action repeats do not count).
+        seed: if given, used for the first ``reset()`` called without a seed, and for the
+            action space.
+
+    Raises:
+        EnvIdError: see :func:`check_env_id`.
+        ValueError: frame_skip, image_size or max_episode_steps out of range.
+    """
+    _check_make_args(frame_skip, image_size, max_episode_steps)
+    _check_registered(env_id)
+    # -1 removes the registered TimeLimit; ours (in agent steps) is added last.
+    inner_limit = -1 if max_episode_steps is not None else None
+    env = _gym_make(env_id, max_episode_steps=inner_limit, **_raw_kwargs(env_id))
+    try:
+        _check_spaces(env_id, env)
+        if _is_atari(env_id):
+            env = gym.wrappers.AtariPreprocessing(
+                env,
+                noop_max=30,
+                frame_skip=frame_skip,
+                screen_size=image_size,
+                terminal_on_life_loss=False,
+                grayscale_obs=True,
+            )
+        elif _is_image_space(env.observation_space):
+            if frame_skip > 1:
+                env = ActionRepeat(env, frame_skip)
+            shape = env.observation_space.shape
+            if len(shape) == 3 and shape[-1] == 3:
+                env = gym.wrappers.GrayscaleObservation(env, keep_dim=False)
+            elif len(shape) == 3:
+                env = gym.wrappers.ReshapeObservation(env, shape[:2])
+            if env.observation_space.shape != (image_size, image_size):
+                env = gym.wrappers.ResizeObservation(env, (image_size, image_size))
+        elif env.observation_space.dtype != np.float32:
+            env = _cast_to_float32(env)
+    except BaseException:
+        env.close()
+        raise
+    if max_episode_steps is not None:
+        env = gym.wrappers.TimeLimit(env, max_episode_steps)
+    if seed is not None:
+        env = _SeedFirstReset(env, seed)
+    return env
+
+
+def _agent_step_limit(
+    env_id: str, is_image: bool, frame_skip: int, max_episode_steps: int | None
+) -> int | None:
+    if max_episode_steps is not None:
+        return int(max_episode_steps)
+    registered = gym.spec(env_id).max_episode_steps
+    if registered is None:
+        return None
+    # A frame-counting TimeLimit inside the action repeat ends on agent step ceil(frames / skip).
+    return math.ceil(registered / frame_skip) if is_image and not _is_atari(env_id) else registered
+
+
+def env_spec(
+    env_id: str,
+    *,
+    frame_skip: int = 4,
+    image_size: int = 84,
+    max_episode_steps: int | None = None,
+    seed: int | None = None,
+) -> EnvSpec:
+    """The :class:`EnvSpec` of ``make_env(env_id, **same kwargs)``: builds one env, reads its
+    spaces, closes it. Raises like :func:`make_env`."""
+    env = make_env(
+        env_id,
+        frame_skip=frame_skip,
+        image_size=image_size,
+        max_episode_steps=max_episode_steps,
+        seed=seed,
+    )
+    try:
+        return _spec_from_spaces(
+            env_id, env.observation_space, env.action_space, frame_skip, max_episode_steps
+        )
+    finally:
+        env.close()
+
+
+def _spec_from_spaces(
+    env_id: str,
+    observation_space: gym.spaces.Box,
+    action_space: gym.spaces.Discrete,
+    frame_skip: int,
+    max_episode_steps: int | None,
+) -> EnvSpec:
+    """EnvSpec from the (single-env) spaces of a :func:`make_env` env."""
+    is_image = observation_space.dtype == np.uint8  # non-image observations were cast to float32
+    return EnvSpec(
+        env_id=env_id,
+        frame_shape=tuple(int(d) for d in observation_space.shape),
+        frame_dtype=np.dtype(observation_space.dtype),
+        num_actions=int(action_space.n),
+        is_image=bool(is_image),
+        max_episode_steps=_agent_step_limit(env_id, is_image, frame_skip, max_episode_steps),
+    )
+
+
+def make_vector_env(
+    env_id: str,
+    num_envs: int,
+    *,
+    asynchronous: bool,
+    seed: int,
+    **make_kwargs: Any,
+) -> gym.vector.VectorEnv:
+    """``num_envs`` copies of :func:`make_env` in one vector env, autoreset mode NEXT_STEP.
+
+    Asynchronous: ``AsyncVectorEnv`` with shared-memory observations and ``spawn`` worker
+    processes (the learner process runs JAX threads, so forking it is unsafe). Otherwise a
+    ``SyncVectorEnv`` in this process. Sub-env ``i`` uses seed ``seed + i`` (its first reset and
+    action space; ``VectorEnv.reset(seed=seed)`` gives the same per-env seeds).
+
+    ``make_kwargs`` are passed to :func:`make_env` (frame_skip, image_size, max_episode_steps).
+    Observations are batched on a leading axis of size ``num_envs``.
+
+    Raises:
+        EnvIdError: see :func:`check_env_id` (raised in this process, before workers start:
+            both vector envs build the first env here).
+        ValueError: num_envs < 1 or bad make_kwargs.
+    """
+    if int(num_envs) != num_envs or num_envs < 1:
+        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    if "seed" in make_kwargs:
+        raise ValueError("pass seed as make_vector_env's own argument, not in make_kwargs")
+    # Module-level function + partial: picklable for spawned workers.
+    env_fns = [
+        functools.partial(make_env, env_id, seed=seed + i, **make_kwargs) for i in range(num_envs)
+    ]
+    if asynchronous:
+        envs = gym.vector.AsyncVectorEnv(
+            env_fns,
+            shared_memory=True,
+            context="spawn",
+            autoreset_mode=AutoresetMode.NEXT_STEP,
+        )
+    else:
+        envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.NEXT_STEP)
+    if envs.metadata.get("autoreset_mode") != AutoresetMode.NEXT_STEP:
+        envs.close()
+        raise RuntimeError("expected a NEXT_STEP autoreset vector env")
+    return envs

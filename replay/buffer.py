@@ -1,0 +1,402 @@
+"""Device-resident replay: one ring per env stream, frame-stack dedup, n-step, PER.
+
+Everything lives in one :class:`ReplayState` pytree of jax arrays; a
+:class:`DeviceReplay` (frozen, static config) supplies pure, jit-able functions over
+it. Each slot stores a single frame; stacks of ``frame_stack`` frames and n-step
+returns are rebuilt at sample time from contiguous slots of the same stream.
+
+Slot layout (one per env per vector step, gymnasium NEXT_STEP autoreset): a slot at
+logical step t holds ``o_t, a_t, r_t, terminated_t, truncated_t, valid_t,
+steps_since_start_t``; the slot after an episode end holds the final observation with
+``valid=False`` and is only ever read as bootstrap observation or stack history.
+
+References:
+  Schaul et al., "Prioritized Experience Replay", ICLR 2016 (proportional variant).
+  Sutton & Barto, "Reinforcement Learning: An Introduction", 2nd ed., Sec. 7.1 (n-step).
+  Hessel et al., "Rainbow", AAAI 2018 (n-step targets inside DQN-style replay).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import chex
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from replay import sum_tree
+
+__all__ = ["ReplayState", "Batch", "DeviceReplay"]
+
+
+@flax.struct.dataclass
+class ReplayState:
+    """Replay contents; a pytree of device arrays (E streams, C slots per stream).
+
+    Attributes:
+      obs: pytree of ``[E, C, *frame]`` arrays, one frame per slot.
+      action: ``[E, C, *action_shape]``, dtype of the action example.
+      reward: float32 ``[E, C]``, reward after the slot's action.
+      terminated: bool ``[E, C]``, episode ended in a terminal state after the action.
+      truncated: bool ``[E, C]``, episode was cut after the action (bootstrap).
+      valid: bool ``[E, C]``, False for autoreset (final-observation) slots.
+      steps_since_start: int32 ``[E, C]``, steps since the episode began for ``obs``.
+      sum_tree: float32 ``[2L]`` priorities, leaf ``stream * C + ring_index``; 0 for
+        positions that may not be sampled.
+      max_priority: float32 ``[]``, largest ``priority + eps`` seen (starts at 1.0).
+      count: int32 ``[]``, number of ``add`` calls so far.
+    """
+
+    obs: Any
+    action: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    valid: jax.Array
+    steps_since_start: jax.Array
+    sum_tree: jax.Array
+    max_priority: jax.Array
+    count: jax.Array
+
+
+@flax.struct.dataclass
+class Batch:
+    """A batch of n-step transitions with stacked observations.
+
+    Attributes:
+      obs: pytree of ``[B, k, *frame]`` stacks at the start slot (oldest frame first).
+      action: ``[B, *action_shape]`` action at the start slot.
+      reward: float32 ``[B]``, ``sum_{j<m} gamma^j r_{p+j}``.
+      discount: float32 ``[B]``, ``gamma^m``, or 0 if the window ended in termination.
+      next_obs: pytree of ``[B, k, *frame]`` stacks at slot ``p + m``.
+      n_steps: int32 ``[B]``, ``m`` (steps actually summed, <= n_step).
+      indices: int32 ``[B]`` flat leaf indices ``stream * C + ring_index``, to pass to
+        :meth:`DeviceReplay.set_priorities`.
+      weights: float32 ``[B]`` importance weights, max-normalised within the batch
+        (all 1 in uniform mode).
+    """
+
+    obs: Any
+    action: jax.Array
+    reward: jax.Array
+    discount: jax.Array
+    next_obs: Any
+    n_steps: jax.Array
+    indices: jax.Array
+    weights: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceReplay:
+    """Replay buffer of E per-stream rings on device, with optional proportional PER.
+
+    All methods are pure functions of a :class:`ReplayState`; jit them with this object
+    closed over, e.g. ``add = jax.jit(replay.add, donate_argnums=0)`` and
+    ``sample = jax.jit(replay.sample, static_argnames="batch_size")``.
+
+    A start position p of a stream is sampleable after ``count`` adds iff
+    ``valid[p]``, ``p <= count - 1 - n_step`` (its n future slots exist) and
+    ``p >= count - C + frame_stack - 1`` (its stack history is not overwritten).
+    The sum tree keeps exactly these leaves positive.
+
+    Attributes:
+      num_streams: E, env streams added per ``add`` call (>= 1).
+      capacity_per_stream: C, ring size per stream; must exceed ``n_step + frame_stack``.
+      frame_stack: k, frames per stacked observation (>= 1).
+      n_step: n, steps summed in the return (>= 1).
+      gamma: per-step discount in [0, 1].
+      prioritized: proportional PER (Schaul et al. 2016) if True, else uniform.
+      priority_exponent: alpha in [0, inf); leaf = (priority + eps) ** alpha.
+      priority_eps: eps > 0 added to priorities so a zero |TD| stays sampleable.
+    """
+
+    num_streams: int
+    capacity_per_stream: int
+    frame_stack: int
+    n_step: int
+    gamma: float
+    prioritized: bool
+    priority_exponent: float = 0.6
+    priority_eps: float = 1e-6
+
+    def __post_init__(self):
+        def check_int(name, low):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+        check_int("num_streams", 1)
+        check_int("frame_stack", 1)
+        check_int("n_step", 1)
+        check_int("capacity_per_stream", 1)
+        if self.capacity_per_stream <= self.n_step + self.frame_stack:
+            raise ValueError(
+                f"capacity_per_stream must be > n_step + frame_stack = "
+                f"{self.n_step + self.frame_stack}, got {self.capacity_per_stream}"
+            )
+        if not 0.0 <= float(self.gamma) <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
+        if not isinstance(self.prioritized, (bool, np.bool_)):
+            raise ValueError(f"prioritized must be a bool, got {self.prioritized!r}")
+        if not 0.0 <= float(self.priority_exponent) < float("inf"):
+            raise ValueError(
+                f"priority_exponent must be finite and >= 0, got {self.priority_exponent!r}"
+            )
+        if not 0.0 < float(self.priority_eps) < float("inf"):
+            raise ValueError(f"priority_eps must be finite and > 0, got {self.priority_eps!r}")
+
+    # ------------------------------------------------------------------ state
+    @property
+    def num_leaves(self) -> int:
+        """E * C, number of sum-tree leaves in use (Python int)."""
+        return self.num_streams * self.capacity_per_stream
+
+    def init(self, obs_example: Any, action_example: Any) -> ReplayState:
+        """Builds an empty state.
+
+        Args:
+          obs_example: ONE slot's observation (pytree of arrays, no env axis), e.g.
+            uint8 ``[84, 84]``; only shapes and dtypes are used.
+          action_example: ONE slot's action, e.g. ``jnp.int32(0)`` or float32 ``[d]``.
+
+        Returns:
+          A :class:`ReplayState` with zeroed rings, zero sum tree, ``max_priority=1``
+          and ``count=0``.
+        """
+        lead = (self.num_streams, self.capacity_per_stream)
+
+        def ring(x):
+            x = jnp.asarray(x)
+            return jnp.zeros(lead + x.shape, x.dtype)
+
+        return ReplayState(
+            obs=jax.tree.map(ring, obs_example),
+            action=ring(action_example),
+            reward=jnp.zeros(lead, jnp.float32),
+            terminated=jnp.zeros(lead, jnp.bool_),
+            truncated=jnp.zeros(lead, jnp.bool_),
+            valid=jnp.zeros(lead, jnp.bool_),
+            steps_since_start=jnp.zeros(lead, jnp.int32),
+            sum_tree=sum_tree.init(self.num_leaves),
+            max_priority=jnp.ones((), jnp.float32),
+            count=jnp.zeros((), jnp.int32),
+        )
+
+    # -------------------------------------------------------------------- add
+    def add(
+        self,
+        state: ReplayState,
+        obs: Any,
+        action: jax.Array,
+        reward: jax.Array,
+        terminated: jax.Array,
+        truncated: jax.Array,
+        valid: jax.Array,
+        steps_since_start: jax.Array,
+    ) -> ReplayState:
+        """Writes one slot per stream at ring index ``count % C`` and updates the tree.
+
+        Args:
+          state: current state (donate it when jitting: ``donate_argnums=0``).
+          obs: pytree of ``[E, *frame]`` (o_t, the observation a_t was chosen at).
+          action: ``[E, *action_shape]``.
+          reward: ``[E]`` reward after a_t.
+          terminated: bool ``[E]``.
+          truncated: bool ``[E]``.
+          valid: bool ``[E]``; False for autoreset slots (obs = final observation).
+          steps_since_start: int ``[E]``.
+
+        Every input is cast to the stored dtype.
+
+        Returns:
+          The new state. The leaf of position ``t - n_step`` (which now has its n
+          future slots) is set to ``max_priority ** alpha`` (1 if uniform) when valid;
+          leaves ``t .. t + k - 1`` (mod C) are zeroed: the new slot has no future yet
+          and the oldest k - 1 positions just lost the start of their stack history.
+
+        Raises:
+          AssertionError (chex, at trace time): if a leading axis is not E.
+        """
+        num_streams, capacity = self.num_streams, self.capacity_per_stream
+        chex.assert_tree_shape_prefix(
+            (obs, action, reward, terminated, truncated, valid, steps_since_start),
+            (num_streams,),
+        )
+        chex.assert_shape((reward, terminated, truncated, valid, steps_since_start), (num_streams,))
+        t = state.count
+        write = t % capacity
+
+        def put(ring, x):
+            # dynamic_update_index_in_dim lets XLA write in place into a donated buffer.
+            x = jnp.asarray(x, ring.dtype)
+            return jax.lax.dynamic_update_index_in_dim(ring, x, write, axis=1)
+
+        new_valid = put(state.valid, valid)
+        streams = jnp.arange(num_streams, dtype=jnp.int32) * capacity
+
+        # Position t - n now has its n future slots.
+        ready_ring = (t - self.n_step) % capacity
+        ready = (t >= self.n_step) & new_valid[:, ready_ring]
+        fresh = (
+            state.max_priority ** jnp.float32(self.priority_exponent)
+            if self.prioritized
+            else jnp.float32(1.0)
+        )
+        ready_values = jnp.where(ready, fresh, 0.0)
+
+        # The written slot and the k - 1 oldest positions are no longer sampleable.
+        stale_rings = (t + jnp.arange(self.frame_stack, dtype=jnp.int32)) % capacity
+        stale_idx = (streams[:, None] + stale_rings[None, :]).reshape(-1)
+
+        # C > n + k guarantees the two index sets never overlap.
+        indices = jnp.concatenate([streams + ready_ring, stale_idx])
+        values = jnp.concatenate([ready_values, jnp.zeros(stale_idx.shape, jnp.float32)])
+
+        return state.replace(
+            obs=jax.tree.map(put, state.obs, obs),
+            action=put(state.action, action),
+            reward=put(state.reward, reward),
+            terminated=put(state.terminated, terminated),
+            truncated=put(state.truncated, truncated),
+            valid=new_valid,
+            steps_since_start=put(state.steps_since_start, steps_since_start),
+            sum_tree=sum_tree.set(state.sum_tree, indices, values),
+            count=t + 1,
+        )
+
+    # ----------------------------------------------------------------- sample
+    def _stack(self, state: ReplayState, stream: jax.Array, ring_index: jax.Array) -> Any:
+        """Stacked obs ``[B, k, *frame]`` at ring positions ``ring_index`` ``[B]``.
+
+        Frame i (oldest first) comes from offset ``min(k - 1 - i, steps_since_start)``
+        back, so history before the episode start repeats the reset frame.
+        """
+        capacity = self.capacity_per_stream
+        back = jnp.arange(self.frame_stack - 1, -1, -1, dtype=jnp.int32)  # [k]
+        since = state.steps_since_start[stream, ring_index]  # [B]
+        offset = jnp.minimum(back[None, :], since[:, None])  # [B, k]
+        pos = (ring_index[:, None] - offset) % capacity
+        return jax.tree.map(lambda leaf: leaf[stream[:, None], pos], state.obs)
+
+    def _gather(self, state: ReplayState, indices: jax.Array) -> Batch:
+        """Builds n-step transitions for flat leaf ``indices`` ``[B]`` (weights = 1).
+
+        Only meaningful for sampleable positions (positive leaves).
+        """
+        capacity, n = self.capacity_per_stream, self.n_step
+        indices = jnp.asarray(indices, jnp.int32)
+        stream = indices // capacity
+        start = indices % capacity
+
+        ahead = (start[:, None] + jnp.arange(n, dtype=jnp.int32)[None, :]) % capacity
+        rewards = state.reward[stream[:, None], ahead]  # [B, n]
+        term = state.terminated[stream[:, None], ahead]
+        done = term | state.truncated[stream[:, None], ahead]
+        # m = index of the first done + 1, or n if no done in the window.
+        m = jnp.where(done.any(axis=1), jnp.argmax(done, axis=1) + 1, n).astype(jnp.int32)
+        powers = jnp.asarray(np.float32(self.gamma) ** np.arange(n + 1, dtype=np.float32))
+        in_window = jnp.arange(n)[None, :] < m[:, None]
+        n_step_reward = jnp.sum(jnp.where(in_window, powers[None, :n] * rewards, 0.0), axis=1)
+        ended_terminal = jnp.take_along_axis(term, (m - 1)[:, None], axis=1)[:, 0]
+        discount = jnp.where(ended_terminal, 0.0, powers[m])
+
+        return Batch(
+            obs=self._stack(state, stream, start),
+            action=state.action[stream, start],
+            reward=n_step_reward.astype(jnp.float32),
+            discount=discount.astype(jnp.float32),
+            next_obs=self._stack(state, stream, (start + m) % capacity),
+            n_steps=m,
+            indices=indices,
+            weights=jnp.ones(indices.shape, jnp.float32),
+        )
+
+    def sample(
+        self,
+        state: ReplayState,
+        key: jax.Array,
+        batch_size: int,
+        importance_exponent: float | jax.Array,
+    ) -> Batch:
+        """Samples ``batch_size`` n-step transitions (with replacement, stratified).
+
+        Start i is drawn with probability ``P(i) = leaf_i / total`` (uniform over
+        sampleable positions when ``prioritized=False``). Importance weights follow
+        Schaul et al. 2016, Sec. 3.4: ``w_i = (N * P(i)) ** (-beta) / max_j w_j``, with
+        N = :meth:`size` and beta = ``importance_exponent`` (annealed by the learner).
+
+        Args:
+          state: current state; must satisfy :meth:`can_sample`, else the batch is
+            garbage (no error can be raised inside jit).
+          key: PRNG key.
+          batch_size: static Python int B.
+          importance_exponent: beta, float scalar (may be traced).
+
+        Returns:
+          A :class:`Batch` (see its docstring for shapes).
+        """
+        indices = sum_tree.sample(state.sum_tree, key, batch_size)
+        batch = self._gather(state, indices)
+        if not self.prioritized:
+            return batch
+        leaf = sum_tree.get(state.sum_tree, indices)
+        # Log space avoids overflow of (N P)^-beta; the max-normalisation cancels N/total.
+        log_w = -jnp.asarray(importance_exponent, jnp.float32) * (
+            jnp.log(self.size(state).astype(jnp.float32))
+            + jnp.log(leaf)
+            - jnp.log(sum_tree.total(state.sum_tree))
+        )
+        weights = jnp.exp(log_w - jnp.max(log_w))
+        return batch.replace(weights=weights.astype(jnp.float32))
+
+    # ------------------------------------------------------------- priorities
+    def set_priorities(
+        self, state: ReplayState, indices: jax.Array, priorities: jax.Array
+    ) -> ReplayState:
+        """Stores ``(priority + eps) ** alpha`` at flat ``indices`` (Schaul et al. 2016).
+
+        Leaves that are currently 0 (no longer sampleable, e.g. overwritten since they
+        were sampled) are left at 0. ``max_priority`` becomes
+        ``max(max_priority, max(priorities + eps))``. A no-op when uniform.
+
+        Args:
+          state: current state.
+          indices: int32 ``[B]`` from :attr:`Batch.indices`.
+          priorities: float ``[B]`` non-negative, typically |TD error|.
+
+        Returns:
+          The new state.
+        """
+        if not self.prioritized:
+            return state
+        indices = jnp.asarray(indices, jnp.int32)
+        priorities = jnp.asarray(priorities, jnp.float32) + jnp.float32(self.priority_eps)
+        values = priorities ** jnp.float32(self.priority_exponent)
+        alive = sum_tree.get(state.sum_tree, indices) > 0
+        values = jnp.where(alive, values, 0.0)
+        return state.replace(
+            sum_tree=sum_tree.set(state.sum_tree, indices, values),
+            max_priority=jnp.maximum(state.max_priority, jnp.max(priorities)),
+        )
+
+    # ------------------------------------------------------------------ sizes
+    def size(self, state: ReplayState) -> jax.Array:
+        """Stored slots, ``E * min(count, C)``, as int32 scalar (N in the IS weights)."""
+        return self.num_streams * jnp.minimum(state.count, self.capacity_per_stream)
+
+    def num_sampleable(self, state: ReplayState) -> jax.Array:
+        """Number of positions that can start a transition (positive leaves), int32."""
+        leaves = state.sum_tree[sum_tree.num_leaves_capacity(state.sum_tree) :]
+        return jnp.sum(leaves > 0, dtype=jnp.int32)
+
+    def can_sample(self, state: ReplayState, batch_size: int | None = None) -> jax.Array:
+        """Whether :meth:`sample` is meaningful: bool scalar, ``total > 0``.
+
+        ``batch_size`` is accepted for interface symmetry; sampling is with
+        replacement, so any batch size works once one position is sampleable.
+        """
+        del batch_size
+        return sum_tree.total(state.sum_tree) > 0

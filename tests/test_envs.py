@@ -1,0 +1,434 @@
+"""Tests for envs/: env construction and preprocessing, the replay-slot Collector, evaluation.
+
+The Collector is checked on a tiny deterministic fake env whose observation is
+(env tag, episode index, step in episode), so every slot and stack can be written down by hand.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+
+from envs import (
+    SLOT_KEYS,
+    ActionRepeat,
+    Collector,
+    EnvIdError,
+    EpisodeStats,
+    check_env_id,
+    env_spec,
+    evaluate,
+    make_env,
+    make_vector_env,
+)
+
+# ----------------------------------------------------------------------------------
+# Fake envs.
+
+# Per env tag: episodes as (length, ends by termination?); repeated cyclically.
+SCHEDULES = {
+    0: [(2, True), (1, False), (3, True), (5, False)],
+    1: [(1, False), (4, True), (2, False), (3, True)],
+}
+
+
+def fake_reward(ep: int, t: int) -> float:
+    """Raw reward of the action taken at step t of episode ep (some beyond the clip of 1)."""
+    return (t + 1) * 0.75 * (-1) ** t + ep
+
+
+class FakeEnv(gym.Env):
+    """Observation [tag, episode, step]; episode lengths and endings from SCHEDULES[tag]."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, tag: int = 0, dtype=np.float32):
+        self.tag = tag
+        self.schedule = SCHEDULES[tag]
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), dtype)
+        self.action_space = gym.spaces.Discrete(3)
+        self._ep = -1
+        self._t = 0
+
+    def _obs(self):
+        return np.array([self.tag, self._ep, self._t], self.observation_space.dtype)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._ep += 1
+        self._t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        length, by_termination = self.schedule[self._ep % len(self.schedule)]
+        reward = fake_reward(self._ep, self._t)
+        self._t += 1
+        done = self._t >= length
+        return self._obs(), reward, done and by_termination, done and not by_termination, {}
+
+
+class FakeImageEnv(gym.Env):
+    """RGB uint8 frames whose pixels all equal the frame count; reward of frame n is n."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, terminate_at: int | None = None, channels: int = 3):
+        self.observation_space = gym.spaces.Box(0, 255, (8, 10, channels), np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+        self.terminate_at = terminate_at
+        self._n = 0
+
+    def _obs(self):
+        return np.full(self.observation_space.shape, self._n, np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._n = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self._n += 1
+        return self._obs(), float(self._n), self._n == self.terminate_at, False, {}
+
+
+FAKE_VEC_ID = "EnvsTestFakeVec-v0"
+FAKE_IMAGE_ID = "EnvsTestFakeImage-v0"
+FAKE_GRAY_ID = "EnvsTestFakeGray-v0"
+if FAKE_VEC_ID not in gym.registry:
+    gym.register(FAKE_VEC_ID, entry_point=FakeEnv, kwargs={"dtype": np.float64})
+if FAKE_IMAGE_ID not in gym.registry:
+    gym.register(FAKE_IMAGE_ID, entry_point=FakeImageEnv, max_episode_steps=10)
+if FAKE_GRAY_ID not in gym.registry:
+    gym.register(FAKE_GRAY_ID, entry_point=FakeImageEnv, kwargs={"channels": 1})
+
+
+def fake_spec():
+    return env_spec(FAKE_VEC_ID)
+
+
+def fake_collector(num_envs: int, frame_stack: int, reward_clip):
+    envs = gym.vector.SyncVectorEnv(
+        [functools.partial(FakeEnv, tag=i) for i in range(num_envs)],
+        autoreset_mode=AutoresetMode.NEXT_STEP,
+    )
+    return Collector(envs, fake_spec(), frame_stack=frame_stack, reward_clip=reward_clip)
+
+
+# ----------------------------------------------------------------------------------
+# Collector slots on the fake env.
+
+# Hand expectations per env, one row per vector step:
+# (obs episode, obs step, valid, terminated, truncated); steps_since_start == obs step.
+EXPECTED = {
+    0: [
+        (0, 0, True, False, False),
+        (0, 1, True, True, False),  # episode 0 terminates after 2 steps
+        (0, 2, False, False, False),  # autoreset slot holds the final obs
+        (1, 0, True, False, True),  # episode 1 truncated after 1 step
+        (1, 1, False, False, False),
+        (2, 0, True, False, False),
+        (2, 1, True, False, False),
+        (2, 2, True, True, False),
+        (2, 3, False, False, False),
+    ],
+    1: [
+        (0, 0, True, False, True),  # length-1 episode, truncated
+        (0, 1, False, False, False),
+        (1, 0, True, False, False),
+        (1, 1, True, False, False),
+        (1, 2, True, False, False),
+        (1, 3, True, True, False),
+        (1, 4, False, False, False),
+        (2, 0, True, False, False),
+        (2, 1, True, False, True),
+    ],
+}
+EXPECTED_EPISODES = [  # (vector step, env, episode, length, truncated)
+    (1, 1, 0, 1, True),
+    (2, 0, 0, 2, False),
+    (4, 0, 1, 1, True),
+    (6, 1, 1, 4, False),
+    (8, 0, 2, 3, False),
+    (9, 1, 2, 2, True),
+]
+
+
+@pytest.mark.parametrize("reward_clip", [None, 1.0])
+def test_collector_slots_match_hand_expectations(reward_clip):
+    col = fake_collector(num_envs=2, frame_stack=4, reward_clip=reward_clip)
+    col.reset(seed=0)
+    episodes = []
+    for n in range(9):
+        actions = np.array([n % 3, (n + 1) % 3])
+        slot, eps = col.step(actions)
+        episodes += [(n + 1, ep) for ep in eps]
+        assert tuple(slot) == SLOT_KEYS
+        assert slot["obs"].dtype == np.float32 and slot["obs"].shape == (2, 3)
+        assert slot["action"].dtype == np.int32
+        np.testing.assert_array_equal(slot["action"], actions)
+        assert slot["reward"].dtype == np.float32
+        assert slot["steps_since_start"].dtype == np.int32
+        for key in ("terminated", "truncated", "valid"):
+            assert slot[key].dtype == bool
+        for e in range(2):
+            ep, t, valid, term, trunc = EXPECTED[e][n]
+            np.testing.assert_array_equal(slot["obs"][e], [e, ep, t])
+            assert slot["steps_since_start"][e] == t
+            assert slot["valid"][e] == valid
+            assert slot["terminated"][e] == term
+            assert slot["truncated"][e] == trunc
+            raw = fake_reward(ep, t) if valid else 0.0
+            want = raw if reward_clip is None else np.clip(raw, -reward_clip, reward_clip)
+            assert slot["reward"][e] == pytest.approx(want)
+    assert col.total_env_steps == sum(row[2] for rows in EXPECTED.values() for row in rows)
+
+    assert [(n, ep.env_index) for n, ep in episodes] == [(n, e) for n, e, *_ in EXPECTED_EPISODES]
+    for (_, ep), (_, e, ep_idx, length, truncated) in zip(episodes, EXPECTED_EPISODES):
+        raw_return = sum(fake_reward(ep_idx, t) for t in range(length))  # unclipped
+        assert ep == EpisodeStats(e, pytest.approx(raw_return), length, truncated)
+    col.close()
+
+
+def reference_stack(history: list[np.ndarray], steps_since_start: int, k: int) -> np.ndarray:
+    """Stack for the last frame of ``history`` rebuilt from stored single frames: frames before
+    the episode start are the episode's first frame repeated."""
+    t = len(history) - 1
+    return np.stack([history[t - min(k - 1 - j, steps_since_start)] for j in range(k)])
+
+
+def test_stacked_obs_matches_rebuild_from_slots_and_gymnasium_framestack():
+    k = 3  # longer than several episodes (lengths 1 and 2)
+    col = fake_collector(num_envs=2, frame_stack=k, reward_clip=None)
+    col.reset(seed=0)
+    history = {0: [], 1: []}
+    env0_stacks = []
+    for n in range(30):
+        stacks = col.stacked_obs
+        assert stacks.shape == (2, k, 3) and stacks.dtype == np.float32
+        env0_stacks.append(stacks[0])
+        slot, _ = col.step(np.zeros(2, np.int64))
+        for e in range(2):
+            history[e].append(slot["obs"][e])
+            np.testing.assert_array_equal(slot["obs"][e], stacks[e][-1])
+            want = reference_stack(history[e], int(slot["steps_since_start"][e]), k)
+            np.testing.assert_array_equal(stacks[e], want, err_msg=f"step {n} env {e}")
+    col.close()
+
+    # The same stream through gymnasium's own FrameStackObservation(padding_type="reset").
+    env = gym.wrappers.FrameStackObservation(FakeEnv(tag=0), k, padding_type="reset")
+    obs, _ = env.reset(seed=0)
+    expected = [obs]
+    while len(expected) < len(env0_stacks):
+        obs, _, term, trunc, _ = env.step(0)
+        expected.append(obs)
+        if (term or trunc) and len(expected) < len(env0_stacks):
+            expected.append(env.reset()[0])
+    np.testing.assert_array_equal(np.stack(env0_stacks), np.stack(expected))
+
+
+def test_collector_rejects_bad_use():
+    col = fake_collector(num_envs=2, frame_stack=2, reward_clip=None)
+    with pytest.raises(RuntimeError, match="reset"):
+        col.step(np.zeros(2, np.int64))
+    col.reset(seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        col.step(np.zeros(3, np.int64))
+    col.close()
+    same_step = gym.vector.SyncVectorEnv([FakeEnv], autoreset_mode=AutoresetMode.SAME_STEP)
+    with pytest.raises(ValueError, match="NEXT_STEP"):
+        Collector(same_step, fake_spec(), frame_stack=2, reward_clip=None)
+    same_step.close()
+
+
+# ----------------------------------------------------------------------------------
+# make_env on the generic paths (fake envs: fast).
+
+
+def test_vector_obs_env_is_cast_to_float32_and_limit_override_counts_agent_steps():
+    spec = env_spec(FAKE_VEC_ID)
+    assert spec.frame_shape == (3,) and spec.frame_dtype == np.float32 and not spec.is_image
+    assert spec.num_actions == 3 and spec.max_episode_steps is None
+    env = make_env("CartPole-v1", max_episode_steps=5, seed=0)
+    obs, _ = env.reset()
+    assert obs.dtype == np.float32
+    flags = [env.step(i % 2)[2:4] for i in range(5)]
+    assert flags == [(False, False)] * 4 + [(False, True)]
+    assert env_spec("CartPole-v1", max_episode_steps=5).max_episode_steps == 5
+
+
+def test_image_env_action_repeat_and_frame_time_limit():
+    # Registered limit of 10 frames inside a repeat of 4: agent steps cover 4, 4, 2 frames.
+    spec = env_spec(FAKE_IMAGE_ID, frame_skip=4, image_size=6)
+    assert spec.frame_shape == (6, 6) and spec.frame_dtype == np.uint8 and spec.is_image
+    assert spec.max_episode_steps == 3
+    env = make_env(FAKE_IMAGE_ID, frame_skip=4, image_size=6)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (6, 6) and obs.dtype == np.uint8
+    results = [env.step(0) for _ in range(3)]
+    assert [r[1] for r in results] == [1 + 2 + 3 + 4, 5 + 6 + 7 + 8, 9 + 10]
+    assert [(r[2], r[3]) for r in results] == [(False, False), (False, False), (False, True)]
+    for r, frame in zip(results, [4, 8, 10]):  # the last frame, grayscale (weights sum to ~1)
+        assert np.abs(r[0].astype(int) - frame).max() <= 1
+
+    # Single-channel frames lose their channel axis.
+    gray = make_env(FAKE_GRAY_ID, frame_skip=2, image_size=6)
+    assert gray.reset(seed=0)[0].shape == (6, 6)
+    np.testing.assert_array_equal(gray.step(0)[0], np.full((6, 6), 2, np.uint8))
+
+    # Termination inside the repeat stops it early.
+    rep = ActionRepeat(FakeImageEnv(terminate_at=6), 4)
+    rep.reset(seed=0)
+    assert rep.step(0)[1:4] == (10.0, False, False)
+    assert rep.step(0)[1:4] == (11.0, True, False)
+
+
+# ----------------------------------------------------------------------------------
+# CarRacing.
+
+
+def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit:
+    while not isinstance(env, gym.wrappers.TimeLimit):
+        env = env.env
+    return env
+
+
+def test_car_racing_preprocessing_and_action_repeat():
+    spec = env_spec("CarRacing-v3")
+    assert spec.frame_shape == (84, 84) and spec.frame_dtype == np.uint8 and spec.is_image
+    assert spec.num_actions == 5 and spec.max_episode_steps == 250  # 1000 frames / 4
+
+    env = make_env("CarRacing-v3", frame_skip=4, seed=3)
+    raw = gym.make("CarRacing-v3", continuous=False)
+    obs, _ = env.reset()
+    raw_obs, _ = raw.reset(seed=3)
+    assert obs.shape == (84, 84) and obs.dtype == np.uint8
+    assert env.action_space == gym.spaces.Discrete(5)
+    for action in [3, 3, 2, 0]:
+        obs, reward, term, trunc, _ = env.step(action)
+        raw_reward = 0.0
+        for _ in range(4):
+            raw_obs, r, *_ = raw.step(action)
+            raw_reward += r
+        assert reward == pytest.approx(raw_reward)
+        # Same last frame: grayscale (gymnasium weights, truncated to uint8) then INTER_AREA.
+        import cv2
+
+        gray = np.sum(raw_obs * np.array([0.2125, 0.7154, 0.0721]), axis=-1).astype(np.uint8)
+        np.testing.assert_array_equal(obs, cv2.resize(gray, (84, 84), interpolation=cv2.INTER_AREA))
+    raw.close()
+
+    # The registered 1000-frame TimeLimit sits inside the repeat: fast-forward its counter to
+    # 995 frames; the next agent step covers 4 frames, the one after ends on frame 1000.
+    _time_limit(env)._elapsed_steps = 995
+    assert env.step(0)[3] is False
+    _, reward_last, _, trunc, _ = env.step(0)
+    assert trunc is True
+    assert -0.2 < reward_last < 0  # one frame's -0.1 time penalty, not four
+    env.close()
+
+
+def test_car_racing_async_vector_env_collects_and_closes():
+    spec = env_spec("CarRacing-v3")
+    envs = make_vector_env("CarRacing-v3", 2, asynchronous=True, seed=11)
+    assert isinstance(envs, gym.vector.AsyncVectorEnv)
+    col = Collector(envs, spec, frame_stack=4, reward_clip=1.0)
+    try:
+        col.reset(seed=11)
+        first = col.stacked_obs[:, -1]
+        single = make_env("CarRacing-v3", seed=12)
+        np.testing.assert_array_equal(first[1], single.reset()[0])  # sub-env 1 uses seed + 1
+        single.close()
+        for _ in range(3):
+            slot, _ = col.step(np.array([3, 1]))
+            assert slot["obs"].shape == (2, 84, 84) and slot["obs"].dtype == np.uint8
+            assert slot["valid"].all()
+        assert col.stacked_obs.shape == (2, 4, 84, 84)
+    finally:
+        col.close()
+    assert envs.closed
+
+
+# ----------------------------------------------------------------------------------
+# CartPole and evaluation.
+
+
+def test_cartpole_spec_and_evaluate_matches_direct_rollouts():
+    spec = env_spec("CartPole-v1")
+    assert spec.frame_shape == (4,) and spec.frame_dtype == np.float32
+    assert spec.num_actions == 2 and not spec.is_image and spec.max_episode_steps == 500
+
+    seen = []
+
+    def always_left(stacked):
+        seen.append(stacked.shape)
+        assert stacked.dtype == np.float32
+        return np.zeros(len(stacked), np.int64)
+
+    returns = evaluate(always_left, "CartPole-v1", num_episodes=3, seed=7, frame_stack=2)
+    expected = []
+    for i in range(3):
+        env = gym.make("CartPole-v1")
+        env.reset(seed=7 + i)
+        total, done = 0.0, False
+        while not done:
+            _, r, term, trunc, _ = env.step(0)
+            total += r
+            done = term or trunc
+        expected.append(total)
+        env.close()
+    assert returns == expected
+    assert seen and set(seen) == {(3, 2, 4)}
+
+
+# ----------------------------------------------------------------------------------
+# Env id checks and Atari.
+
+
+def test_check_env_id_errors():
+    with pytest.raises(EnvIdError, match="'CartPole-v1'") as info:
+        check_env_id("CartPol-v1")
+    assert "CartPol-v1" in str(info.value)
+    with pytest.raises(EnvIdError, match="unknown environment id 'NoSuchThing-v0'"):
+        check_env_id("NoSuchThing-v0")
+    with pytest.raises(EnvIdError, match="discrete actions only"):
+        check_env_id("Pendulum-v1")
+    with pytest.raises(EnvIdError, match="unknown"):
+        make_vector_env("CartPol-v1", 2, asynchronous=False, seed=0)
+    assert issubclass(EnvIdError, ValueError)
+    check_env_id("CartPole-v1")
+    check_env_id("CarRacing-v3")  # continuous by default, run with continuous=False
+
+
+def test_atari_id_without_ale_py_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ale_py", None)  # makes `import ale_py` fail
+    with pytest.raises(EnvIdError, match=r"pip install -e '\.\[atari\]'"):
+        check_env_id("ALE/Pong-v5")
+
+
+def test_atari_pong_btr_preprocessing():
+    pytest.importorskip("ale_py")
+    env = make_env("ALE/Pong-v5", seed=0)
+    obs, _ = env.reset()
+    assert obs.shape == (84, 84) and obs.dtype == np.uint8
+    assert env.action_space == gym.spaces.Discrete(6)
+    pre = env
+    while not isinstance(pre, gym.wrappers.AtariPreprocessing):
+        pre = pre.env
+    assert (pre.noop_max, pre.frame_skip, pre.terminal_on_life_loss) == (30, 4, False)
+    assert env.unwrapped._frameskip == 1
+    assert env.unwrapped.ale.getFloat("repeat_action_probability") == pytest.approx(0.25)
+    obs, *_ = env.step(1)
+    assert obs.shape == (84, 84) and obs.dtype == np.uint8
+    env.close()
+    spec = env_spec("ALE/Pong-v5")
+    assert (spec.frame_shape, spec.num_actions, spec.is_image) == ((84, 84), 6, True)
+    # Legacy ids would skip the BTR recipe: point to the v5 id instead.
+    with pytest.raises(EnvIdError, match="'ALE/Pong-v5'"):
+        check_env_id("PongNoFrameskip-v4")
+    with pytest.raises(EnvIdError, match="did you mean 'ALE/Pong-v5'"):
+        check_env_id("Pong-v5")

@@ -1,0 +1,441 @@
+"""Tests for replay/: sum tree, frame-stack dedup, n-step returns, PER.
+
+The oracle is a plain-Python reference over a list of slots per stream (logical time,
+no rings); the device buffer must agree with it on which positions are sampleable and
+on every field of every sampleable transition, before and after wrap-around.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from replay import Batch, DeviceReplay, sum_tree
+from replay.sum_tree import _descend
+
+# ----------------------------------------------------------------------------------
+# Reference implementation (plain Python over logical slots).
+
+
+def simulate(seed, num_streams, num_steps, max_episode_len, action_shape=()):
+    """Generates slots as the NEXT_STEP-autoreset collector would.
+
+    Returns (inputs, slots): inputs[t] are the kwargs of add for vector step t (leading
+    axis E); slots[e][t] is stream e's slot at logical step t as a dict.
+    Observation ids are (stream, episode, steps_since_start) so foreign frames show up.
+    """
+    rng = np.random.default_rng(seed)
+    slots = [[] for _ in range(num_streams)]
+    episode = [0] * num_streams
+    since = [0] * num_streams
+    length = [int(rng.integers(1, max_episode_len + 1)) for _ in range(num_streams)]
+    pending_final = [False] * num_streams
+    inputs = []
+    for t in range(num_steps):
+        step = []
+        for e in range(num_streams):
+            obs = {
+                "pix": np.full((2, 2), (e * 37 + t) % 256, np.uint8),
+                "id": np.array([e, episode[e], since[e]], np.int32),
+            }
+            action = rng.normal(size=action_shape).astype(np.float32) if action_shape else np.int32(rng.integers(0, 5))
+            if pending_final[e]:
+                # Autoreset slot: final observation of the ended episode.
+                slot = dict(obs=obs, action=action, reward=np.float32(0), terminated=False,
+                            truncated=False, valid=False, sss=since[e])
+                episode[e] += 1
+                since[e] = 0
+                length[e] = int(rng.integers(1, max_episode_len + 1))
+                pending_final[e] = False
+            else:
+                end = since[e] + 1 == length[e]
+                terminal = end and bool(rng.random() < 0.5)
+                slot = dict(obs=obs, action=action, reward=np.float32(rng.normal()),
+                            terminated=terminal, truncated=end and not terminal, valid=True,
+                            sss=since[e])
+                since[e] += 1
+                pending_final[e] = end
+            slots[e].append(slot)
+            step.append(slot)
+        inputs.append(dict(
+            obs=jax.tree.map(lambda *xs: np.stack(xs), *[s["obs"] for s in step]),
+            action=np.stack([s["action"] for s in step]),
+            reward=np.array([s["reward"] for s in step], np.float32),
+            terminated=np.array([s["terminated"] for s in step]),
+            truncated=np.array([s["truncated"] for s in step]),
+            valid=np.array([s["valid"] for s in step]),
+            steps_since_start=np.array([s["sss"] for s in step], np.int32),
+        ))
+    return inputs, slots
+
+
+def ref_sampleable(stream_slots, count, capacity, n, k):
+    lo = max(0, count - capacity + k - 1)
+    return [p for p in range(lo, count - n) if stream_slots[p]["valid"]]
+
+
+def ref_stack(stream_slots, p, k):
+    since = stream_slots[p]["sss"]
+    frames = [stream_slots[p - min(j, since)]["obs"] for j in range(k - 1, -1, -1)]
+    return jax.tree.map(lambda *xs: np.stack(xs), *frames)
+
+
+def ref_transition(stream_slots, p, n, gamma, k):
+    m, reward, terminal = n, 0.0, False
+    for j in range(n):
+        s = stream_slots[p + j]
+        reward += gamma**j * float(s["reward"])
+        if s["terminated"] or s["truncated"]:
+            m, terminal = j + 1, s["terminated"]
+            break
+    return dict(
+        obs=ref_stack(stream_slots, p, k),
+        action=stream_slots[p]["action"],
+        reward=reward,
+        discount=0.0 if terminal else gamma**m,
+        next_obs=ref_stack(stream_slots, p + m, k),
+        n_steps=m,
+    )
+
+
+def batch_item(batch: Batch, i):
+    return jax.tree.map(lambda x: np.asarray(x)[i], batch)
+
+
+def assert_matches_reference(item, ref):
+    chex.assert_trees_all_equal(item.obs, ref["obs"])
+    chex.assert_trees_all_equal(item.next_obs, ref["next_obs"])
+    np.testing.assert_array_equal(item.action, ref["action"])
+    np.testing.assert_allclose(item.reward, ref["reward"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(item.discount, ref["discount"], rtol=1e-6)
+    assert int(item.n_steps) == ref["n_steps"]
+    # Never a frame of another episode in either stack.
+    for stack in (item.obs, item.next_obs):
+        assert len(set(stack["id"][:, 1].tolist())) == 1
+        assert len(set(stack["id"][:, 0].tolist())) == 1
+
+
+def obs_example():
+    return {"pix": np.zeros((2, 2), np.uint8), "id": np.zeros((3,), np.int32)}
+
+
+def leaves(replay, state):
+    lo = sum_tree.num_leaves_capacity(state.sum_tree)
+    return np.asarray(state.sum_tree[lo: lo + replay.num_leaves])
+
+
+# ----------------------------------------------------------------------------------
+# Sum tree (jitted once: eager dispatch of the per-level ops is the slow part on CPU).
+
+tree_set = jax.jit(sum_tree.set)
+tree_sample = jax.jit(sum_tree.sample, static_argnums=2)
+descend = jax.jit(_descend)
+
+
+def assert_tree_consistent(tree):
+    tree = np.asarray(tree)
+    size = tree.shape[0] // 2
+    for node in range(1, size):
+        np.testing.assert_allclose(tree[node], tree[2 * node] + tree[2 * node + 1], rtol=1e-6)
+
+
+def test_sum_tree_set_with_duplicates_and_get():
+    tree = sum_tree.init(10)  # L = 16
+    assert tree.shape == (32,) and tree.dtype == jnp.float32
+    tree = tree_set(tree, jnp.array([0, 1, 2, 9]), jnp.array([1.0, 2.0, 3.0, 4.0]))
+    # Leaf 3 written three times, leaf 5 twice; sums must stay those of the stored leaves.
+    tree = tree_set(tree, jnp.array([3, 3, 5, 3, 5, 1]), jnp.array([7.0, 7.0, 0.5, 7.0, 0.5, 0.0]))
+    expected = np.array([1, 0, 3, 7, 0, 0.5, 0, 0, 0, 4], np.float32)
+    np.testing.assert_array_equal(sum_tree.get(tree, jnp.arange(10)), expected)
+    np.testing.assert_allclose(sum_tree.total(tree), expected.sum())  # 15.5
+    assert_tree_consistent(tree)
+    # Duplicates with conflicting values: any winner is fine, sums must match it.
+    tree = tree_set(tree, jnp.array([4, 4, 4]), jnp.array([1.0, 2.0, 3.0]))
+    stored = np.asarray(sum_tree.get(tree, jnp.arange(16)))
+    assert stored[4] in (1.0, 2.0, 3.0)
+    np.testing.assert_allclose(sum_tree.total(tree), stored.sum())
+    assert_tree_consistent(tree)
+
+
+def test_sum_tree_single_leaf():
+    tree = tree_set(sum_tree.init(1), jnp.array([0]), jnp.array([2.5]))
+    assert float(sum_tree.total(tree)) == 2.5
+    np.testing.assert_array_equal(tree_sample(tree, jax.random.key(0), 4), np.zeros(4))
+
+
+def test_sum_tree_sample_frequencies_proportional():
+    values = np.array([0, 1, 2, 3, 0, 4, 0.5, 0, 7, 0.25, 0], np.float32)
+    tree = tree_set(sum_tree.init(values.size), jnp.arange(values.size), values)
+    draws = 200_000
+    idx = np.asarray(tree_sample(tree, jax.random.key(1), draws))
+    counts = np.bincount(idx, minlength=values.size)
+    assert counts.size == values.size  # padding leaves never drawn
+    p = values / values.sum()
+    # Binomial sd is an upper bound for stratified draws; 5 sigma keeps this deterministic-safe.
+    sigma = np.sqrt(draws * p * (1 - p))
+    assert np.all(np.abs(counts - draws * p) <= 5 * sigma + 1)
+    assert np.all(counts[values == 0] == 0)
+
+
+def test_sum_tree_float32_rounding_never_returns_zero_leaf():
+    rng = np.random.default_rng(0)
+    num = 4096
+    values = rng.choice(np.array([0.0, 1e-8, 1e8, 1.0], np.float32), size=num, p=[0.5, 0.2, 0.05, 0.25])
+    values[-1] = 0.0  # last leaf 0, so u near the total must not fall off the right end
+    tree = tree_set(sum_tree.init(num), jnp.arange(num), values)
+    idx = np.asarray(tree_sample(tree, jax.random.key(2), 100_000))
+    assert np.all(values[idx] > 0)
+    # Adversarial targets straight into the descent, including u >= total.
+    root = sum_tree.total(tree)
+    u = jnp.concatenate([
+        jnp.array([0.0, root, jnp.nextafter(root, 0.0), 2 * root, root * (1 - 1e-7)]),
+        jax.random.uniform(jax.random.key(3), (10_000,)) * root,
+    ])
+    assert np.all(values[np.asarray(descend(tree, u))] > 0)
+    # Small cases: [1, 0] with u == total goes left; [0, 1] with u == 0 goes right.
+    tiny = tree_set(sum_tree.init(2), jnp.array([0, 1]), jnp.array([1.0, 0.0]))
+    assert int(descend(tiny, jnp.array([1.0]))[0]) == 0
+    tiny = tree_set(sum_tree.init(2), jnp.array([0, 1]), jnp.array([0.0, 1.0]))
+    assert int(descend(tiny, jnp.array([0.0]))[0]) == 1
+    # 1e-8 next to 1e8 is lost in the sum (1e8 + 1e-8 == 1e8 in float32) yet reachable safely.
+    tiny = tree_set(sum_tree.init(2), jnp.array([0, 1]), jnp.array([1e8, 1e-8]))
+    assert float(sum_tree.total(tiny)) == np.float32(1e8)
+    assert np.all(np.asarray(tree_sample(tiny, jax.random.key(4), 1000)) <= 1)
+
+
+# ----------------------------------------------------------------------------------
+# Worked example: frame stacks and n-step targets on one stream.
+
+
+def test_worked_example_frame_stack_and_n_step():
+    # k=4, n=3, gamma=0.5. Frames are ids 10*episode + step.
+    #  t : obs  sss  reward flags      valid
+    #  0 :  0    0     1                T     episode A
+    #  1 :  1    1     2    terminated  T
+    #  2 :  2    2     0                F     final obs of A
+    #  3 : 10    0     4                T     episode B
+    #  4 : 11    1     8    truncated   T
+    #  5 : 12    2     0                F     final obs of B
+    #  6 : 20    0    16                T     episode C ...
+    #  7 : 21    1    32                T
+    #  8 : 22    2    64                T
+    #  9 : 23    3   128                T
+    # 10 : 24    4   256                T
+    replay = DeviceReplay(1, 16, frame_stack=4, n_step=3, gamma=0.5, prioritized=False)
+    rows = [(0, 0, 1, 0, 0, 1), (1, 1, 2, 1, 0, 1), (2, 2, 0, 0, 0, 0), (10, 0, 4, 0, 0, 1),
+            (11, 1, 8, 0, 1, 1), (12, 2, 0, 0, 0, 0), (20, 0, 16, 0, 0, 1), (21, 1, 32, 0, 0, 1),
+            (22, 2, 64, 0, 0, 1), (23, 3, 128, 0, 0, 1), (24, 4, 256, 0, 0, 1)]
+    state = replay.init(np.int32(0), np.int32(0))
+    add = jax.jit(replay.add)
+    for obs, sss, rew, term, trunc, valid in rows:
+        state = add(state, jnp.array([obs]), jnp.array([obs]), jnp.array([rew], jnp.float32),
+                           jnp.array([term], bool), jnp.array([trunc], bool), jnp.array([valid], bool),
+                           jnp.array([sss]))
+    # count = 11: sampleable p are valid with p <= 11-1-3 = 7 and p >= 11-16+3 < 0.
+    np.testing.assert_array_equal(np.nonzero(leaves(replay, state))[0], [0, 1, 3, 4, 6, 7])
+    batch = jax.jit(replay._gather)(state, jnp.array([0, 1, 3, 4, 6, 7]))
+    np.testing.assert_array_equal(batch.obs, [[0, 0, 0, 0], [0, 0, 0, 1], [10, 10, 10, 10],
+                                              [10, 10, 10, 11], [20, 20, 20, 20], [20, 20, 20, 21]])
+    # p=0: terminal at t1 -> m=2, r = 1 + .5*2 = 2, discount 0, next = stack(t2) = [0,0,1,2].
+    # p=3: truncated at t4 -> m=2, r = 4 + .5*8 = 8, discount .25, next = stack(t5).
+    # p=6: no done -> m=3, r = 16 + .5*32 + .25*64 = 48, discount .125, next = stack(t9).
+    np.testing.assert_array_equal(batch.next_obs, [[0, 0, 1, 2], [0, 0, 1, 2], [10, 10, 11, 12],
+                                                   [10, 10, 11, 12], [20, 21, 22, 23], [21, 22, 23, 24]])
+    np.testing.assert_allclose(batch.reward, [2, 2, 8, 8, 48, 96])
+    np.testing.assert_allclose(batch.discount, [0, 0, 0.25, 0.5, 0.125, 0.125])
+    np.testing.assert_array_equal(batch.n_steps, [2, 1, 2, 1, 3, 3])
+    np.testing.assert_array_equal(batch.action, [0, 1, 10, 11, 20, 21])
+
+
+# ----------------------------------------------------------------------------------
+# Random episodes against the reference, through wrap-around.
+
+
+@pytest.mark.parametrize(
+    "num_streams,capacity,k,n,prioritized,action_shape",
+    [(3, 12, 4, 3, True, ()), (2, 9, 1, 1, False, (2,)), (2, 10, 2, 5, True, ())],
+)
+def test_matches_reference_through_wraparound(num_streams, capacity, k, n, prioritized, action_shape):
+    gamma = 0.9
+    replay = DeviceReplay(num_streams, capacity, k, n, gamma, prioritized, priority_exponent=0.5)
+    num_steps = 3 * capacity + 7
+    inputs, slots = simulate(0, num_streams, num_steps, max_episode_len=5, action_shape=action_shape)
+    state = replay.init(obs_example(), np.zeros(action_shape, np.float32 if action_shape else np.int32))
+    add = jax.jit(replay.add, donate_argnums=0)
+    gather_all = jax.jit(lambda s: replay._gather(s, jnp.arange(replay.num_leaves)))
+    sample = jax.jit(functools.partial(replay.sample, batch_size=256, importance_exponent=0.5))
+    for t, kwargs in enumerate(inputs):
+        state = add(state, **kwargs)
+        count = t + 1
+        expected = set()
+        for e in range(num_streams):
+            expected |= {e * capacity + p % capacity for p in ref_sampleable(slots[e], count, capacity, n, k)}
+        positive = set(np.nonzero(leaves(replay, state))[0].tolist())
+        assert positive == expected, f"count={count}"
+        assert int(replay.num_sampleable(state)) == len(expected)
+        assert int(replay.size(state)) == num_streams * min(count, capacity)
+        assert bool(replay.can_sample(state, 32)) == bool(expected)
+        if not expected or count % 3:
+            continue
+        everything = gather_all(state)
+        for e in range(num_streams):
+            for p in ref_sampleable(slots[e], count, capacity, n, k):
+                item = batch_item(everything, e * capacity + p % capacity)
+                assert_matches_reference(item, ref_transition(slots[e], p, n, gamma, k))
+        batch = sample(state, jax.random.key(count))
+        sampled = np.asarray(batch.indices)
+        assert set(sampled.tolist()) <= expected  # never invalid, unfinished or overwritten
+        for i in range(0, 256, 37):
+            e, ring = divmod(int(sampled[i]), capacity)
+            p = next(q for q in ref_sampleable(slots[e], count, capacity, n, k) if q % capacity == ring)
+            assert_matches_reference(batch_item(batch, i), ref_transition(slots[e], p, n, gamma, k))
+    assert count > 2 * capacity  # wrapped around at least twice
+
+
+# ----------------------------------------------------------------------------------
+# Prioritized replay.
+
+
+def filled(replay, seed=0, num_steps=None):
+    num_steps = num_steps or 2 * replay.capacity_per_stream + 3
+    inputs, slots = simulate(seed, replay.num_streams, num_steps, max_episode_len=6)
+    state = replay.init(obs_example(), np.int32(0))
+    add = jax.jit(replay.add, donate_argnums=0)
+    for kwargs in inputs:
+        state = add(state, **kwargs)
+    return state, inputs, slots
+
+
+def test_new_items_enter_at_max_priority_and_exponent_applied():
+    alpha, eps = 0.5, 1e-6
+    replay = DeviceReplay(2, 16, 2, 2, 0.99, True, priority_exponent=alpha, priority_eps=eps)
+    state, _, _ = filled(replay)
+    lv = leaves(replay, state)
+    np.testing.assert_array_equal(np.unique(lv[lv > 0]), [1.0])  # initial max priority 1
+    live = np.nonzero(lv)[0]
+    state = replay.set_priorities(state, jnp.array(live[:2]), jnp.array([2.5, 0.0]))
+    lv = leaves(replay, state)
+    np.testing.assert_allclose(lv[live[:2]], [(2.5 + eps) ** alpha, eps**alpha], rtol=1e-6)
+    np.testing.assert_allclose(state.max_priority, 2.5 + eps, rtol=1e-7)
+    # The next valid item enters at max_priority ** alpha (a float, not truncated to 2).
+    inputs, _ = simulate(1, 2, 40, max_episode_len=50)
+    before = lv
+    add = jax.jit(replay.add)
+    for kwargs in inputs[:4]:
+        state = add(state, **kwargs)
+    lv = leaves(replay, state)
+    new = [i for i in np.nonzero(lv)[0] if lv[i] != before[i]]
+    assert new
+    np.testing.assert_allclose(lv[new], (2.5 + eps) ** alpha, rtol=1e-6)
+
+
+def test_set_priorities_ignores_unsampleable_leaves():
+    replay = DeviceReplay(2, 16, 3, 2, 0.99, True)
+    state, _, _ = filled(replay)
+    lv = leaves(replay, state)
+    dead = np.nonzero(lv == 0)[0][:3]
+    state2 = replay.set_priorities(state, jnp.array(dead), jnp.array([5.0, 5.0, 5.0]))
+    np.testing.assert_array_equal(leaves(replay, state2), lv)
+    np.testing.assert_allclose(float(sum_tree.total(state2.sum_tree)), lv.sum(), rtol=1e-6)
+
+
+def test_set_priorities_changes_sampling_frequency_and_weights():
+    alpha, beta = 0.6, 0.4
+    replay = DeviceReplay(2, 24, 2, 3, 0.99, True, priority_exponent=alpha)
+    state, _, _ = filled(replay)
+    live = np.nonzero(leaves(replay, state))[0]
+    priorities = np.linspace(0.0, 4.0, live.size).astype(np.float32)
+    state = replay.set_priorities(state, jnp.array(live), jnp.array(priorities))
+    lv = leaves(replay, state)
+    np.testing.assert_allclose(lv[live], (priorities + 1e-6) ** alpha, rtol=1e-5)
+
+    draws = 200_000
+    batch = jax.jit(replay.sample, static_argnames="batch_size")(state, jax.random.key(5), batch_size=draws,
+                                                                  importance_exponent=beta)
+    idx = np.asarray(batch.indices)
+    counts = np.bincount(idx, minlength=replay.num_leaves)
+    p = lv / lv.sum()
+    sigma = np.sqrt(draws * p * (1 - p))
+    assert np.all(np.abs(counts - draws * p) <= 5 * sigma + 1)
+    # The eps floor keeps priority 0 sampleable, with a tiny probability.
+    assert lv[live[0]] > 0
+
+    # Importance weights: w = (N P)^-beta / max w (Schaul et al. 2016, Sec. 3.4).
+    n_stored = 2 * min(int(state.count), 24)
+    w = (n_stored * lv[idx] / lv.sum()) ** (-beta)
+    np.testing.assert_allclose(batch.weights, w / w.max(), rtol=1e-4)
+    assert batch.weights.dtype == jnp.float32
+
+
+def test_uniform_mode_weights_one_and_uniform_frequencies():
+    replay = DeviceReplay(2, 20, 4, 3, 0.99, False)
+    state, _, _ = filled(replay)
+    lv = leaves(replay, state)
+    assert set(np.unique(lv).tolist()) <= {0.0, 1.0}
+    live = np.nonzero(lv)[0]
+    same = replay.set_priorities(state, jnp.array(live), jnp.full(live.size, 9.0))
+    chex.assert_trees_all_equal(same, state)
+    draws = 100_000
+    batch = jax.jit(replay.sample, static_argnums=2)(state, jax.random.key(6), draws, 0.7)
+    np.testing.assert_array_equal(batch.weights, np.ones(draws, np.float32))
+    counts = np.bincount(np.asarray(batch.indices), minlength=replay.num_leaves)
+    p = 1.0 / live.size
+    assert np.all(np.abs(counts[live] - draws * p) <= 5 * np.sqrt(draws * p * (1 - p)) + 1)
+    assert counts.sum() == counts[live].sum()
+
+
+# ----------------------------------------------------------------------------------
+# Jit, donation, retracing, validation.
+
+
+def test_jitted_donated_add_matches_eager_and_no_retrace():
+    chex.clear_trace_counter()
+    replay = DeviceReplay(2, 10, 4, 3, 0.9, True)
+    inputs, _ = simulate(3, 2, 27, max_episode_len=4)
+
+    eager = replay.init(obs_example(), np.int32(0))
+    for kwargs in inputs:
+        eager = replay.add(eager, **kwargs)
+
+    @chex.assert_max_traces(n=1)
+    def add_fn(state, kwargs):
+        return replay.add(state, **kwargs)
+
+    @chex.assert_max_traces(n=1)
+    def learn_fn(state, key, beta):
+        batch = replay.sample(state, key, 8, beta)
+        return replay.set_priorities(state, batch.indices, jnp.abs(batch.reward)), batch
+
+    add = jax.jit(add_fn, donate_argnums=0)
+    learn = jax.jit(learn_fn, donate_argnums=0)
+    state = replay.init(obs_example(), np.int32(0))
+    for kwargs in inputs:
+        state = add(state, kwargs)
+    chex.assert_trees_all_equal(state, eager)
+    for i in range(5):
+        state, _ = learn(state, jax.random.key(i), jnp.float32(0.4 + 0.1 * i))
+        state = add(state, inputs[i])
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(capacity_per_stream=7), "capacity_per_stream"),  # needs > n + k = 7
+        (dict(num_streams=0), "num_streams"),
+        (dict(frame_stack=0), "frame_stack"),
+        (dict(n_step=0), "n_step"),
+        (dict(gamma=1.5), "gamma"),
+        (dict(priority_exponent=-1.0), "priority_exponent"),
+        (dict(priority_eps=0.0), "priority_eps"),
+    ],
+)
+def test_constructor_validation(kwargs, field):
+    base = dict(num_streams=2, capacity_per_stream=16, frame_stack=4, n_step=3, gamma=0.99,
+                prioritized=True)
+    with pytest.raises(ValueError, match=field):
+        DeviceReplay(**{**base, **kwargs})
