@@ -200,15 +200,32 @@ class ActionRepeat(gym.Wrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, repeat=repeat)
         gym.Wrapper.__init__(self, env)
         self.repeat = repeat
+        self._skip_render = False
+        self._render_pixels = None
+        car = env.unwrapped
+        if type(car).__module__ == "gymnasium.envs.box2d.car_racing" and repeat > 1:
+            # CarRacing renders its pixels on every frame (~99% of its step time); the frames
+            # a repeat throws away need no pixels. Relies on gymnasium 1.4's CarRacing._render.
+            original = car._render
+            self._render_pixels = lambda: original("state_pixels")
+            car._render = lambda mode: (car.state.copy() if self._skip_render and mode == "state_pixels"
+                                        else original(mode))
 
     def step(self, action):
         """Step the inner env up to ``repeat`` times: (last obs, summed reward, flags, info)."""
         total = 0.0
-        for _ in range(self.repeat):
-            obs, reward, terminated, truncated, info = self.env.step(action)
+        for i in range(self.repeat):
+            self._skip_render = i < self.repeat - 1
+            try:
+                obs, reward, terminated, truncated, info = self.env.step(action)
+            finally:
+                self._skip_render = False
             total += float(reward)
             if terminated or truncated:
                 break
+        if self._render_pixels is not None and i < self.repeat - 1:
+            # Ended early on a frame whose pixels were skipped: render it now.
+            obs = self.env.unwrapped.state = self._render_pixels()
         return obs, total, terminated, truncated, info
 
 

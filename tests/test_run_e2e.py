@@ -1,0 +1,106 @@
+"""End to end: launch/run.py trains, writes events and checkpoints, resumes, and saves on Ctrl-C."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_CAR_RACING = [
+    "--algo", "iqn_btr", "--env", "CarRacing-v3", "--seed", "3",
+    "--env.num-envs", "2", "--env.no-asynchronous", "--env.image-size", "36",
+    "--env.max-episode-steps", "40",
+    "--network.impala-channels", "4", "8", "--network.width-scale", "1",
+    "--network.pooled-size", "2", "--network.hidden-dim", "16",
+    "--network.cosine-embedding-dim", "8",
+    "--agent.num-tau-samples", "4", "--agent.num-tau-prime-samples", "4",
+    "--agent.num-quantile-samples", "4", "--agent.target-update-period", "5",
+    "--replay.capacity", "1024",
+    "--training.learning-starts", "64", "--training.batch-size", "8",
+    "--training.replay-ratio", "0.25", "--training.eval-interval", "128",
+    "--training.eval-episodes", "1", "--training.checkpoint-interval", "128",
+    "--logging.log-interval", "32", "--logging.no-progress-bar",
+]
+
+
+def run(*args, timeout=300):
+    result = subprocess.run([sys.executable, str(ROOT / "launch" / "run.py"), *args],
+                            capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def loop_counters(run_dir: Path, step: int) -> dict:
+    return json.loads((run_dir / "checkpoints" / str(step) / "loop" / "metadata").read_text())
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_car_racing_trains_writes_events_checkpoints_and_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    run(*TINY_CAR_RACING, "--total-steps", "256", "--run-dir", str(run_dir))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["env"]["id"] == "CarRacing-v3" and config["training"]["total_steps"] == 256
+    assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir()) == [128, 256]
+    assert len(list((run_dir / "best").iterdir())) == 1
+    first = loop_counters(run_dir, 256)
+    assert first["env_steps"] == 256 and first["vector_steps"] == 128 and first["episodes"] >= 4
+    tags = scalars(run_dir)
+    for tag in ("train/loss", "train/q_mean", "train/grad_norm", "train/target_age",
+                "charts/epsilon", "episode/return", "eval/return_mean",
+                "perf/env_steps_per_sec", "perf/learner_busy_share"):
+        assert tag in tags, tag
+    # (256 - 64 warm-up) env steps * 0.25 = 48 grad steps; logged at the last interval.
+    assert tags["train/grad_steps"][-1] == (256, 48.0)
+
+    result = run("--resume", str(run_dir), "--total-steps", "384")
+    assert "resumed from env step 256 with 256 replay slots" in result.stderr
+    second = loop_counters(run_dir, 384)
+    assert second["env_steps"] == 384 and second["vector_steps"] == 192
+    assert second["episodes"] > first["episodes"] and second["restarts"] == 1
+    # Grad steps continue from 48: 128 more env steps * 0.25 = 32 more.
+    assert scalars(run_dir)["train/grad_steps"][-1] == (384, 80.0)
+    assert json.loads((run_dir / "config.json").read_text())["training"]["total_steps"] == 384
+
+
+def test_resume_without_replay_refills_and_says_so(tmp_path):
+    run_dir = tmp_path / "run"
+    run(*TINY_CAR_RACING, "--total-steps", "128", "--run-dir", str(run_dir),
+        "--training.no-save-replay")
+    assert not (run_dir / "checkpoints" / "128" / "replay").exists()
+    result = run("--resume", str(run_dir), "--total-steps", "192")
+    assert "the buffer is refilled" in result.stderr
+    assert loop_counters(run_dir, 192)["replay_slots"] == 64
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "launch" / "run.py"), "--algo", "iqn", "--env", "CartPole-v1",
+         "--env.no-asynchronous", "--total-steps", "10000000", "--run-dir", str(run_dir),
+         "--training.learning-starts", "100", "--logging.log-interval", "100",
+         "--logging.no-progress-bar"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(run_dir.glob("events.out.tfevents.*")):
+        time.sleep(0.5)
+    # Wait until learning has started (a train/ scalar is logged), then interrupt.
+    while time.time() < deadline and "train/loss" not in scalars(run_dir):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert "resume with: python launch/run.py --resume" in stderr
+    steps = [int(p.name) for p in (run_dir / "checkpoints").iterdir()]
+    assert len(steps) == 1 and steps[0] > 100
+    assert loop_counters(run_dir, steps[0])["env_steps"] == steps[0]
