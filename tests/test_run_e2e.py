@@ -74,12 +74,14 @@ def test_car_racing_trains_writes_events_checkpoints_and_resumes(tmp_path):
 
 def test_resume_without_replay_refills_and_says_so(tmp_path):
     run_dir = tmp_path / "run"
-    run(*TINY_CAR_RACING, "--total-steps", "128", "--run-dir", str(run_dir),
-        "--training.no-save-replay")
-    assert not (run_dir / "checkpoints" / "128" / "replay").exists()
-    result = run("--resume", str(run_dir), "--total-steps", "192")
+    run("--algo", "iqn", "--env", "CartPole-v1", "--env.no-asynchronous", "--total-steps", "400",
+        "--run-dir", str(run_dir), "--training.learning-starts", "100",
+        "--training.no-save-replay", "--logging.no-progress-bar")
+    assert not (run_dir / "checkpoints" / "400" / "replay").exists()
+    result = run("--resume", str(run_dir), "--total-steps", "600")
     assert "the buffer is refilled" in result.stderr
-    assert loop_counters(run_dir, 192)["replay_slots"] == 64
+    counters = loop_counters(run_dir, 600)
+    assert counters["replay_slots"] == 200 and counters["env_steps"] == 600
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):

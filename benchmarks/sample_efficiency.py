@@ -1,0 +1,94 @@
+"""Sample efficiency: env steps until the mean evaluation return reaches the env's target.
+
+Each seed is a real run of ``launch/run.py`` (evaluation every ``--eval-interval`` env steps,
+``--eval-episodes`` episodes, noise off, the preset's eval epsilon); the steps to target are
+read back from its TensorBoard events. Prints ``seed=S steps_to_target=N`` (or ``none``) per
+seed, then a summary line, and exits 1 when fewer than ``--required`` seeds reach the target.
+
+    python benchmarks/sample_efficiency.py --algo iqn --env CartPole-v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# env id -> (target mean evaluation return, env-step budget).
+TARGETS = {
+    "CartPole-v1": (475.0, 50_000),
+}
+
+
+def steps_to_target(run_dir: Path, target: float) -> int | None:
+    """First logged env step whose eval/return_mean >= target, or None."""
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    if "eval/return_mean" not in acc.Tags()["scalars"]:
+        return None
+    for event in acc.Scalars("eval/return_mean"):
+        if event.value >= target:
+            return event.step
+    return None
+
+
+def run_seed(args: argparse.Namespace, seed: int, budget: int, out: Path) -> Path:
+    run_dir = out / f"{args.algo}-{args.env.replace('/', '_')}-s{seed}"
+    cmd = [sys.executable, str(ROOT / "launch" / "run.py"), "--algo", args.algo, "--env", args.env,
+           "--seed", str(seed), "--total-steps", str(budget), "--run-dir", str(run_dir),
+           "--env.no-asynchronous", "--logging.no-progress-bar",
+           "--training.eval-interval", str(args.eval_interval),
+           "--training.eval-episodes", str(args.eval_episodes),
+           "--training.checkpoint-interval", str(budget), *args.overrides]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        raise RuntimeError(f"seed {seed} failed:\n{result.stderr[-3000:]}")
+    return run_dir
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", default="iqn")
+    parser.add_argument("--env", default="CartPole-v1", choices=sorted(TARGETS))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--required", type=int, default=4,
+                        help="seeds that must reach the target for exit code 0")
+    parser.add_argument("--eval-interval", type=int, default=2_500)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--parallel", type=int, default=2, help="runs at once")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="keep the run directories here (default: a temporary directory)")
+    parser.add_argument("overrides", nargs=argparse.REMAINDER,
+                        help="extra launch/run.py flags after --, e.g. -- --agent.n-step 1")
+    args = parser.parse_args()
+    args.overrides = [a for a in args.overrides if a != "--"]
+    target, budget = TARGETS[args.env]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+            futures = {seed: pool.submit(run_seed, args, seed, budget, out)
+                       for seed in range(args.seeds)}
+            reached = 0
+            for seed, future in futures.items():
+                steps = steps_to_target(future.result(), target)
+                reached += steps is not None
+                print(f"seed={seed} steps_to_target={steps if steps is not None else 'none'}",
+                      flush=True)
+    ok = reached >= args.required
+    print(f"summary algo={args.algo} env={args.env} target={target:g} budget={budget} "
+          f"reached={reached}/{args.seeds} required={args.required} "
+          f"{'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
