@@ -20,7 +20,9 @@ import dataclasses
 import difflib
 import functools
 import math
+import multiprocessing
 import os
+import signal
 import warnings
 from typing import Any
 
@@ -405,6 +407,14 @@ def _spec_from_spaces(
     )
 
 
+def _worker_env(make_fn: Any) -> gym.Env:
+    # Ctrl-C reaches the whole process group; the learner process handles it (checkpoint,
+    # then close the workers), so a worker must not die mid-step.
+    if multiprocessing.parent_process() is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return make_fn()
+
+
 def make_vector_env(
     env_id: str,
     num_envs: int,
@@ -438,7 +448,7 @@ def make_vector_env(
     ]
     if asynchronous:
         envs = gym.vector.AsyncVectorEnv(
-            env_fns,
+            [functools.partial(_worker_env, fn) for fn in env_fns],
             shared_memory=True,
             context="spawn",
             autoreset_mode=AutoresetMode.NEXT_STEP,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,25 @@ def _setup_logging(run_dir: Path) -> None:
     for handler in (_TqdmHandler(), logging.FileHandler(run_dir / "console.log")):
         handler.setFormatter(fmt)
         log.addHandler(handler)
+
+
+class _StopOnSigint:
+    """Turns the first Ctrl-C into a flag the loop checks between steps, so the interrupt
+    never lands inside a jitted call with donated buffers or a checkpoint write; a second
+    Ctrl-C raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: stopping after this step (press again to quit without saving)")
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, self._previous)
 
 
 def default_run_dir(config: Config) -> Path:
@@ -159,9 +179,9 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
             loop["best_eval_return"] = mean
             checkpoints.save_best(step, state, loop, mean)
 
-    interrupted = False
+    stop = _StopOnSigint()
     try:
-        while loop["env_steps"] < total:
+        while loop["env_steps"] < total and not stop.requested:
             step = loop["env_steps"]
             epsilon = schedules.epsilon(config.agent, step, total)
             actions = np.asarray(act_explore(state, collector.stacked_obs, loop["vector_steps"],
@@ -224,11 +244,12 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
             if loop["env_steps"] >= next_ckpt:
                 next_ckpt += training.checkpoint_interval
                 save("periodic")
-    except KeyboardInterrupt:
-        interrupted = True
-        log.warning("interrupted at env step %d: saving a checkpoint", loop["env_steps"])
     finally:
         bar.close()
+        stop.restore()
+    interrupted = stop.requested
+    if interrupted:
+        log.warning("interrupted at env step %d: saving a checkpoint", loop["env_steps"])
     try:
         if interrupted or checkpoints.latest_step() != loop["env_steps"]:
             save("interrupted" if interrupted else "final")
