@@ -189,7 +189,9 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
             slot, finished = collector.step(actions)
             replay_state = add(replay_state, **slot)
             loop["vector_steps"] += 1
-            loop["env_steps"] += num_envs
+            # Autoreset slots (the env ignored the action) are stored but are not env steps.
+            taken = int(slot["valid"].sum())
+            loop["env_steps"] += taken
             loop["replay_slots"] += num_envs
             for episode in finished:
                 loop["episodes"] += 1
@@ -198,7 +200,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
                 writer.add_scalar("episode/length", episode.length, loop["env_steps"])
 
             if loop["replay_slots"] >= training.learning_starts:
-                loop["grad_credit"] += num_envs * training.replay_ratio
+                loop["grad_credit"] += taken * training.replay_ratio
                 while loop["grad_credit"] >= training.grad_steps_per_call:
                     beta = schedules.importance_exponent(config.replay, loop["env_steps"], total)
                     t0 = time.perf_counter()
@@ -208,7 +210,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
                     loop["grad_credit"] -= training.grad_steps_per_call
                     grad_steps += training.grad_steps_per_call
 
-            bar.update(num_envs)
+            bar.update(taken)
             if loop["env_steps"] >= next_log:
                 next_log += config.logging.log_interval
                 now = time.perf_counter()
