@@ -9,6 +9,7 @@ periodically. Ctrl-C saves a checkpoint and exits.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import math
 import signal
@@ -96,7 +97,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
     checkpoints = RunCheckpoints(run_dir, training.keep_checkpoints)
 
     key = jax.random.PRNGKey(config.seed)
-    k_init, act_key = jax.random.split(key)
+    k_init, act_key, eval_key = jax.random.split(key, 3)
     stacked_example = np.zeros((env_cfg.frame_stack, *spec.frame_shape), spec.frame_dtype)
     state = agent.init(k_init, stacked_example)
     replay_state = replay.init(np.zeros(spec.frame_shape, spec.frame_dtype),
@@ -132,13 +133,9 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
     add = jax.jit(replay.add, donate_argnums=0)
     update = jax.jit(agent.update, donate_argnums=(0, 1))
 
-    @jax.jit
-    def act_explore(state, obs, step, epsilon):
-        return agent.act(state, obs, jax.random.fold_in(act_key, step), epsilon, noisy=True)
-
-    @jax.jit
-    def act_greedy(state, obs, step, epsilon):
-        return agent.act(state, obs, jax.random.fold_in(act_key, step), epsilon, noisy=False)
+    @functools.partial(jax.jit, static_argnames="noisy")
+    def act(state, obs, key, step, epsilon, noisy):
+        return agent.act(state, obs, jax.random.fold_in(key, step), epsilon, noisy=noisy)
 
     writer = SummaryWriter(str(run_dir))
     recent_returns: collections.deque[float] = collections.deque(maxlen=20)
@@ -161,8 +158,9 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
 
     def evaluate() -> None:
         counter = iter(range(10**9))
-        policy = lambda obs: np.asarray(act_greedy(state, obs, next(counter),
-                                                   config.agent.eval_epsilon))
+        key = jax.random.fold_in(eval_key, loop["env_steps"])
+        policy = lambda obs: np.asarray(act(state, obs, key, next(counter),
+                                            config.agent.eval_epsilon, noisy=False))
         returns = envs.evaluate(policy, env_cfg.id, num_episodes=training.eval_episodes,
                                 seed=config.seed + 100_003 + loop["env_steps"],
                                 frame_stack=env_cfg.frame_stack, **_env_kwargs(config))
@@ -184,8 +182,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
         while loop["env_steps"] < total and not stop.requested:
             step = loop["env_steps"]
             epsilon = schedules.epsilon(config.agent, step, total)
-            actions = np.asarray(act_explore(state, collector.stacked_obs, loop["vector_steps"],
-                                             epsilon))
+            actions = np.asarray(act(state, collector.stacked_obs, act_key, loop["vector_steps"],
+                                     epsilon, noisy=True))
             slot, finished = collector.step(actions)
             replay_state = add(replay_state, **slot)
             loop["vector_steps"] += 1
