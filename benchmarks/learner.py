@@ -110,8 +110,8 @@ def main(argv=None):
         steps = args.iters * args.grad_steps_per_call
         assert np.isfinite(float(metrics["loss"])), metrics
         print(f"algo={args.algo} batch={batch} grad_steps_per_call={args.grad_steps_per_call} "
-              f"grad_steps_per_s={steps / elapsed:.3f} samples_per_s={steps * batch / elapsed:.1f} "
-              f"ms_per_grad_step={1000 * elapsed / steps:.1f} compile_s={compile_s:.1f}",
+              f"grad_steps_per_s={steps / elapsed:.4g} samples_per_s={steps * batch / elapsed:.4g} "
+              f"ms_per_grad_step={1000 * elapsed / steps:.6g} compile_s={compile_s:.1f}",
               flush=True)
 
     act = jax.jit(agent.act, static_argnames="noisy")
