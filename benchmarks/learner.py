@@ -111,7 +111,7 @@ def main(argv=None):
         assert np.isfinite(float(metrics["loss"])), metrics
         print(f"algo={args.algo} batch={batch} grad_steps_per_call={args.grad_steps_per_call} "
               f"grad_steps_per_s={steps / elapsed:.4g} samples_per_s={steps * batch / elapsed:.4g} "
-              f"ms_per_grad_step={1000 * elapsed / steps:.6g} compile_s={compile_s:.1f}",
+              f"ms_per_grad_step={1000 * elapsed / steps:.1f} compile_s={compile_s:.1f}",
               flush=True)
 
     act = jax.jit(agent.act, static_argnames="noisy")
