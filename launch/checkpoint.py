@@ -65,8 +65,8 @@ class RunCheckpoints:
         if replay_template is not None:
             items["replay"] = ocp.args.StandardRestore(replay_template)
         restored = self._last.restore(step, args=ocp.args.Composite(**items))
-        return restored["state"], restored.get("replay") if replay_template is not None \
-            else None, restored["loop"]
+        replay_state = restored["replay"] if replay_template is not None else None
+        return restored["state"], replay_state, restored["loop"]
 
     def close(self) -> None:
         """Wait for pending writes and release the managers."""

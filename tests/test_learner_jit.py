@@ -12,7 +12,7 @@ from rl.iqn import METRIC_NAMES, make_iqn
 IMAGE = (36, 36)  # small_cnn: 36 -> 8 -> 3 -> 1
 
 
-def tiny(name, image=True, **agent):
+def tiny(name, **agent):
     cfg = presets.get(name)
     return presets.replace(
         cfg,
@@ -63,7 +63,7 @@ CASES = [("iqn_btr", True), ("iqn", True), ("iqn", False)]
 
 @pytest.mark.parametrize("name, image", CASES)
 def test_jit_update_shapes_finite_no_retrace(name, image):
-    cfg = tiny(name, image)
+    cfg = tiny(name)
     agent, state, replay_state = filled(cfg, image)
     shapes = jax.tree.map(lambda x: (x.shape, x.dtype), (state, replay_state))
     update, traces = traced_update(agent)
