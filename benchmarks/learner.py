@@ -1,6 +1,6 @@
-"""Throughput of the jitted IQN learner update (and of acting) for one preset.
+"""Throughput of the jitted learner update (and of acting) for one or more presets.
 
-Builds the agent of ``--algo`` with ``make_iqn(config, num_actions, is_image=True)``, fills
+Builds the agent of each ``--algo`` with ``make_agent(config, num_actions, is_image=True)``, fills
 its device replay with random uint8 frames (one ring per env stream, every slot written),
 then for each batch size compiles ``jax.jit(agent.update, donate_argnums=(0, 1))`` ahead of
 time (``compile_s``), runs ``--warmup`` calls and times ``--iters`` calls, each doing
@@ -9,7 +9,7 @@ It also times the jitted ``agent.act(noisy=True)`` on a batch of ``env.num_envs`
 observations. Numbers are wall-clock on the default JAX device.
 
 Run:
-  python benchmarks/learner.py --algo iqn_btr --batch-sizes 32,256 --iters 5
+  python benchmarks/learner.py --algo iqn_btr,rainbow,tm20_rainbow --batch-sizes 32,256 --iters 5
   python benchmarks/learner.py --algo iqn --width-scale 1 --grad-steps-per-call 4
 """
 
@@ -31,27 +31,30 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rl import presets  # noqa: E402
-from rl.iqn import make_iqn  # noqa: E402
+from rl.learners import make_agent  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--algo", default="iqn_btr", help="preset name (rl/presets.py)")
+    p.add_argument("--algo", default="iqn_btr",
+                   help="comma-separated preset names (rl/presets.py), measured one after another")
     p.add_argument("--batch-sizes", default="32,256", help="comma-separated batch sizes")
     p.add_argument("--grad-steps-per-call", type=int, default=1)
     p.add_argument("--iters", type=int, default=10, help="timed calls per batch size")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls after compiling")
     p.add_argument("--num-actions", type=int, default=5, help="5 = CarRacing discrete")
-    p.add_argument("--image-size", type=int, default=84)
+    p.add_argument("--image-size", type=int, default=None,
+                   help="override env.image_size (default: the preset's)")
     p.add_argument("--width-scale", type=int, default=None, help="override network.width_scale")
     p.add_argument("--capacity", type=int, default=16384, help="replay capacity (all streams)")
     return p.parse_args(argv)
 
 
-def make_config(args, batch_size):
+def make_config(args, algo, batch_size):
     network = {} if args.width_scale is None else dict(width_scale=args.width_scale)
+    env = {} if args.image_size is None else dict(image_size=args.image_size)
     return presets.replace(
-        presets.get(args.algo), env=dict(image_size=args.image_size), network=network,
+        presets.get(algo), env=env, network=network,
         replay=dict(capacity=args.capacity),
         training=dict(batch_size=batch_size, grad_steps_per_call=args.grad_steps_per_call))
 
@@ -76,25 +79,30 @@ def fill_replay(agent, frame_shape, num_actions, seed=0):
 
 def main(argv=None):
     args = parse_args(argv)
+    for algo in [a.strip() for a in args.algo.split(",") if a.strip()]:
+        bench(args, algo)
+
+
+def bench(args, algo):
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    cfg = make_config(args, batch_sizes[0])
-    frame_shape = (args.image_size, args.image_size)
+    cfg = make_config(args, algo, batch_sizes[0])
+    frame_shape = (cfg.env.image_size, cfg.env.image_size)
     e, k = cfg.env.num_envs, cfg.env.frame_stack
-    agent = make_iqn(cfg, args.num_actions, is_image=True)
+    agent = make_agent(cfg, args.num_actions, is_image=True)
     state = agent.init(jax.random.PRNGKey(0), np.zeros((k, *frame_shape), np.uint8))
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     t0 = time.perf_counter()
     replay_state = fill_replay(agent, frame_shape, args.num_actions)
     fill_s = time.perf_counter() - t0
     print(f"jax={jax.__version__} backend={jax.default_backend()} "
-          f"device={jax.devices()[0].device_kind} cpus={os.cpu_count()} algo={args.algo} "
+          f"device={jax.devices()[0].device_kind} cpus={os.cpu_count()} algo={algo} "
           f"torso={cfg.network.torso} width_scale={cfg.network.width_scale} params={n_params} "
           f"num_envs={e} frame_stack={k} capacity={cfg.replay.capacity} "
           f"fill_s={fill_s:.1f}", flush=True)
 
     beta = jnp.float32(0.4)
     for batch in batch_sizes:
-        agent = make_iqn(make_config(args, batch), args.num_actions, is_image=True)
+        agent = make_agent(make_config(args, algo, batch), args.num_actions, is_image=True)
         t0 = time.perf_counter()
         update = jax.jit(agent.update, donate_argnums=(0, 1)).lower(
             state, replay_state, beta).compile()
@@ -109,22 +117,25 @@ def main(argv=None):
         elapsed = time.perf_counter() - t0
         steps = args.iters * args.grad_steps_per_call
         assert np.isfinite(float(metrics["loss"])), metrics
-        print(f"algo={args.algo} batch={batch} grad_steps_per_call={args.grad_steps_per_call} "
+        print(f"algo={algo} batch={batch} grad_steps_per_call={args.grad_steps_per_call} "
               f"grad_steps_per_s={steps / elapsed:.4g} samples_per_s={steps * batch / elapsed:.4g} "
               f"ms_per_grad_step={1000 * elapsed / steps:.1f} compile_s={compile_s:.1f}",
               flush=True)
 
     act = jax.jit(agent.act, static_argnames="noisy")
     obs = jnp.asarray(np.random.default_rng(1).integers(0, 256, (e, k, *frame_shape), np.uint8))
+    prev = jnp.zeros((e, cfg.network.action_history), jnp.int32)
     eps = jnp.float32(0.0)
     for i in range(max(args.warmup, 1)):
-        jax.block_until_ready(act(state, obs, jax.random.PRNGKey(i), eps, noisy=True))
+        jax.block_until_ready(act(state, obs, jax.random.PRNGKey(i), eps, noisy=True,
+                                  prev_actions=prev))
     t0 = time.perf_counter()
     for i in range(args.iters):
-        actions = act(state, obs, jax.random.PRNGKey(100 + i), eps, noisy=True)
+        actions = act(state, obs, jax.random.PRNGKey(100 + i), eps, noisy=True,
+                      prev_actions=prev)
     jax.block_until_ready(actions)
     act_ms = 1000 * (time.perf_counter() - t0) / args.iters
-    print(f"algo={args.algo} act_ms_batch_E={act_ms:.2f} E={e} noisy=True", flush=True)
+    print(f"algo={algo} act_ms_batch_E={act_ms:.2f} E={e} noisy=True", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Host-side environments: gymnasium construction with BTR / Atari preprocessing, vector envs,
 the replay-slot collector and evaluation rollouts. numpy only: no jax in this package."""
 
-from envs.collector import SLOT_KEYS, Collector, EpisodeStats, FrameStacker
+from envs.collector import SLOT_KEYS, ActionHistory, Collector, EpisodeStats, FrameStacker
 from envs.evaluation import evaluate
 from envs.make import (
     ActionRepeat,
@@ -15,6 +15,7 @@ from envs.make import (
 
 __all__ = [
     "SLOT_KEYS",
+    "ActionHistory",
     "ActionRepeat",
     "Collector",
     "EnvIdError",

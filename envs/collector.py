@@ -1,7 +1,8 @@
-"""Vector-env steps -> replay slots, plus the frame stacking the policy sees.
+"""Vector-env steps -> replay slots, plus the frame stacks and action history the policy sees.
 
 Host-only numpy (no jax). The replay buffer stores one slot per env per vector step, with ONE
-frame each; it rebuilds stacks when sampling with the same padding rule as :class:`FrameStacker`.
+frame and action each; it rebuilds stacks and previous actions when sampling with the same rules
+as :class:`FrameStacker` and :class:`ActionHistory`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from gymnasium.vector import AutoresetMode
 
 from envs.make import EnvSpec
 
-__all__ = ["Collector", "EpisodeStats", "FrameStacker", "SLOT_KEYS"]
+__all__ = ["ActionHistory", "Collector", "EpisodeStats", "FrameStacker", "SLOT_KEYS"]
 
 SLOT_KEYS = ("obs", "action", "reward", "terminated", "truncated", "valid", "steps_since_start")
 """The keys of a slot dict returned by :meth:`Collector.step`, in a fixed order."""
@@ -67,6 +68,38 @@ class FrameStacker:
         return self._buf.copy()
 
 
+class ActionHistory:
+    """The last ``h`` actions of each of ``E`` streams, oldest first: int32 [E, h].
+
+    Positions before an episode's start hold -1, so for the frame at vector step ``t`` and
+    episode step ``s`` entry ``i`` is ``actions[t - (h - i)]`` if ``h - i <= s`` else -1: exactly
+    what the replay's ``Batch.prev_actions`` rebuilds from stored actions and
+    ``steps_since_start``.
+    """
+
+    def __init__(self, num_envs: int, h: int):
+        if h < 0:
+            raise ValueError(f"action_history must be >= 0, got {h}")
+        self.h = h
+        self._buf = np.full((num_envs, h), -1, np.int32)
+
+    def reset(self) -> None:
+        """Start a new episode in every stream (no actions taken yet)."""
+        self._buf[:] = -1
+
+    def push(self, actions: np.ndarray, new_episode: np.ndarray) -> None:
+        """Append ``actions`` [E]; streams where ``new_episode`` [E] bool is True start over
+        (all -1: the env autoreset and ignored that action)."""
+        # Concatenate-then-drop also covers h == 0, where there is no last column to write.
+        self._buf[:] = np.concatenate([self._buf, actions[:, None]], axis=1)[:, 1:]
+        self._buf[new_episode] = -1
+
+    @property
+    def actions(self) -> np.ndarray:
+        """A copy of the current histories, int32 [E, h], oldest action first."""
+        return self._buf.copy()
+
+
 class Collector:
     """Steps a NEXT_STEP-autoreset vector env and turns each step into replay slots.
 
@@ -74,14 +107,17 @@ class Collector:
 
     * ``obs`` [E, *frame_shape] (spec dtype): the frame o_t the action was chosen at.
     * ``action`` [E] int32: a_t.
-    * ``reward`` [E] float32: reward after a_t, clipped to ``[-reward_clip, reward_clip]`` if
-      ``reward_clip`` is not None.
+    * ``reward`` [E] float32: reward after a_t, times ``reward_scale``, then clipped to
+      ``[-reward_clip, reward_clip]`` if ``reward_clip`` is not None.
     * ``terminated``, ``truncated`` [E] bool: the step's flags.
     * ``valid`` [E] bool: False on the autoreset step that follows an episode end (the env
       ignored a_t and returned its reset frame, reward 0, no flags); that slot's ``obs`` is the
       FINAL frame of the ended episode. True otherwise.
     * ``steps_since_start`` [E] int32: steps since the episode began at o_t (0 at a reset frame;
       an episode of length L has its final-frame slot at L).
+
+    The policy input is :attr:`stacked_obs` and, with ``action_history`` h > 0,
+    :attr:`prev_actions`; both match what the replay rebuilds for the slot of the next step.
 
     Episode statistics use raw rewards. Not thread-safe; one owner steps it.
     """
@@ -92,22 +128,28 @@ class Collector:
         spec: EnvSpec,
         frame_stack: int,
         reward_clip: float | None,
+        action_history: int = 0,
+        reward_scale: float = 1.0,
     ):
-        """Raises ValueError if the vector env does not autoreset in NEXT_STEP mode, or for a
-        non-positive frame_stack / reward_clip."""
+        """Raises ValueError if the vector env does not autoreset in NEXT_STEP mode, for a
+        non-positive frame_stack / reward_clip / reward_scale, or a negative action_history."""
         mode = envs.metadata.get("autoreset_mode")
         if mode != AutoresetMode.NEXT_STEP:
             raise ValueError(f"Collector needs a NEXT_STEP autoreset vector env, got {mode!r}")
         if reward_clip is not None and not reward_clip > 0:
             raise ValueError(f"reward_clip must be None or > 0, got {reward_clip!r}")
+        if not reward_scale > 0:
+            raise ValueError(f"reward_scale must be > 0, got {reward_scale!r}")
         self.envs = envs
         self.spec = spec
         self.num_envs = envs.num_envs
         self.frame_stack = frame_stack
         self.reward_clip = reward_clip
+        self.reward_scale = reward_scale
         self.total_env_steps = 0
         """Number of valid slots produced (agent steps actually taken) since construction."""
         self._stacker = FrameStacker(self.num_envs, frame_stack, spec.frame_shape, spec.frame_dtype)
+        self._history = ActionHistory(self.num_envs, action_history)
         self._obs: np.ndarray | None = None
         e = self.num_envs
         self._steps = np.zeros(e, np.int32)
@@ -120,6 +162,7 @@ class Collector:
         obs, _ = self.envs.reset(seed=seed)
         self._obs = self._check_obs(obs)
         self._stacker.reset(self._obs)
+        self._history.reset()
         self._steps[:] = 0
         self._ended[:] = False
         self._return[:] = 0.0
@@ -131,6 +174,14 @@ class Collector:
         oldest frame first, padded with each episode's first frame (see :class:`FrameStacker`)."""
         self._require_reset()
         return self._stacker.stacks
+
+    @property
+    def prev_actions(self) -> np.ndarray:
+        """Actions taken before the current frames: int32 [E, action_history], oldest first, -1
+        before each episode's start (all -1 right after a reset or autoreset; see
+        :class:`ActionHistory`)."""
+        self._require_reset()
+        return self._history.actions
 
     def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], list[EpisodeStats]]:
         """Take one vector step with ``actions`` [E] (integers in [0, num_actions)).
@@ -154,7 +205,7 @@ class Collector:
         raw = np.asarray(reward, dtype=np.float64)
         terminated = np.asarray(terminated, dtype=bool)
         truncated = np.asarray(truncated, dtype=bool)
-        reward32 = raw.astype(np.float32)
+        reward32 = (raw * self.reward_scale).astype(np.float32)
         if self.reward_clip is not None:
             reward32 = np.clip(reward32, -self.reward_clip, self.reward_clip)
         slot["reward"] = reward32
@@ -182,6 +233,7 @@ class Collector:
         reset_now = ~valid
         self._steps = np.where(reset_now, 0, self._steps + 1).astype(np.int32)
         self._stacker.push(obs, reset_now)
+        self._history.push(actions, reset_now)
         self._ended = ended
         self._obs = obs
         return {k: slot[k] for k in SLOT_KEYS}, episodes

@@ -1,6 +1,7 @@
 """Evaluation rollouts: a fixed number of complete episodes, raw returns.
 
-Host-only numpy (no jax); the policy is any callable on stacked observations.
+Host-only numpy (no jax); the policy is any callable on stacked observations (and, optionally,
+the previous actions).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ __all__ = ["evaluate"]
 
 
 def evaluate(
-    act_fn: Callable[[np.ndarray], Any],
+    act_fn: Callable[..., Any],
     env_id: str,
     *,
     num_episodes: int,
     seed: int,
     frame_stack: int,
     asynchronous: bool = False,
+    action_history: int = 0,
     **make_kwargs: Any,
 ) -> list[float]:
     """Run exactly ``num_episodes`` complete episodes and return their raw (unclipped) returns.
@@ -31,17 +33,22 @@ def evaluate(
     One sub-env per episode (sub-env ``i`` reset with seed ``seed + i``), all stepped together
     until each has finished once; steps an env takes after its first episode are ignored.
     An env whose episodes never end (no time limit, a policy that never fails) never returns.
-    Observations are stacked exactly as in :class:`envs.collector.Collector` (same helper).
+    Observations are stacked (and previous actions kept) exactly as in
+    :class:`envs.collector.Collector` (same helpers).
 
     Args:
-        act_fn: ``act_fn(stacked_obs) -> actions``; ``stacked_obs`` is a numpy array
-            [num_episodes, frame_stack, *frame_shape] (uint8 images or float32 vectors), the
-            result anything ``np.asarray`` turns into [num_episodes] integer actions.
+        act_fn: ``act_fn(stacked_obs) -> actions``, or ``act_fn(stacked_obs, prev_actions)``
+            when ``action_history > 0``; ``stacked_obs`` is a numpy array
+            [num_episodes, frame_stack, *frame_shape] (uint8 images or float32 vectors),
+            ``prev_actions`` int32 [num_episodes, action_history] (oldest first, -1 before the
+            episode start), the result anything ``np.asarray`` turns into [num_episodes]
+            integer actions.
         env_id: gymnasium id, preprocessed by :func:`envs.make.make_env`.
         num_episodes: number of episodes (and sub-envs), >= 1.
         seed: base seed.
         frame_stack: frames per policy input.
         asynchronous: run the sub-envs in spawned worker processes (``AsyncVectorEnv``).
+        action_history: number of previous actions passed to ``act_fn`` (0: not passed).
         **make_kwargs: passed to :func:`envs.make.make_env` (frame_skip, image_size,
             max_episode_steps).
 
@@ -56,13 +63,16 @@ def evaluate(
     envs = make_vector_env(
         env_id, num_episodes, asynchronous=asynchronous, seed=seed, **make_kwargs
     )
-    collector = Collector(envs, spec, frame_stack, reward_clip=None)
+    collector = Collector(envs, spec, frame_stack, reward_clip=None, action_history=action_history)
     try:
         collector.reset(seed)
         returns: list[float | None] = [None] * num_episodes
         remaining = num_episodes
         while remaining:
-            actions = np.asarray(act_fn(collector.stacked_obs))
+            obs = collector.stacked_obs
+            actions = np.asarray(
+                act_fn(obs, collector.prev_actions) if action_history else act_fn(obs)
+            )
             _, episodes = collector.step(actions)
             for ep in episodes:
                 if returns[ep.env_index] is None:

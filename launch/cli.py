@@ -19,15 +19,18 @@ DESCRIPTION = """Train an agent. Everyday flags:
   --seed S           seed of everything (seed)
   --run-dir DIR      where the run is written (logging.run_dir)
   --resume RUN_DIR   continue a run from its latest checkpoint with its saved config
+  --print-config     print the resolved config as JSON and exit (diff two presets with it)
 Every config field below can be overridden too, e.g. --agent.learning-rate 3e-4."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Invocation:
-    """A parsed command line: the resolved config and, when resuming, the run directory."""
+    """A parsed command line: the resolved config, the run directory when resuming, and
+    whether only to print the config."""
 
     config: Config
     resume_dir: Path | None
+    print_config: bool = False
 
 
 def _daily_parser() -> argparse.ArgumentParser:
@@ -38,6 +41,7 @@ def _daily_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--run-dir")
     parser.add_argument("--resume")
+    parser.add_argument("--print-config", action="store_true")
     return parser
 
 
@@ -77,4 +81,4 @@ def parse(argv: list[str], prog: str = "launch/run.py") -> Invocation:
         base = presets.replace(base, logging=dict(run_dir=daily.run_dir))
     description = DESCRIPTION.format(presets=", ".join(sorted(presets.PRESETS)))
     config = tyro.cli(Config, default=base, args=rest, prog=prog, description=description)
-    return Invocation(config=config, resume_dir=resume_dir)
+    return Invocation(config=config, resume_dir=resume_dir, print_config=daily.print_config)

@@ -1,4 +1,4 @@
-"""Train an IQN agent: ``python launch/run.py --algo=iqn_btr [--env ID] [--resume RUN_DIR]``.
+"""Train an agent: ``python launch/run.py --algo=iqn_btr [--env ID] [--resume RUN_DIR]``.
 
 Synchronous loop, reproducible by seed: act on the stacked observations of all envs, step
 the env workers, add the slots to the device replay, and after the warm-up run jitted grad
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 import logging
 import math
 import signal
@@ -33,7 +34,7 @@ from rl import config as config_lib
 from rl import schedules
 from rl.config import Config, ConfigError
 from nets import resolve_torso
-from rl.iqn import make_iqn
+from rl.learners import make_agent
 
 log = logging.getLogger("launch")
 
@@ -92,7 +93,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
         checkpoint.
     """
     env_cfg, training = config.env, config.training
-    agent = make_iqn(config, spec.num_actions, spec.is_image)
+    agent = make_agent(config, spec.num_actions, spec.is_image)
     replay = agent.replay
     checkpoints = RunCheckpoints(run_dir, training.keep_checkpoints)
 
@@ -127,17 +128,30 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
     envs_ = envs.make_vector_env(env_cfg.id, env_cfg.num_envs,
                                  asynchronous=env_cfg.asynchronous,
                                  seed=config.seed + 7919 * loop["restarts"], **_env_kwargs(config))
-    collector = envs.Collector(envs_, spec, env_cfg.frame_stack, env_cfg.reward_clip)
+    history = config.network.action_history
+    collector = envs.Collector(envs_, spec, env_cfg.frame_stack, env_cfg.reward_clip,
+                               reward_scale=env_cfg.reward_scale, action_history=history)
     collector.reset(seed=config.seed + 7919 * loop["restarts"])
 
     add = jax.jit(replay.add, donate_argnums=0)
     update = jax.jit(agent.update, donate_argnums=(0, 1))
 
     @functools.partial(jax.jit, static_argnames="noisy")
-    def act(state, obs, key, step, epsilon, noisy):
-        return agent.act(state, obs, jax.random.fold_in(key, step), epsilon, noisy=noisy)
+    def act(state, obs, prev_actions, key, step, epsilon, noisy):
+        return agent.act(state, obs, jax.random.fold_in(key, step), epsilon, noisy=noisy,
+                         prev_actions=prev_actions)
 
+    if config.agent.epsilon_unit == "episodes":
+        log.warning("agent.epsilon_unit=episodes: epsilon decays per finished episode. Seed "
+                    "000 lost its exploration this way (episodes lengthen as the agent improves, "
+                    "so epsilon reached its end value after ~150k of 10M steps); prefer steps")
+
+    # Sampling needs n_step + 1 slots per stream, even when learning_starts asks for less.
+    learning_starts = max(training.learning_starts, env_cfg.num_envs * (config.agent.n_step + 1))
     writer = SummaryWriter(str(run_dir))
+    # Every knob of the run, in TensorBoard's Text tab beside the curves it explains.
+    writer.add_text("config", "```\n" + json.dumps(config_lib.to_dict(config), indent=2) + "\n```",
+                    loop["env_steps"])
     recent_returns: collections.deque[float] = collections.deque(maxlen=20)
     num_envs, total = env_cfg.num_envs, training.total_steps
     busy_time, last_metrics = 0.0, None
@@ -159,11 +173,12 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
     def evaluate() -> None:
         counter = iter(range(10**9))
         key = jax.random.fold_in(eval_key, loop["env_steps"])
-        policy = lambda obs: np.asarray(act(state, obs, key, next(counter),
-                                            config.agent.eval_epsilon, noisy=False))
+        policy = lambda obs, prev=None: np.asarray(act(state, obs, prev, key, next(counter),
+                                                       config.agent.eval_epsilon, noisy=False))
         returns = envs.evaluate(policy, env_cfg.id, num_episodes=training.eval_episodes,
                                 seed=config.seed + 100_003 + loop["env_steps"],
-                                frame_stack=env_cfg.frame_stack, **_env_kwargs(config))
+                                frame_stack=env_cfg.frame_stack, action_history=history,
+                                **_env_kwargs(config))
         mean = float(np.mean(returns))
         step = loop["env_steps"]
         writer.add_scalar("eval/return_mean", mean, step)
@@ -181,9 +196,10 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
     try:
         while loop["env_steps"] < total and not stop.requested:
             step = loop["env_steps"]
-            epsilon = schedules.epsilon(config.agent, step, total)
-            actions = np.asarray(act(state, collector.stacked_obs, act_key, loop["vector_steps"],
-                                     epsilon, noisy=True))
+            epsilon = schedules.epsilon(config.agent, step, total, loop["episodes"])
+            prev_actions = collector.prev_actions if history else None
+            actions = np.asarray(act(state, collector.stacked_obs, prev_actions, act_key,
+                                     loop["vector_steps"], epsilon, noisy=True))
             slot, finished = collector.step(actions)
             replay_state = add(replay_state, **slot)
             loop["vector_steps"] += 1
@@ -197,10 +213,11 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
                 writer.add_scalar("episode/return", episode.return_, loop["env_steps"])
                 writer.add_scalar("episode/length", episode.length, loop["env_steps"])
 
-            if loop["replay_slots"] >= training.learning_starts:
+            if loop["replay_slots"] >= learning_starts:
                 loop["grad_credit"] += taken * training.replay_ratio
                 while loop["grad_credit"] >= training.grad_steps_per_call:
-                    beta = schedules.importance_exponent(config.replay, loop["env_steps"], total)
+                    beta = schedules.importance_exponent(config.replay, loop["env_steps"], total,
+                                                         grad_steps)
                     t0 = time.perf_counter()
                     state, replay_state, last_metrics = update(state, replay_state, beta)
                     jax.block_until_ready(state.grad_steps)
@@ -217,7 +234,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
                 grad_sps = (grad_steps - window["grad_steps"]) / elapsed
                 scalars = {"charts/epsilon": epsilon,
                            "charts/importance_exponent": schedules.importance_exponent(
-                               config.replay, loop["env_steps"], total),
+                               config.replay, loop["env_steps"], total, grad_steps),
                            "charts/episodes": loop["episodes"],
                            "perf/env_steps_per_sec": env_sps,
                            "perf/grad_steps_per_sec": grad_sps,
@@ -269,12 +286,16 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line, set up the run directory and train. Returns the exit code:
-    0 done, 2 bad input (one message on stderr), 130 interrupted after checkpointing."""
+    """Parse the command line, set up the run directory and train (or, with --print-config,
+    print the resolved config as JSON). Returns the exit code: 0 done, 2 bad input (one
+    message on stderr), 130 interrupted after checkpointing."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         invocation = cli.parse(argv)
         config = invocation.config
+        if invocation.print_config:
+            print(json.dumps(config_lib.to_dict(config), indent=2))
+            return 0
         envs.check_env_id(config.env.id)
         spec = envs.env_spec(config.env.id, **_env_kwargs(config))
         resolve_torso(config.network.torso, spec.is_image)

@@ -6,8 +6,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nets.layers import HeadDense
-
 
 class CosineEmbedding(nn.Module):
     """IQN quantile embedding: ReLU(Dense(cos(pi * i * tau), i = 0..n-1)) (Dabney et al. 2018, eq. 4).
@@ -26,42 +24,30 @@ class CosineEmbedding(nn.Module):
 
 
 class IQNNetwork(nn.Module):
-    """Torso -> Hadamard product with the tau embedding -> dueling heads -> quantiles.
+    """Encoder -> Hadamard product with the tau embedding -> head -> quantiles (Dabney et al.
+    2018).
 
     Attributes:
-      torso: a module mapping obs [B, k, *frame] to features [B, F] (nets.torsos).
-      num_actions: size of the discrete action set.
-      hidden_dim: hidden width of each head (BTR: 512).
+      encoder: :class:`nets.heads.Encoder` mapping obs [B, k, *frame] to features [B, F].
+      head: :class:`nets.heads.ValueHead` with one output per action.
       num_cosines: cosines in the tau embedding (BTR: 64).
-      dueling: value + advantage - mean(advantage) (Wang et al. 2016).
-      noisy_net: NoisyDense head layers (Fortunato et al. 2018) with sigma0.
 
     Call args:
       obs: [B, k, *frame] (uint8 images or float vectors).
       taus: float32 [B, N] quantile fractions.
-      train: update spectral-norm statistics (mutable ``batch_stats``).
+      prev_actions: int32 [B, h] previous actions, or None.
+      train: update normalisation statistics (mutable ``batch_stats``).
       noisy: draw head noise from the ``noise`` rng (False: noise-free means).
     Returns float32 [B, N, num_actions]: quantile values Z_tau(s, a).
     """
 
-    torso: nn.Module
-    num_actions: int
-    hidden_dim: int = 512
+    encoder: nn.Module
+    head: nn.Module
     num_cosines: int = 64
-    dueling: bool = True
-    noisy_net: bool = True
-    sigma0: float = 0.5
 
     @nn.compact
-    def __call__(self, obs: jax.Array, taus: jax.Array, *, train: bool, noisy: bool) -> jax.Array:
-        features = self.torso(obs, train)                       # [B, F]
+    def __call__(self, obs: jax.Array, taus: jax.Array, *, prev_actions=None, train: bool,
+                 noisy: bool) -> jax.Array:
+        features = self.encoder(obs, prev_actions, train)                  # [B, F]
         embedding = CosineEmbedding(features.shape[-1], self.num_cosines, name="tau_embedding")(taus)
-        x = features[:, None, :] * embedding                    # [B, N, F]
-        dense = lambda n, name: HeadDense(n, self.noisy_net, self.sigma0, name=name)
-        if not self.dueling:
-            h = nn.relu(dense(self.hidden_dim, "hidden")(x, noisy))
-            return dense(self.num_actions, "q")(h, noisy)
-        value = dense(1, "value")(nn.relu(dense(self.hidden_dim, "value_hidden")(x, noisy)), noisy)
-        adv = dense(self.num_actions, "advantage")(
-            nn.relu(dense(self.hidden_dim, "advantage_hidden")(x, noisy)), noisy)
-        return value + adv - adv.mean(axis=-1, keepdims=True)
+        return self.head(features[:, None, :] * embedding, noisy)[..., 0]  # [B, N, A]

@@ -16,6 +16,21 @@ def images_to_nhwc(obs: jax.Array) -> jax.Array:
     return jnp.transpose(obs, (0, 2, 3, 1)).astype(jnp.float32) / 255.0
 
 
+def normalize(kind: str, x: jax.Array, train: bool, name: str) -> jax.Array:
+    """Feature normalisation after a conv or dense layer, before its ReLU.
+
+    kind: ``none``; ``layer`` (Ba et al. 2016, over the last axis); ``batch`` (Ioffe & Szegedy
+    2015, PyTorch defaults momentum 0.1 / eps 1e-5: batch statistics when ``train``, else the
+    running averages kept in the ``batch_stats`` collection).
+    """
+    if kind == "layer":
+        return nn.LayerNorm(name=name)(x)
+    if kind == "batch":
+        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                            name=name)(x)
+    return x
+
+
 class ResidualBlock(nn.Module):
     """ReLU, 3x3 conv, ReLU, 3x3 conv, add (Espeholt et al. 2018), convs optionally
     spectral-normalised (Miyato et al. 2018; BTR applies it here only)."""
@@ -41,14 +56,17 @@ class ImpalaCNN(nn.Module):
     max-pool to pooled_size x pooled_size; flatten. With channels (16, 32, 32) x width_scale 2
     and pooled_size 6: 64 * 36 = 2304 features.
 
-    Call args: obs uint8 [B, k, H, W]; train (update spectral-norm power-iteration stats).
-    Returns float32 [B, channels[-1] * width_scale * pooled_size**2].
+    ``norm`` (see :func:`normalize`) follows each stage's first conv.
+
+    Call args: obs uint8 [B, k, H, W]; train (update spectral-norm power-iteration and
+    BatchNorm stats). Returns float32 [B, channels[-1] * width_scale * pooled_size**2].
     """
 
     channels: Sequence[int] = (16, 32, 32)
     width_scale: int = 2
     spectral_norm: bool = True
     pooled_size: int = 6
+    norm: str = "none"
 
     @nn.compact
     def __call__(self, obs: jax.Array, train: bool) -> jax.Array:
@@ -56,6 +74,7 @@ class ImpalaCNN(nn.Module):
         for s, c in enumerate(self.channels):
             c = c * self.width_scale
             x = nn.Conv(c, (3, 3), padding="SAME", name=f"stage{s}_conv")(x)
+            x = normalize(self.norm, x, train, f"stage{s}_norm")
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
             for b in range(2):
                 x = ResidualBlock(c, self.spectral_norm, name=f"stage{s}_res{b}")(x, train)
@@ -65,39 +84,43 @@ class ImpalaCNN(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Nature-DQN convolutions (Mnih et al. 2015): 8x8 s4, 4x4 s2, 3x3 s1, ReLU, flatten.
+    """Nature-DQN convolutions (Mnih et al. 2015): 8x8 s4, 4x4 s2, 3x3 s1, each followed by
+    ``norm`` (see :func:`normalize`) and ReLU; flatten.
 
-    Call args: obs uint8 [B, k, H, W]; train (unused). Returns float32 [B, F].
+    Call args: obs uint8 [B, k, H, W]; train (BatchNorm mode). Returns float32 [B, F].
     """
 
     channels: Sequence[int] = (32, 64, 64)
+    norm: str = "none"
 
     @nn.compact
     def __call__(self, obs: jax.Array, train: bool) -> jax.Array:
-        del train
         x = images_to_nhwc(obs)
         specs = ((8, 4), (4, 2), (3, 1))
         for i, c in enumerate(self.channels):
             kernel, stride = specs[min(i, len(specs) - 1)]
-            x = nn.relu(nn.Conv(c, (kernel, kernel), strides=(stride, stride), padding="VALID",
-                                name=f"conv{i}")(x))
+            x = nn.Conv(c, (kernel, kernel), strides=(stride, stride), padding="VALID",
+                        name=f"conv{i}")(x)
+            x = nn.relu(normalize(self.norm, x, train, f"norm{i}"))
         return x.reshape(x.shape[0], -1)
 
 
 class MLP(nn.Module):
-    """ReLU MLP over the flattened stacked observation.
+    """MLP over the flattened stacked observation: Dense, ``norm`` (see :func:`normalize`),
+    ReLU per layer.
 
-    Call args: obs float [B, k, D]; train (unused). Returns float32 [B, hidden[-1]].
+    Call args: obs float [B, k, D]; train (BatchNorm mode). Returns float32 [B, hidden[-1]].
     """
 
     hidden: Sequence[int] = (256, 256)
+    norm: str = "none"
 
     @nn.compact
     def __call__(self, obs: jax.Array, train: bool) -> jax.Array:
-        del train
         x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
         for i, h in enumerate(self.hidden):
-            x = nn.relu(nn.Dense(h, name=f"dense{i}")(x))
+            x = nn.relu(normalize(self.norm, nn.Dense(h, name=f"dense{i}")(x), train,
+                                  f"norm{i}"))
         return x
 
 
@@ -124,7 +147,7 @@ def make_torso(config, is_image: bool) -> nn.Module:
     name = resolve_torso(config.torso, is_image)
     if name == "impala":
         return ImpalaCNN(tuple(config.impala_channels), config.width_scale,
-                         config.spectral_norm, config.pooled_size)
+                         config.spectral_norm, config.pooled_size, config.norm)
     if name == "small_cnn":
-        return SmallCNN(tuple(config.cnn_channels))
-    return MLP(tuple(config.mlp_hidden))
+        return SmallCNN(tuple(config.cnn_channels), config.norm)
+    return MLP(tuple(config.mlp_hidden), config.norm)

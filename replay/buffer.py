@@ -2,8 +2,9 @@
 
 Everything lives in one :class:`ReplayState` pytree of jax arrays; a
 :class:`DeviceReplay` (frozen, static config) supplies pure, jit-able functions over
-it. Each slot stores a single frame; stacks of ``frame_stack`` frames and n-step
-returns are rebuilt at sample time from contiguous slots of the same stream.
+it. Each slot stores a single frame; stacks of ``frame_stack`` frames, the last
+``action_history`` actions and n-step returns are rebuilt at sample time from
+contiguous slots of the same stream.
 
 Slot layout (one per env per vector step, gymnasium NEXT_STEP autoreset): a slot at
 logical step t holds ``o_t, a_t, r_t, terminated_t, truncated_t, valid_t,
@@ -38,7 +39,8 @@ class ReplayState:
 
     Attributes:
       obs: pytree of ``[E, C, *frame]`` arrays, one frame per slot.
-      action: ``[E, C, *action_shape]``, dtype of the action example.
+      action: ``[E, C, *action_shape]``, dtype of the action example (scalar integer
+        when ``action_history > 0``: the last h actions are read back from here).
       reward: float32 ``[E, C]``, reward after the slot's action.
       terminated: bool ``[E, C]``, episode ended in a terminal state after the action.
       truncated: bool ``[E, C]``, episode was cut after the action (bootstrap).
@@ -68,10 +70,15 @@ class Batch:
 
     Attributes:
       obs: pytree of ``[B, k, *frame]`` stacks at the start slot (oldest frame first).
+      prev_actions: int32 ``[B, h]``, the actions ``a_{p-h} .. a_{p-1}`` taken before
+        the start slot p (oldest first); -1 where the action precedes the episode
+        start (offset j back is real iff ``j <= steps_since_start[p]``). ``[B, 0]``
+        when ``action_history == 0``.
       action: ``[B, *action_shape]`` action at the start slot.
       reward: float32 ``[B]``, ``sum_{j<m} gamma^j r_{p+j}``.
       discount: float32 ``[B]``, ``gamma^m``, or 0 if the window ended in termination.
       next_obs: pytree of ``[B, k, *frame]`` stacks at slot ``p + m``.
+      next_prev_actions: int32 ``[B, h]``, as ``prev_actions`` for slot ``p + m``.
       n_steps: int32 ``[B]``, ``m`` (steps actually summed, <= n_step).
       indices: int32 ``[B]`` flat leaf indices ``stream * C + ring_index``, to pass to
         :meth:`DeviceReplay.set_priorities`.
@@ -80,10 +87,12 @@ class Batch:
     """
 
     obs: Any
+    prev_actions: jax.Array
     action: jax.Array
     reward: jax.Array
     discount: jax.Array
     next_obs: Any
+    next_prev_actions: jax.Array
     n_steps: jax.Array
     indices: jax.Array
     weights: jax.Array
@@ -99,18 +108,22 @@ class DeviceReplay:
 
     A start position p of a stream is sampleable after ``count`` adds iff
     ``valid[p]``, ``p <= count - 1 - n_step`` (its n future slots exist) and
-    ``p >= count - C + frame_stack - 1`` (its stack history is not overwritten).
-    The sum tree keeps exactly these leaves positive.
+    ``p >= count - C + H`` with ``H = max(frame_stack - 1, action_history)`` (its
+    frame and action history is not overwritten). The sum tree keeps exactly these
+    leaves positive.
 
     Attributes:
       num_streams: E, env streams added per ``add`` call (>= 1).
-      capacity_per_stream: C, ring size per stream; must exceed ``n_step + frame_stack``.
+      capacity_per_stream: C, ring size per stream; must exceed ``n_step + H + 1``
+        (``n_step + frame_stack`` without action history).
       frame_stack: k, frames per stacked observation (>= 1).
       n_step: n, steps summed in the return (>= 1).
       gamma: per-step discount in [0, 1].
       prioritized: proportional PER (Schaul et al. 2016) if True, else uniform.
       priority_exponent: alpha in [0, inf); leaf = (priority + eps) ** alpha.
       priority_eps: eps > 0 added to priorities so a zero |TD| stays sampleable.
+      action_history: h >= 0, previous actions rebuilt per transition
+        (:attr:`Batch.prev_actions`); h > 0 needs scalar integer actions.
     """
 
     num_streams: int
@@ -121,6 +134,7 @@ class DeviceReplay:
     prioritized: bool
     priority_exponent: float = 0.6
     priority_eps: float = 1e-6
+    action_history: int = 0
 
     def __post_init__(self):
         def check_int(name, low):
@@ -132,10 +146,11 @@ class DeviceReplay:
         check_int("frame_stack", 1)
         check_int("n_step", 1)
         check_int("capacity_per_stream", 1)
-        if self.capacity_per_stream <= self.n_step + self.frame_stack:
+        check_int("action_history", 0)
+        if self.capacity_per_stream <= self.n_step + self.history + 1:
             raise ValueError(
-                f"capacity_per_stream must be > n_step + frame_stack = "
-                f"{self.n_step + self.frame_stack}, got {self.capacity_per_stream}"
+                f"capacity_per_stream must be > n_step + max(frame_stack - 1, action_history)"
+                f" + 1 = {self.n_step + self.history + 1}, got {self.capacity_per_stream}"
             )
         if not 0.0 <= float(self.gamma) <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
@@ -154,18 +169,34 @@ class DeviceReplay:
         """E * C, number of sum-tree leaves in use (Python int)."""
         return self.num_streams * self.capacity_per_stream
 
+    @property
+    def history(self) -> int:
+        """H = max(frame_stack - 1, action_history): slots a transition reads back (int)."""
+        return max(self.frame_stack - 1, self.action_history)
+
     def init(self, obs_example: Any, action_example: Any) -> ReplayState:
         """Builds an empty state.
 
         Args:
           obs_example: ONE slot's observation (pytree of arrays, no env axis), e.g.
             uint8 ``[84, 84]``; only shapes and dtypes are used.
-          action_example: ONE slot's action, e.g. ``jnp.int32(0)`` or float32 ``[d]``.
+          action_example: ONE slot's action, e.g. ``jnp.int32(0)`` or float32 ``[d]``;
+            a scalar integer when ``action_history > 0``.
 
         Returns:
           A :class:`ReplayState` with zeroed rings, zero sum tree, ``max_priority=1``
           and ``count=0``.
+
+        Raises:
+          ValueError: if ``action_history > 0`` and the action is not a scalar integer.
         """
+        action = jnp.asarray(action_example)
+        scalar_int = action.shape == () and jnp.issubdtype(action.dtype, jnp.integer)
+        if self.action_history and not scalar_int:
+            raise ValueError(
+                f"action_history={self.action_history} needs scalar integer actions, got "
+                f"{action.dtype}{list(action.shape)}"
+            )
         lead = (self.num_streams, self.capacity_per_stream)
 
         def ring(x):
@@ -214,8 +245,9 @@ class DeviceReplay:
         Returns:
           The new state. The leaf of position ``t - n_step`` (which now has its n
           future slots) is set to ``max_priority ** alpha`` (1 if uniform) when valid;
-          leaves ``t .. t + k - 1`` (mod C) are zeroed: the new slot has no future yet
-          and the oldest k - 1 positions just lost the start of their stack history.
+          leaves ``t .. t + H`` (mod C, ``H`` = :attr:`history`) are zeroed: the new
+          slot has no future yet and the oldest H positions just lost the start of
+          their frame or action history.
 
         Raises:
           AssertionError (chex, at trace time): if a leading axis is not E.
@@ -247,11 +279,11 @@ class DeviceReplay:
         )
         ready_values = jnp.where(ready, fresh, 0.0)
 
-        # The written slot and the k - 1 oldest positions are no longer sampleable.
-        stale_rings = (t + jnp.arange(self.frame_stack, dtype=jnp.int32)) % capacity
+        # The written slot and the H oldest positions are no longer sampleable.
+        stale_rings = (t + jnp.arange(self.history + 1, dtype=jnp.int32)) % capacity
         stale_idx = (streams[:, None] + stale_rings[None, :]).reshape(-1)
 
-        # C > n + k guarantees the two index sets never overlap.
+        # C > n + H + 1 guarantees the two index sets never overlap.
         indices = jnp.concatenate([streams + ready_ring, stale_idx])
         values = jnp.concatenate([ready_values, jnp.zeros(stale_idx.shape, jnp.float32)])
 
@@ -281,6 +313,24 @@ class DeviceReplay:
         pos = (ring_index[:, None] - offset) % capacity
         return jax.tree.map(lambda leaf: leaf[stream[:, None], pos], state.obs)
 
+    def _prev_actions(
+        self, state: ReplayState, stream: jax.Array, ring_index: jax.Array
+    ) -> jax.Array:
+        """int32 ``[B, h]`` actions before ring positions ``ring_index`` ``[B]``.
+
+        Entry i (oldest first) is the action ``h - i`` slots back, or -1 when that is
+        before the episode start (``h - i > steps_since_start``).
+        """
+        h = self.action_history
+        if h == 0:
+            # Always present so the Batch pytree structure does not depend on h.
+            return jnp.zeros(ring_index.shape + (0,), jnp.int32)
+        back = jnp.arange(h, 0, -1, dtype=jnp.int32)  # [h]
+        since = state.steps_since_start[stream, ring_index]  # [B]
+        pos = (ring_index[:, None] - back[None, :]) % self.capacity_per_stream
+        actions = state.action[stream[:, None], pos].astype(jnp.int32)
+        return jnp.where(back[None, :] <= since[:, None], actions, -1)
+
     def _gather(self, state: ReplayState, indices: jax.Array) -> Batch:
         """Builds n-step transitions for flat leaf ``indices`` ``[B]`` (weights = 1).
 
@@ -303,12 +353,15 @@ class DeviceReplay:
         ended_terminal = jnp.take_along_axis(term, (m - 1)[:, None], axis=1)[:, 0]
         discount = jnp.where(ended_terminal, 0.0, powers[m])
 
+        bootstrap = (start + m) % capacity
         return Batch(
             obs=self._stack(state, stream, start),
+            prev_actions=self._prev_actions(state, stream, start),
             action=state.action[stream, start],
             reward=n_step_reward.astype(jnp.float32),
             discount=discount.astype(jnp.float32),
-            next_obs=self._stack(state, stream, (start + m) % capacity),
+            next_obs=self._stack(state, stream, bootstrap),
+            next_prev_actions=self._prev_actions(state, stream, bootstrap),
             n_steps=m,
             indices=indices,
             weights=jnp.ones(indices.shape, jnp.float32),

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Literal
 
 TorsoName = Literal["impala", "small_cnn", "mlp", "auto"]
+NormName = Literal["none", "layer", "batch"]
+LearnerName = Literal["iqn", "c51", "dqn"]
 EpsilonSchedule = Literal["exponential", "linear"]
+EpsilonUnit = Literal["steps", "episodes"]
+TargetUpdate = Literal["hard", "soft", "both"]
+LrSchedule = Literal["constant", "linear", "cosine", "exponential"]
+OptimizerName = Literal["adam", "adamw", "radam"]
+ImportanceSchedule = Literal["linear", "increment"]
 
 
 class ConfigError(ValueError):
@@ -29,6 +36,25 @@ class ConfigError(ValueError):
 def _check(ok: bool, field: str, value: object, allowed: str) -> None:
     if not ok:
         raise ConfigError(field, value, allowed)
+
+
+def _check_number_fields(section: object, prefix: str) -> None:
+    """Every float-typed field holds a real number (not a bool or a string), or one of the
+    literals / None its type allows; runs before the range checks so they never hit a
+    TypeError on a hand-edited config.json."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        options = typing.get_args(hints[f.name]) or (hints[f.name],)
+        if float not in options:
+            continue
+        value = getattr(section, f.name)
+        allowed = [x for o in options if typing.get_origin(o) is Literal for x in typing.get_args(o)]
+        if value is None and type(None) in options or value in allowed:
+            continue
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool)
+               and math.isfinite(value), f"{prefix}.{f.name}", value,
+               "must be a finite number" + (f" or one of {allowed}" if allowed else "")
+               + (" or None" if type(None) in options else ""))
 
 
 def _positive_int(field: str, value: object) -> None:
@@ -63,10 +89,15 @@ class EnvConfig:
     """Side of the square grayscale frame, in pixels; >= 16."""
     max_episode_steps: int | None = None
     """Episode cap in agent steps (truncation, bootstrapped); None keeps the env's own limit."""
+    reward_scale: float = 1.0
+    """Rewards stored in replay are multiplied by this, then clipped; episode returns in the
+    logs stay raw; > 0."""
     reward_clip: float | None = 1.0
-    """Rewards stored in replay are clipped to [-reward_clip, reward_clip]; None disables."""
+    """Rewards stored in replay are clipped to [-reward_clip, reward_clip] (after scaling);
+    None disables."""
 
     def __post_init__(self):
+        _check_number_fields(self, "env")
         _check(isinstance(self.id, str) and self.id.strip() != "", "env.id", self.id,
                "must be a non-empty gymnasium id such as CarRacing-v3")
         _positive_int("env.num_envs", self.num_envs)
@@ -76,6 +107,9 @@ class EnvConfig:
                self.image_size, "must be an integer >= 16")
         if self.max_episode_steps is not None:
             _positive_int("env.max_episode_steps", self.max_episode_steps)
+        _check(isinstance(self.reward_scale, (int, float)) and self.reward_scale > 0
+               and math.isfinite(self.reward_scale), "env.reward_scale", self.reward_scale,
+               "must be a finite number > 0")
         if self.reward_clip is not None:
             _check(self.reward_clip > 0, "env.reward_clip", self.reward_clip,
                    "must be > 0, or None to disable clipping")
@@ -83,7 +117,8 @@ class EnvConfig:
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-    """Flax network: torso, IQN cosine embedding and (dueling, noisy) heads."""
+    """Flax network: torso (with its normalisation), action-history input, IQN cosine
+    embedding and (dueling, noisy) heads."""
 
     torso: TorsoName = "impala"
     """Feature extractor: impala (BTR), small_cnn (Nature DQN), mlp, or auto (mlp for vector
@@ -100,10 +135,20 @@ class NetworkConfig:
     """small_cnn conv widths (8x8 s4, 4x4 s2, 3x3 s1; Mnih et al. 2015)."""
     mlp_hidden: tuple[int, ...] = (256, 256)
     """mlp torso hidden widths."""
+    norm: NormName = "none"
+    """Normalisation after each torso conv / dense layer (Impala: after each stage's first
+    conv): none, layer (LayerNorm) or batch (BatchNorm, as in the seeds' TM20 network; its
+    running statistics live in the train state and update only in training)."""
+    action_history: int = 0
+    """Number of previous actions fed to the network as extra features (seeds 000/001 used 4);
+    0 disables; >= 0."""
+    action_history_dim: int = 256
+    """Width of the Dense + ReLU embedding of the one-hot previous actions, concatenated to the
+    torso features (seeds: action_history_hidden_dim 256); >= 1."""
     hidden_dim: int = 512
     """Width of the hidden layer of each head; >= 1."""
     cosine_embedding_dim: int = 64
-    """Number of cosines cos(pi * i * tau) in the IQN quantile embedding; >= 1."""
+    """Number of cosines cos(pi * i * tau) in the IQN quantile embedding (IQN only); >= 1."""
     dueling: bool = True
     """Separate value and advantage heads (Wang et al. 2016)."""
     noisy: bool = True
@@ -112,6 +157,7 @@ class NetworkConfig:
     """Initial noise scale sigma0 of NoisyDense (sigma = sigma0 / sqrt(fan_in)); > 0."""
 
     def __post_init__(self):
+        _check_number_fields(self, "network")
         for name in ("impala_channels", "cnn_channels", "mlp_hidden"):
             value = getattr(self, name)
             _check(len(value) > 0 and all(isinstance(c, int) and c > 0 for c in value),
@@ -120,53 +166,114 @@ class NetworkConfig:
         _positive_int("network.pooled_size", self.pooled_size)
         _positive_int("network.hidden_dim", self.hidden_dim)
         _positive_int("network.cosine_embedding_dim", self.cosine_embedding_dim)
+        _check(self.norm in typing.get_args(NormName), "network.norm", self.norm,
+               f"must be one of {typing.get_args(NormName)}")
+        _check(isinstance(self.action_history, int) and self.action_history >= 0,
+               "network.action_history", self.action_history, "must be an integer >= 0")
+        _positive_int("network.action_history_dim", self.action_history_dim)
         _check(self.noisy_sigma0 > 0, "network.noisy_sigma0", self.noisy_sigma0, "must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
-    """IQN learner: targets, Munchausen term, optimiser, target network and exploration."""
+    """Value-based learner: targets, target network, optimiser, schedules and exploration.
 
+    Every value-based learner (iqn, c51, dqn) honours every field below except those marked
+    as belonging to one learner.
+    """
+
+    learner: LearnerName = "iqn"
+    """iqn (implicit quantiles, Dabney et al. 2018), c51 (categorical, Bellemare et al. 2017)
+    or dqn (scalar Q, Mnih et al. 2015)."""
     gamma: float = 0.997
     """Discount per agent step, in [0, 1)."""
     n_step: int = 3
     """Steps of real reward before bootstrapping; >= 1."""
-    num_tau_samples: int = 8
-    """Quantile fractions sampled for the online network in the loss (N); >= 1."""
-    num_tau_prime_samples: int = 8
-    """Quantile fractions sampled for the target distribution (N'); >= 1."""
-    num_quantile_samples: int = 8
-    """Quantile fractions averaged to get Q when acting and selecting actions (K); >= 1."""
-    kappa: float = 1.0
-    """Quantile Huber threshold; > 0."""
     double_q: bool = True
     """Select the bootstrap action with the online net (van Hasselt et al. 2016). Unused when
     munchausen is on: M-IQN bootstraps from the softmax policy of the target net."""
+    num_tau_samples: int = 8
+    """IQN: quantile fractions sampled for the online network in the loss (N); >= 1."""
+    num_tau_prime_samples: int = 8
+    """IQN: quantile fractions sampled for the target distribution (N'); >= 1."""
+    num_quantile_samples: int = 8
+    """IQN: quantile fractions averaged to get Q when acting and selecting actions (K); >= 1."""
+    kappa: float = 1.0
+    """Huber threshold of the IQN quantile loss and of the dqn Huber loss; > 0."""
     munchausen: bool = True
-    """Munchausen-IQN target (Vieillard et al. 2020), as in BTR."""
+    """IQN: Munchausen-IQN target (Vieillard et al. 2020), as in BTR."""
     munchausen_tau: float = 0.03
     """Entropy temperature of the Munchausen softmax policy; > 0."""
     munchausen_alpha: float = 0.9
     """Weight of the scaled log-policy bonus, in [0, 1]."""
     munchausen_clip: float = -1.0
     """Lower clip l0 of tau * log pi(a|s) in the bonus (upper clip 0); < 0."""
+    num_atoms: int = 51
+    """C51: atoms of the fixed return support (Bellemare et al. 2017: 51); >= 2."""
+    v_min: float = -10.0
+    """C51: lowest atom of the support (Rainbow: -10)."""
+    v_max: float = 10.0
+    """C51: highest atom of the support (Rainbow: 10); > v_min."""
+    td_loss: Literal["huber", "mse"] = "huber"
+    """dqn: loss on the TD error, huber (threshold kappa) or mse (0.5 * td^2)."""
+    target_clamp: float | Literal["auto"] | None = None
+    """Clamp the bootstrapped backup (every target sample) to [-bound, bound]; auto uses
+    r_max / (1 - gamma) with r_max = env.reward_clip, plus munchausen_tau * log(A) per step
+    with Munchausen; None disables (seed 003's emergency brake)."""
+    target_update: TargetUpdate = "hard"
+    """hard: copy online into target every target_update_period optimizer updates (BTR, seed
+    000); soft: Polyak blend every target_soft_period updates; both: the blend plus a hard
+    refresh every target_update_period (seed 003)."""
+    target_update_period: int = 500
+    """Optimizer updates between hard copies (hard and both modes); >= 1."""
+    target_tau: float = 0.005
+    """Polyak coefficient: target <- tau * online + (1 - tau) * target (soft and both modes);
+    in (0, 1]."""
+    target_soft_period: int = 1
+    """Optimizer updates between Polyak blends (Linesight: 4); >= 1."""
+    optimizer: OptimizerName = "adam"
+    """adam (Kingma & Ba 2015), adamw (decoupled weight decay, Loshchilov & Hutter 2019) or
+    radam (Liu et al. 2020, with decoupled weight decay when weight_decay > 0)."""
     learning_rate: float = 1e-4
-    """Adam step size (constant); in (0, 1)."""
+    """Step size (the peak when a schedule is used); in (0, 1)."""
     adam_eps: float = 1.95e-5
-    """Adam epsilon (BTR: 0.005 / batch 256); > 0."""
+    """Epsilon of the Adam-family optimiser (BTR: 0.005 / batch 256); > 0."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay coefficient (adamw, radam; multiplied by the current lr);
+    >= 0."""
+    lr_schedule: LrSchedule = "constant"
+    """constant (BTR, seed 000), or decay from learning_rate to lr_end over lr_decay_steps:
+    linear, cosine or exponential; all after lr_warmup_steps of linear warm-up from 0."""
+    lr_end: float = 1e-5
+    """Learning rate at the end of the decay (held afterwards); in (0, 1)."""
+    lr_decay_steps: int = 1_000_000
+    """Optimizer updates over which the learning rate decays (after the warm-up); >= 1."""
+    lr_warmup_steps: int = 0
+    """Optimizer updates of linear warm-up from 0 to learning_rate; >= 0."""
     max_grad_norm: float = 10.0
     """Global-norm gradient clip; 0 disables clipping; >= 0."""
-    target_update_period: int = 500
-    """Hard copy of online into target params every this many grad steps; >= 1."""
+    grad_accumulation: int = 1
+    """Micro-batches whose mean gradient makes one optimizer update (optax.MultiSteps; seed
+    003 fix: 4). Target periods and lr schedules count optimizer updates; >= 1."""
     epsilon_schedule: EpsilonSchedule = "exponential"
     """exponential: eps = end + (start - end) * exp(-t / decay_steps) (BTR); linear: from
-    start to end over decay_steps env steps."""
+    start to end over decay_steps, then end."""
+    epsilon_unit: EpsilonUnit = "steps"
+    """What t counts in the epsilon schedule and cutoff: env steps, or finished episodes
+    (kept only to reproduce seed 000's failed setting: episode lengths grow as the agent
+    improves, so exploration ends far too early; a warning is logged)."""
     epsilon_start: float = 1.0
-    """Exploration epsilon at env step 0, in [0, 1]."""
+    """Exploration epsilon at t = 0, in [0, 1]."""
     epsilon_end: float = 0.01
     """Asymptotic / final epsilon, in [0, 1]."""
     epsilon_decay_steps: int = 2_000_000
-    """Env steps of the decay (exponential: time constant; linear: length); >= 1."""
+    """Length of the decay in epsilon_unit (exponential: time constant; linear: length);
+    >= 1."""
+    epsilon_cutoff: int | None = None
+    """From this t (in epsilon_unit) on, epsilon is epsilon_after_cutoff (seed 000: 25M
+    steps); None: no cutoff; >= 0."""
+    epsilon_after_cutoff: Literal["zero", "end"] = "zero"
+    """Epsilon after epsilon_cutoff: zero (noisy nets / greedy only) or epsilon_end."""
     epsilon_off_fraction: float | None = 0.5
     """Epsilon is 0 from this fraction of total_steps on (BTR: 0.5, noisy nets only after);
     None keeps epsilon-greedy to the end."""
@@ -174,23 +281,59 @@ class AgentConfig:
     """Epsilon during evaluation (noise off), in [0, 1]."""
 
     def __post_init__(self):
+        _check_number_fields(self, "agent")
+        _check(self.learner in typing.get_args(LearnerName), "agent.learner", self.learner,
+               f"must be one of {typing.get_args(LearnerName)}")
         _unit_interval("agent.gamma", self.gamma, closed_high=False)
-        _positive_int("agent.n_step", self.n_step)
-        for name in ("num_tau_samples", "num_tau_prime_samples", "num_quantile_samples",
-                     "target_update_period", "epsilon_decay_steps"):
+        for name in ("n_step", "num_tau_samples", "num_tau_prime_samples",
+                     "num_quantile_samples", "target_update_period", "target_soft_period",
+                     "epsilon_decay_steps", "lr_decay_steps", "grad_accumulation"):
             _positive_int(f"agent.{name}", getattr(self, name))
         _check(self.kappa > 0, "agent.kappa", self.kappa, "must be > 0")
+        _check(not (self.munchausen and self.learner != "iqn"), "agent.munchausen",
+               self.munchausen, f"is only implemented for learner 'iqn' (learner is "
+               f"{self.learner!r}); set --agent.no-munchausen")
         _check(self.munchausen_tau > 0, "agent.munchausen_tau", self.munchausen_tau, "must be > 0")
         _unit_interval("agent.munchausen_alpha", self.munchausen_alpha)
         _check(self.munchausen_clip < 0, "agent.munchausen_clip", self.munchausen_clip,
                "must be < 0")
+        _check(isinstance(self.num_atoms, int) and self.num_atoms >= 2, "agent.num_atoms",
+               self.num_atoms, "must be an integer >= 2")
+        _check(self.v_max > self.v_min, "agent.v_max", self.v_max,
+               f"must be > agent.v_min ({self.v_min})")
+        _check(self.td_loss in ("huber", "mse"), "agent.td_loss", self.td_loss,
+               "must be huber or mse")
+        if self.target_clamp is not None and self.target_clamp != "auto":
+            _check(isinstance(self.target_clamp, (int, float)) and self.target_clamp > 0,
+                   "agent.target_clamp", self.target_clamp, "must be a number > 0, auto or None")
+        _check(self.target_update in typing.get_args(TargetUpdate), "agent.target_update",
+               self.target_update, f"must be one of {typing.get_args(TargetUpdate)}")
+        _unit_interval("agent.target_tau", self.target_tau, closed_low=False)
+        _check(self.optimizer in typing.get_args(OptimizerName), "agent.optimizer",
+               self.optimizer, f"must be one of {typing.get_args(OptimizerName)}")
         _check(0 < self.learning_rate < 1, "agent.learning_rate", self.learning_rate,
                "must be in (0, 1)")
         _check(self.adam_eps > 0, "agent.adam_eps", self.adam_eps, "must be > 0")
+        _check(self.weight_decay >= 0, "agent.weight_decay", self.weight_decay, "must be >= 0")
+        _check(not (self.optimizer == "adam" and self.weight_decay > 0), "agent.weight_decay",
+               self.weight_decay, "needs --agent.optimizer adamw or radam (adam has no "
+               "decoupled weight decay)")
+        _check(self.lr_schedule in typing.get_args(LrSchedule), "agent.lr_schedule",
+               self.lr_schedule, f"must be one of {typing.get_args(LrSchedule)}")
+        _check(0 < self.lr_end < 1, "agent.lr_end", self.lr_end, "must be in (0, 1)")
+        _check(isinstance(self.lr_warmup_steps, int) and self.lr_warmup_steps >= 0,
+               "agent.lr_warmup_steps", self.lr_warmup_steps, "must be an integer >= 0")
         _check(self.max_grad_norm >= 0, "agent.max_grad_norm", self.max_grad_norm,
                "must be >= 0 (0 disables clipping)")
+        _check(self.epsilon_unit in typing.get_args(EpsilonUnit), "agent.epsilon_unit",
+               self.epsilon_unit, f"must be one of {typing.get_args(EpsilonUnit)}")
         for name in ("epsilon_start", "epsilon_end", "eval_epsilon"):
             _unit_interval(f"agent.{name}", getattr(self, name))
+        if self.epsilon_cutoff is not None:
+            _check(isinstance(self.epsilon_cutoff, int) and self.epsilon_cutoff >= 0,
+                   "agent.epsilon_cutoff", self.epsilon_cutoff, "must be an integer >= 0 or None")
+        _check(self.epsilon_after_cutoff in ("zero", "end"), "agent.epsilon_after_cutoff",
+               self.epsilon_after_cutoff, "must be zero or end")
         if self.epsilon_off_fraction is not None:
             _unit_interval("agent.epsilon_off_fraction", self.epsilon_off_fraction,
                            closed_low=False)
@@ -207,14 +350,25 @@ class ReplayConfig:
     priority_exponent: float = 0.2
     """PER alpha: priorities are (|TD| + eps) ** alpha; in [0, 1]."""
     importance_exponent_start: float = 0.4
-    """PER beta at step 0, annealed linearly to 1 over total_steps; in [0, 1]."""
+    """PER beta at the start of training; in [0, 1]."""
+    importance_exponent_schedule: ImportanceSchedule = "linear"
+    """How beta reaches 1: linear over total_steps env steps (Schaul et al. 2016, BTR), or
+    increment: + importance_exponent_increment per grad step, capped at 1 (seed 000)."""
+    importance_exponent_increment: float = 0.001
+    """Beta added per grad step with the increment schedule (seed 000: 0.001); > 0."""
     priority_eps: float = 1e-6
     """Added to |TD| so no stored transition gets zero priority; > 0."""
 
     def __post_init__(self):
+        _check_number_fields(self, "replay")
         _positive_int("replay.capacity", self.capacity)
         _unit_interval("replay.priority_exponent", self.priority_exponent)
         _unit_interval("replay.importance_exponent_start", self.importance_exponent_start)
+        _check(self.importance_exponent_schedule in typing.get_args(ImportanceSchedule),
+               "replay.importance_exponent_schedule", self.importance_exponent_schedule,
+               f"must be one of {typing.get_args(ImportanceSchedule)}")
+        _check(self.importance_exponent_increment > 0, "replay.importance_exponent_increment",
+               self.importance_exponent_increment, "must be > 0")
         _check(self.priority_eps > 0, "replay.priority_eps", self.priority_eps, "must be > 0")
 
 
@@ -227,7 +381,7 @@ class TrainingConfig:
     learning_starts: int = 20_000
     """Env steps collected before the first grad step (replay warm-up); >= 0."""
     replay_ratio: float = 1 / 64
-    """Grad steps per env step (BTR: 1/64; fractions allowed); > 0."""
+    """Grad steps (micro-batches) per env step (BTR: 1/64; fractions allowed); > 0."""
     batch_size: int = 256
     """Transitions per grad step; >= 1."""
     grad_steps_per_call: int = 1
@@ -244,6 +398,7 @@ class TrainingConfig:
     """Save the replay contents in checkpoints (else --resume refills the buffer)."""
 
     def __post_init__(self):
+        _check_number_fields(self, "training")
         _positive_int("training.total_steps", self.total_steps)
         _check(isinstance(self.learning_starts, int) and self.learning_starts >= 0,
                "training.learning_starts", self.learning_starts, "must be an integer >= 0")
@@ -292,10 +447,15 @@ class Config:
         _check(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed,
                "must be an integer >= 0")
         per_stream = self.replay.capacity // self.env.num_envs
-        need = self.agent.n_step + self.env.frame_stack + 1
+        history = max(self.env.frame_stack - 1, self.network.action_history)
+        need = self.agent.n_step + history + 2
         _check(per_stream >= need, "replay.capacity", self.replay.capacity,
                f"must give each of the {self.env.num_envs} env streams at least n_step + "
-               f"frame_stack + 1 = {need} slots (capacity >= {need * self.env.num_envs})")
+               f"max(frame_stack - 1, action_history) + 2 = {need} slots "
+               f"(capacity >= {need * self.env.num_envs})")
+        _check(not (self.agent.target_clamp == "auto" and self.env.reward_clip is None),
+               "agent.target_clamp", "auto", "needs env.reward_clip (r_max) to compute the "
+               "bound r_max / (1 - gamma); set a number or clip the rewards")
         _check(self.training.batch_size <= self.replay.capacity, "training.batch_size",
                self.training.batch_size, f"must be <= replay.capacity ({self.replay.capacity})")
 

@@ -81,3 +81,49 @@ def quantile_q_target(r_t: jax.Array, discount_t: jax.Array, dist_target_t: jax.
     """
     chex.assert_rank([r_t, discount_t, dist_target_t, q_selector_t], [0, 0, 2, 1])
     return r_t + discount_t * dist_target_t[:, jnp.argmax(q_selector_t)]
+
+
+def categorical_l2_project(z_p: jax.Array, probs: jax.Array, z_q: jax.Array) -> jax.Array:
+    """Project a distribution on atoms ``z_p`` onto the fixed, evenly spaced support ``z_q``
+    (Bellemare et al. 2017, C51 Algorithm 1), vectorised over atoms without a serial loop.
+
+    Each atom is clipped to [z_q[0], z_q[-1]] and its mass split between the two nearest
+    support atoms in proportion to closeness: projected_j = sum_i probs_i * max(0,
+    1 - |clip(z_p_i) - z_q_j| / dz). Agrees with ``rlax.categorical_l2_project`` on evenly
+    spaced supports.
+
+    Args:
+      z_p: float [N] atoms of the source distribution (e.g. r + discount * z).
+      probs: float [N] their probabilities.
+      z_q: float [M] evenly spaced target support, M >= 2, increasing.
+    Returns float [M] probabilities on z_q (sum = sum(probs)).
+    """
+    chex.assert_rank([z_p, probs, z_q], 1)
+    chex.assert_equal_shape([z_p, probs])
+    dz = z_q[1] - z_q[0]
+    clipped = jnp.clip(z_p, z_q[0], z_q[-1])
+    weight = jnp.clip(1.0 - jnp.abs(clipped[:, None] - z_q[None, :]) / dz, 0.0, 1.0)  # [N, M]
+    return jnp.sum(probs[:, None] * weight, axis=0)
+
+
+def categorical_double_q_target(r_t: jax.Array, discount_t: jax.Array, probs_target_t: jax.Array,
+                                q_selector_t: jax.Array, support: jax.Array,
+                                bound: float | None = None) -> jax.Array:
+    """(Double-)Q categorical target of one example (Bellemare et al. 2017; Hessel et al. 2018).
+
+    The target network's distribution at a* = argmax q_selector_t, shifted to r + discount * z
+    (optionally clamped to [-bound, bound]), projected back onto the support.
+
+    Args:
+      r_t, discount_t: float scalars (n-step reward sum, gamma^n or 0 at a terminal).
+      probs_target_t: float [A, M] target-network probabilities at s_t.
+      q_selector_t: float [A] Q values choosing a* (online net for double Q).
+      support: float [M] evenly spaced atoms.
+      bound: backup clamp, or None.
+    Returns float [M] target probabilities.
+    """
+    chex.assert_rank([r_t, discount_t, probs_target_t, q_selector_t, support], [0, 0, 2, 1, 1])
+    z_t = r_t + discount_t * support
+    if bound is not None:
+        z_t = jnp.clip(z_t, -bound, bound)
+    return categorical_l2_project(z_t, probs_target_t[jnp.argmax(q_selector_t)], support)

@@ -1,4 +1,8 @@
-"""Named configurations picked with ``--algo=NAME``; every field stays overridable."""
+"""Named configurations picked with ``--algo=NAME``; every field stays overridable.
+
+Each preset's docstring says where its numbers come from; ``launch/run.py --algo NAME
+--print-config`` prints the resolved config for diffing.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +34,8 @@ def iqn() -> Config:
 
     Small CNN (images) or MLP (vectors) torso, no spectral norm, no noisy nets, no dueling,
     no Munchausen (double-Q targets instead), uniform replay, hard target copy every 100
-    grad steps, replay ratio 0.5, linear epsilon 1 -> 0.02 over 10k env steps. Tuned so CartPole-v1 reaches 475 within 50k env steps
-    (benchmarks/sample_efficiency.py).
+    updates, replay ratio 0.5, linear epsilon 1 -> 0.02 over 10k env steps. Tuned so
+    CartPole-v1 reaches 475 within 50k env steps (benchmarks/sample_efficiency.py).
     """
     return Config(
         algo="iqn",
@@ -50,7 +54,120 @@ def iqn() -> Config:
     )
 
 
-PRESETS = {"iqn_btr": iqn_btr, "iqn": iqn}
+def dqn() -> Config:
+    """DQN (Mnih et al. 2015) with double Q (van Hasselt et al. 2016) and n-step 3, sized for
+    quick runs on small envs like the ``iqn`` preset (same loop sizes and exploration).
+
+    Huber loss (kappa 1), no dueling, no noisy nets, uniform replay of 100k, Adam lr 1e-3,
+    hard target copy every 100 updates, replay ratio 0.5, batch 64, gamma 0.99, linear epsilon
+    1 -> 0.02 over 10k env steps. Each switch (dueling, noisy, n_step, PER, td_loss) is a field.
+    """
+    base = iqn()
+    return dataclasses.replace(replace(base, agent=dict(learner="dqn", td_loss="huber")),
+                               algo="dqn")
+
+
+def rainbow() -> Config:
+    """Rainbow (Hessel et al. 2018, Table 1): C51 with 51 atoms on [-10, 10], double Q,
+    dueling, noisy nets (sigma0 0.5, so epsilon 0; evaluation epsilon 0.001), n-step 3,
+    gamma 0.99, proportional PER alpha 0.5 with beta 0.4 -> 1 and the loss as priority,
+    Adam lr 6.25e-5 eps 1.5e-4, batch 32, one update per 4 agent steps (replay ratio 0.25),
+    target copy every 32k frames = 8k agent steps = 2,000 updates, learning starts at 80k
+    frames = 20k agent steps, Nature-DQN torso, hidden 512, rewards clipped to 1, grad clip
+    10 (Dopamine's value).
+
+    Scaled like ``iqn_btr``: 8 envs, replay capacity 131,072 instead of 1M.
+    """
+    return Config(
+        algo="rainbow",
+        env=EnvConfig(num_envs=8),
+        network=NetworkConfig(torso="small_cnn", spectral_norm=False, hidden_dim=512,
+                              dueling=True, noisy=True, noisy_sigma0=0.5),
+        agent=AgentConfig(learner="c51", num_atoms=51, v_min=-10.0, v_max=10.0, double_q=True,
+                          munchausen=False, gamma=0.99, n_step=3, learning_rate=6.25e-5,
+                          adam_eps=1.5e-4, max_grad_norm=10.0, target_update_period=2000,
+                          epsilon_schedule="linear", epsilon_start=0.0, epsilon_end=0.0,
+                          epsilon_off_fraction=None, eval_epsilon=0.001),
+        replay=ReplayConfig(capacity=131_072, prioritized=True, priority_exponent=0.5,
+                            importance_exponent_start=0.4),
+        training=TrainingConfig(total_steps=2_000_000, learning_starts=20_000, replay_ratio=0.25,
+                                batch_size=32),
+    )
+
+
+def tm20_rainbow() -> Config:
+    """The user's working TrackMania 2020 configuration (seeds 000/001, commit fdf25b5, run
+    c643zifs): Rainbow pieces on an IQN head.
+
+    From the seed's config: hard target copy every 1500 steps (one update per env step, so
+    1500 updates), constant lr 1e-4 (AdamW with PyTorch's defaults: weight decay 0.01, eps
+    1e-8), linear epsilon 1.0 -> 0.01 over 2.5M env steps with a cutoff at 25M, gamma 0.997,
+    batch 32, grad clip 100, PER alpha 0.6, beta 0.4 + 0.001 per update, buffer 100k, dueling +
+    double + PER + noisy (std 0.5), IQN head (8 taus for training and acting, 64 cosines), conv
+    channels 8/16, hidden 128, BatchNorm, raw (unclipped) rewards, training from the first
+    batch on (no replay warm-up), 10M steps, no action history. The seed's config has no
+    n-step field: single-step targets. 64x64x4 grayscale images from one env; the 3 car
+    features (speed, gear, rpm) join the input on TrackMania.
+    """
+    return Config(
+        algo="tm20_rainbow",
+        env=EnvConfig(num_envs=1, image_size=64, frame_stack=4, reward_clip=None),
+        network=NetworkConfig(torso="small_cnn", cnn_channels=(8, 16), norm="batch",
+                              hidden_dim=128, spectral_norm=False, dueling=True, noisy=True,
+                              noisy_sigma0=0.5, cosine_embedding_dim=64),
+        agent=AgentConfig(learner="iqn", munchausen=False, double_q=True, gamma=0.997,
+                          n_step=1, num_tau_samples=8, num_tau_prime_samples=8,
+                          num_quantile_samples=8, optimizer="adamw", weight_decay=0.01,
+                          adam_eps=1e-8, learning_rate=1e-4, lr_schedule="constant",
+                          max_grad_norm=100.0, target_update="hard", target_update_period=1500,
+                          epsilon_schedule="linear", epsilon_start=1.0, epsilon_end=0.01,
+                          epsilon_decay_steps=2_500_000, epsilon_cutoff=25_000_000,
+                          epsilon_off_fraction=None),
+        replay=ReplayConfig(capacity=100_000, prioritized=True, priority_exponent=0.6,
+                            importance_exponent_start=0.4,
+                            importance_exponent_schedule="increment",
+                            importance_exponent_increment=0.001),
+        training=TrainingConfig(total_steps=10_000_000, learning_starts=32, replay_ratio=1.0,
+                                batch_size=32),
+    )
+
+
+def linesight_a01() -> Config:
+    """The seed 002 baseline (Linesight run A01_as20_long_v2): IQN with dense hidden 1024, IQN
+    embedding 128, double DQN, grad clip 30, weight decay 0.1 x lr; the rest from Linesight's
+    defaults (REFERENCES.md): dueling, no noisy nets, no PER, no Munchausen, n-step 3, batch
+    512, each transition used ~32 times (replay ratio 32 / 512 = 1/16), RAdam eps 1e-4, lr
+    1e-3 decaying exponentially to 5e-5 over 3M env steps (187,500 updates), soft target tau
+    0.02 every 4 updates, 8 taus for training and 32 for acting, 5 previous actions as inputs.
+
+    Differences, documented: gamma 0.999 fixed (Linesight raises it to 1); weight decay is
+    decoupled (RAdam + 0.1 x lr x params per update; Linesight passes 0.1 x lr to PyTorch's
+    RAdam); Linesight's 16/32/64/32 CNN is approximated by the small_cnn kernels with those
+    widths; epsilon 1 -> 0.03, exponential with a 300k-step time constant.
+    """
+    return Config(
+        algo="linesight_a01",
+        env=EnvConfig(num_envs=8),
+        network=NetworkConfig(torso="small_cnn", cnn_channels=(16, 32, 64, 32),
+                              spectral_norm=False, hidden_dim=1024, cosine_embedding_dim=128,
+                              dueling=True, noisy=False, action_history=5,
+                              action_history_dim=256),
+        agent=AgentConfig(learner="iqn", munchausen=False, double_q=True, gamma=0.999, n_step=3,
+                          num_tau_samples=8, num_tau_prime_samples=8, num_quantile_samples=32,
+                          optimizer="radam", adam_eps=1e-4, weight_decay=0.1,
+                          learning_rate=1e-3, lr_schedule="exponential", lr_end=5e-5,
+                          lr_decay_steps=187_500, max_grad_norm=30.0, target_update="soft",
+                          target_tau=0.02, target_soft_period=4, epsilon_schedule="exponential",
+                          epsilon_start=1.0, epsilon_end=0.03, epsilon_decay_steps=300_000,
+                          epsilon_off_fraction=None, eval_epsilon=0.0),
+        replay=ReplayConfig(capacity=100_000, prioritized=False),
+        training=TrainingConfig(total_steps=5_000_000, learning_starts=20_000,
+                                replay_ratio=1 / 16, batch_size=512),
+    )
+
+
+PRESETS = {"iqn_btr": iqn_btr, "iqn": iqn, "dqn": dqn, "rainbow": rainbow,
+           "tm20_rainbow": tm20_rainbow, "linesight_a01": linesight_a01}
 
 
 def get(name: str) -> Config:

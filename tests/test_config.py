@@ -1,6 +1,8 @@
 """Config validation, presets, the command line and the saved-config round trip."""
 
 import dataclasses
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,8 @@ import pytest
 from launch import cli
 from rl import config as config_lib
 from rl import presets
-from rl.config import AgentConfig, Config, ConfigError, EnvConfig, ReplayConfig, TrainingConfig
+from rl.config import (AgentConfig, Config, ConfigError, EnvConfig, NetworkConfig, ReplayConfig,
+                       TrainingConfig)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,3 +118,178 @@ def test_run_rejects_bad_input_before_work(tmp_path, args, needle):
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# --- validation of the learner, target, optimiser and network fields ------------------------
+
+@pytest.mark.parametrize("build, field, value", [
+    (lambda: AgentConfig(learner="ppo"), "agent.learner", "ppo"),
+    (lambda: AgentConfig(learner="c51"), "agent.munchausen", True),   # munchausen on by default
+    (lambda: AgentConfig(learner="dqn", munchausen=True), "agent.munchausen", True),
+    (lambda: AgentConfig(learner="c51", munchausen=False, v_min=5.0, v_max=5.0),
+     "agent.v_max", 5.0),
+    (lambda: AgentConfig(v_min=0.0, v_max=-1.0), "agent.v_max", -1.0),
+    (lambda: AgentConfig(num_atoms=1), "agent.num_atoms", 1),
+    (lambda: AgentConfig(td_loss="l1"), "agent.td_loss", "l1"),
+    (lambda: AgentConfig(target_clamp=-1.0), "agent.target_clamp", -1.0),
+    (lambda: AgentConfig(target_clamp=0.0), "agent.target_clamp", 0.0),
+    (lambda: AgentConfig(target_clamp="max"), "agent.target_clamp", "max"),
+    (lambda: AgentConfig(target_update="never"), "agent.target_update", "never"),
+    (lambda: AgentConfig(target_tau=0.0), "agent.target_tau", 0.0),
+    (lambda: AgentConfig(target_tau=1.5), "agent.target_tau", 1.5),
+    (lambda: AgentConfig(target_soft_period=0), "agent.target_soft_period", 0),
+    (lambda: AgentConfig(optimizer="sgd"), "agent.optimizer", "sgd"),
+    (lambda: AgentConfig(weight_decay=0.01), "agent.weight_decay", 0.01),   # adam
+    (lambda: AgentConfig(optimizer="adamw", weight_decay=-0.1), "agent.weight_decay", -0.1),
+    (lambda: AgentConfig(adam_eps=0.0), "agent.adam_eps", 0.0),
+    (lambda: AgentConfig(grad_accumulation=0), "agent.grad_accumulation", 0),
+    (lambda: AgentConfig(lr_schedule="step"), "agent.lr_schedule", "step"),
+    (lambda: AgentConfig(lr_end=0.0), "agent.lr_end", 0.0),
+    (lambda: AgentConfig(lr_end=1.0), "agent.lr_end", 1.0),
+    (lambda: AgentConfig(lr_decay_steps=0), "agent.lr_decay_steps", 0),
+    (lambda: AgentConfig(lr_warmup_steps=-1), "agent.lr_warmup_steps", -1),
+    (lambda: AgentConfig(max_grad_norm=-1.0), "agent.max_grad_norm", -1.0),
+    (lambda: AgentConfig(epsilon_unit="frames"), "agent.epsilon_unit", "frames"),
+    (lambda: AgentConfig(epsilon_cutoff=-5), "agent.epsilon_cutoff", -5),
+    (lambda: AgentConfig(epsilon_after_cutoff="start"), "agent.epsilon_after_cutoff", "start"),
+    (lambda: AgentConfig(epsilon_off_fraction=1.5), "agent.epsilon_off_fraction", 1.5),
+    (lambda: NetworkConfig(norm="group"), "network.norm", "group"),
+    (lambda: NetworkConfig(action_history=-1), "network.action_history", -1),
+    (lambda: NetworkConfig(action_history_dim=0), "network.action_history_dim", 0),
+    (lambda: NetworkConfig(cnn_channels=()), "network.cnn_channels", ()),
+    (lambda: EnvConfig(reward_scale=0.0), "env.reward_scale", 0.0),
+    (lambda: EnvConfig(reward_scale=-2.0), "env.reward_scale", -2.0),
+    (lambda: EnvConfig(reward_scale=float("inf")), "env.reward_scale", float("inf")),
+    (lambda: EnvConfig(reward_clip=0.0), "env.reward_clip", 0.0),
+    (lambda: ReplayConfig(importance_exponent_schedule="cosine"),
+     "replay.importance_exponent_schedule", "cosine"),
+    (lambda: ReplayConfig(importance_exponent_increment=0.0),
+     "replay.importance_exponent_increment", 0.0),
+    (lambda: Config(agent=AgentConfig(target_clamp="auto"), env=EnvConfig(reward_clip=None)),
+     "agent.target_clamp", "auto"),
+])
+def test_new_fields_validated_naming_field_and_value(build, field, value):
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert info.value.field == field
+    assert info.value.value == value
+    assert f"{field}={value!r}" in str(info.value)
+
+
+def test_valid_combinations_of_the_new_fields_are_accepted():
+    # The boundaries of the ranges above, and the combinations the errors point to.
+    AgentConfig(learner="c51", munchausen=False, v_min=-1.0, v_max=-0.5, num_atoms=2)
+    AgentConfig(learner="dqn", munchausen=False, td_loss="mse", target_clamp=0.5)
+    AgentConfig(target_tau=1.0, target_update="both", grad_accumulation=4)
+    AgentConfig(optimizer="adamw", weight_decay=0.01)
+    AgentConfig(optimizer="radam", weight_decay=0.1, lr_schedule="cosine", lr_warmup_steps=0)
+    AgentConfig(epsilon_cutoff=0, epsilon_off_fraction=1.0, max_grad_norm=0.0)
+    NetworkConfig(norm="batch", action_history=0)
+    NetworkConfig(norm="layer", action_history=4)
+    EnvConfig(reward_scale=1e-3, reward_clip=None)
+    ReplayConfig(importance_exponent_schedule="increment")
+    cfg = Config(agent=AgentConfig(target_clamp="auto"), env=EnvConfig(reward_clip=5.0))
+    assert cfg.agent.target_clamp == "auto"
+
+
+def test_capacity_counts_action_history():
+    # Each of 8 streams needs n_step + max(frame_stack - 1, action_history) + 2 = 3 + 100 + 2
+    # = 105 slots: capacity 840 is enough, 839 is not.
+    network = NetworkConfig(action_history=100)
+    Config(network=network, replay=ReplayConfig(capacity=840),
+           training=TrainingConfig(batch_size=32))
+    with pytest.raises(ConfigError) as info:
+        Config(network=network, replay=ReplayConfig(capacity=839),
+               training=TrainingConfig(batch_size=32))
+    assert info.value.field == "replay.capacity" and "capacity >= 840" in str(info.value)
+
+
+# --- presets round-trip through the saved text ---------------------------------------------
+
+def _same_with_types(a, b, path="config"):
+    """Equal values of equal types at every leaf (so 1.0 does not come back as 1)."""
+    assert type(a) is type(b), f"{path}: {type(a).__name__} != {type(b).__name__}"
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            _same_with_types(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same_with_types(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def _variants():
+    for name in presets.PRESETS:
+        yield name, presets.get(name)
+    yield "iqn_btr+auto", presets.replace(presets.get("iqn_btr"),
+                                          agent=dict(target_clamp="auto"))
+    yield "rainbow+clamp", presets.replace(presets.get("rainbow"),
+                                           agent=dict(target_clamp=12.5, lr_schedule="cosine",
+                                                      lr_end=3.3e-6, lr_warmup_steps=1000),
+                                           env=dict(reward_scale=0.1))
+    yield "tm20+auto", presets.replace(presets.get("tm20_rainbow"),
+                                       env=dict(reward_clip=2.5),
+                                       agent=dict(target_clamp="auto", target_update="both",
+                                                  target_tau=0.125, grad_accumulation=4),
+                                       network=dict(action_history=3, norm="layer"))
+
+
+@pytest.mark.parametrize("name, cfg", list(_variants()), ids=[n for n, _ in _variants()])
+def test_presets_round_trip_unchanged(name, cfg, tmp_path):
+    data = config_lib.to_dict(cfg)
+    assert config_lib.from_dict(data) == cfg
+    through_json = json.loads(json.dumps(data))
+    back = config_lib.from_dict(through_json)
+    assert back == cfg
+    _same_with_types(config_lib.to_dict(back), data)
+    config_lib.save(cfg, tmp_path / "config.json")
+    loaded = config_lib.load(tmp_path / "config.json")
+    assert loaded == cfg
+    _same_with_types(config_lib.to_dict(loaded), data)
+
+
+def test_preset_names_match_their_algo_field():
+    for name in presets.PRESETS:
+        assert presets.get(name).algo == name
+
+
+# --- --print-config -----------------------------------------------------------------------
+
+def _run_wide(*args):
+    # A wide terminal so tyro's boxed messages do not wrap field names.
+    env = dict(os.environ, COLUMNS="200")
+    return subprocess.run([sys.executable, str(ROOT / "launch" / "run.py"), *args],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+
+
+def test_print_config_rainbow_and_tm20_differ_as_documented():
+    rainbow = _run_wide("--algo", "rainbow", "--print-config")
+    assert rainbow.returncode == 0, rainbow.stderr
+    rainbow_cfg = json.loads(rainbow.stdout)
+    assert rainbow_cfg["algo"] == "rainbow"
+    assert rainbow_cfg["agent"]["learner"] == "c51"
+    assert rainbow_cfg["agent"]["target_update_period"] == 2000
+    assert config_lib.from_dict(rainbow_cfg) == presets.get("rainbow")
+
+    tm20 = _run_wide("--algo", "tm20_rainbow", "--print-config")
+    assert tm20.returncode == 0, tm20.stderr
+    tm20_cfg = json.loads(tm20.stdout)
+    assert tm20_cfg["agent"]["learner"] == "iqn"
+    assert tm20_cfg["agent"]["target_update_period"] == 1500
+    assert tm20_cfg["env"]["reward_clip"] is None
+    assert config_lib.from_dict(tm20_cfg) == presets.get("tm20_rainbow")
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--agent.learner", "c51"], "agent.munchausen"),
+    (["--algo", "tm20_rainbow", "--agent.target-clamp", "auto"], "agent.target_clamp"),
+])
+def test_print_config_rejects_inconsistent_overrides(args, field):
+    result = _run_wide("--print-config", *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert field in result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr

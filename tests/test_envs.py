@@ -10,12 +10,14 @@ import functools
 import sys
 
 import gymnasium as gym
+import jax
 import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
 
 from envs import (
     SLOT_KEYS,
+    ActionHistory,
     ActionRepeat,
     Collector,
     EnvIdError,
@@ -26,6 +28,7 @@ from envs import (
     make_env,
     make_vector_env,
 )
+from replay import DeviceReplay, sum_tree
 
 # ----------------------------------------------------------------------------------
 # Fake envs.
@@ -111,12 +114,14 @@ def fake_spec():
     return env_spec(FAKE_VEC_ID)
 
 
-def fake_collector(num_envs: int, frame_stack: int, reward_clip):
+def fake_collector(num_envs: int, frame_stack: int, reward_clip, action_history: int = 0,
+                   reward_scale: float = 1.0):
     envs = gym.vector.SyncVectorEnv(
         [functools.partial(FakeEnv, tag=i) for i in range(num_envs)],
         autoreset_mode=AutoresetMode.NEXT_STEP,
     )
-    return Collector(envs, fake_spec(), frame_stack=frame_stack, reward_clip=reward_clip)
+    return Collector(envs, fake_spec(), frame_stack=frame_stack, reward_clip=reward_clip,
+                     action_history=action_history, reward_scale=reward_scale)
 
 
 # ----------------------------------------------------------------------------------
@@ -158,9 +163,10 @@ EXPECTED_EPISODES = [  # (vector step, env, episode, length, truncated)
 ]
 
 
-@pytest.mark.parametrize("reward_clip", [None, 1.0])
-def test_collector_slots_match_hand_expectations(reward_clip):
-    col = fake_collector(num_envs=2, frame_stack=4, reward_clip=reward_clip)
+@pytest.mark.parametrize("reward_clip, reward_scale", [(None, 1.0), (1.0, 1.0), (1.0, 0.25)])
+def test_collector_slots_match_hand_expectations(reward_clip, reward_scale):
+    col = fake_collector(num_envs=2, frame_stack=4, reward_clip=reward_clip,
+                         reward_scale=reward_scale)
     col.reset(seed=0)
     episodes = []
     for n in range(9):
@@ -183,7 +189,8 @@ def test_collector_slots_match_hand_expectations(reward_clip):
             assert slot["terminated"][e] == term
             assert slot["truncated"][e] == trunc
             raw = fake_reward(ep, t) if valid else 0.0
-            want = raw if reward_clip is None else np.clip(raw, -reward_clip, reward_clip)
+            scaled = raw * reward_scale  # scale first, then clip
+            want = scaled if reward_clip is None else np.clip(scaled, -reward_clip, reward_clip)
             assert slot["reward"][e] == pytest.approx(want)
     assert col.total_env_steps == sum(row[2] for rows in EXPECTED.values() for row in rows)
 
@@ -229,6 +236,62 @@ def test_stacked_obs_matches_rebuild_from_slots_and_gymnasium_framestack():
         if (term or trunc) and len(expected) < len(env0_stacks):
             expected.append(env.reset()[0])
     np.testing.assert_array_equal(np.stack(env0_stacks), np.stack(expected))
+
+
+def test_prev_actions_by_hand_on_fake_env():
+    # Env 0 of EXPECTED with actions n % 3: an episode's first frame has no actions before it,
+    # the final-obs slot sees the episode's last actions, the autoreset step's action is dropped.
+    col = fake_collector(num_envs=2, frame_stack=1, reward_clip=None, action_history=2)
+    col.reset(seed=0)
+    env0 = [[-1, -1], [-1, 0], [0, 1],  # episode 0 (length 2), then its final obs at step 2
+            [-1, -1], [-1, 0],  # episode 1 (length 1); the autoreset action 2 is not kept
+            [-1, -1], [-1, 2], [2, 0], [0, 1]]  # episode 2: its final obs at step 8
+    for n, want in enumerate(env0):
+        prev = col.prev_actions
+        assert prev.shape == (2, 2) and prev.dtype == np.int32
+        np.testing.assert_array_equal(prev[0], want, err_msg=f"step {n}")
+        col.step(np.array([n % 3, (n + 1) % 3]))
+    col.close()
+
+    empty = ActionHistory(3, 0)
+    empty.push(np.array([1, 2, 0]), np.zeros(3, bool))
+    assert empty.actions.shape == (3, 0) and empty.actions.dtype == np.int32
+    with pytest.raises(ValueError, match="action_history"):
+        ActionHistory(2, -1)
+
+
+def test_prev_actions_match_replay_rebuild_on_cartpole():
+    # Slots of a real vector env go into a DeviceReplay with the same h; the actions it rebuilds
+    # for each slot must be exactly what the policy saw at that slot.
+    h, num_steps, capacity = 3, 40, 64  # no wrap: every slot can be gathered
+    envs = make_vector_env("CartPole-v1", 2, asynchronous=False, seed=3, max_episode_steps=12)
+    col = Collector(envs, env_spec("CartPole-v1", max_episode_steps=12), frame_stack=1,
+                    reward_clip=None, action_history=h)
+    replay = DeviceReplay(2, capacity, frame_stack=1, n_step=1, gamma=1.0, prioritized=False,
+                          action_history=h)
+    state = replay.init(np.zeros(4, np.float32), np.int32(0))
+    add = jax.jit(replay.add)
+    rng = np.random.default_rng(0)
+    seen, flags = [], np.zeros(3, int)  # terminated, truncated, autoreset slots
+    col.reset(seed=3)
+    for _ in range(num_steps):
+        seen.append(col.prev_actions)
+        # Env 0 mostly pushes left and falls over; env 1 pushes at random and hits the limit.
+        slot, _ = col.step((rng.random(2) < [0.1, 0.5]).astype(np.int64))
+        flags += [slot["terminated"].sum(), slot["truncated"].sum(), (~slot["valid"]).sum()]
+        state = add(state, **slot)
+    col.close()
+    assert np.all(flags >= 2), flags  # several episode ends of both kinds
+
+    index = np.arange(num_steps) + capacity * np.arange(2)[:, None]  # [E, T] flat leaf indices
+    batch = jax.jit(replay._gather)(state, index.ravel())
+    seen = np.stack(seen, axis=1)  # [E, T, h]
+    np.testing.assert_array_equal(np.asarray(batch.prev_actions).reshape(seen.shape), seen)
+    # The bootstrap slot of a sampleable start t is t + 1 (n = 1): what the policy saw next.
+    live = np.asarray(sum_tree.get(state.sum_tree, index.ravel())).reshape(index.shape)[:, :-1] > 0
+    next_seen = np.asarray(batch.next_prev_actions).reshape(seen.shape)[:, :-1]
+    assert live.sum() > 50
+    np.testing.assert_array_equal(next_seen[live], seen[:, 1:][live])
 
 
 def test_collector_rejects_bad_use():
@@ -383,6 +446,19 @@ def test_cartpole_spec_and_evaluate_matches_direct_rollouts():
         env.close()
     assert returns == expected
     assert seen and set(seen) == {(3, 2, 4)}
+
+    # With action history the policy also gets the previous actions, -1 before the start.
+    history = []
+
+    def left_with_history(stacked, prev_actions):
+        history.append(prev_actions)
+        return np.zeros(len(stacked), np.int64)
+
+    returns = evaluate(left_with_history, "CartPole-v1", num_episodes=3, seed=7, frame_stack=2,
+                       action_history=2)
+    assert returns == expected
+    assert all(p.shape == (3, 2) and p.dtype == np.int32 for p in history)
+    np.testing.assert_array_equal(history[:3], [[[-1, -1]] * 3, [[-1, 0]] * 3, [[0, 0]] * 3])
 
 
 # ----------------------------------------------------------------------------------

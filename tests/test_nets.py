@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nets import IQNNetwork, ImpalaCNN, NoisyDense, adaptive_max_pool, make_torso
+from nets import (C51Network, Encoder, IQNNetwork, ImpalaCNN, NoisyDense, QNetwork, ValueHead,
+                  adaptive_max_pool, make_torso)
 from rl.config import NetworkConfig
 
 
@@ -65,8 +66,9 @@ def test_noisy_dense_noise_statistics():
 def test_iqn_network_shapes_and_dueling(dueling, noisy):
     cfg = NetworkConfig(torso="mlp", mlp_hidden=(16,), hidden_dim=8, dueling=dueling,
                         noisy=noisy)
-    net = IQNNetwork(make_torso(cfg, is_image=False), num_actions=3, hidden_dim=8,
-                     num_cosines=cfg.cosine_embedding_dim, dueling=dueling, noisy_net=noisy)
+    net = IQNNetwork(Encoder(make_torso(cfg, is_image=False), num_actions=3),
+                     ValueHead(3, 1, hidden_dim=8, dueling=dueling, noisy_net=noisy),
+                     num_cosines=cfg.cosine_embedding_dim)
     obs = jnp.ones((5, 2, 4))
     taus = jnp.linspace(0.05, 0.95, 7)[None].repeat(5, 0)
     variables = net.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}, obs,
@@ -76,4 +78,38 @@ def test_iqn_network_shapes_and_dueling(dueling, noisy):
     # Quantiles depend on tau.
     assert float(jnp.abs(out[:, 0] - out[:, -1]).max()) > 0
     if dueling:
-        assert {"value", "advantage"} <= set(variables["params"])
+        assert {"value", "advantage"} <= set(variables["params"]["head"])
+
+
+def test_dueling_head_is_value_plus_centred_advantage():
+    head = ValueHead(4, outputs_per_action=3, hidden_dim=5, dueling=True, noisy_net=False)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 6))
+    variables = head.init(jax.random.PRNGKey(1), x, False)
+    out = head.apply(variables, x, False)
+    assert out.shape == (2, 4, 3)
+    p = variables["params"]
+    dense = lambda name, v: v @ p[name]["dense"]["kernel"] + p[name]["dense"]["bias"]
+    value = dense("value", jax.nn.relu(dense("value_hidden", x)))[:, None, :]
+    adv = dense("advantage", jax.nn.relu(dense("advantage_hidden", x))).reshape(2, 4, 3)
+    np.testing.assert_allclose(out, value + adv - adv.mean(axis=1, keepdims=True), rtol=1e-5,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["none", "layer", "batch"])
+def test_q_and_c51_networks_with_norm_and_action_history(norm):
+    cfg = NetworkConfig(torso="small_cnn", cnn_channels=(4, 8), norm=norm)
+    obs = jnp.asarray(np.random.default_rng(0).integers(0, 255, (3, 2, 36, 36)), jnp.uint8)
+    prev = jnp.array([[-1, -1], [-1, 2], [1, 0]], jnp.int32)
+    for net, shape in [(QNetwork(Encoder(make_torso(cfg, True), 3, 8), ValueHead(3, 1, 8)), (3, 3)),
+                       (C51Network(Encoder(make_torso(cfg, True), 3, 8), ValueHead(3, 11, 8)),
+                        (3, 3, 11))]:
+        variables = net.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)},
+                             obs, prev_actions=prev, train=False, noisy=True)
+        out = net.apply(variables, obs, prev_actions=prev, train=False, noisy=False)
+        assert out.shape == shape and out.dtype == jnp.float32
+        assert "action_history" in variables["params"]["encoder"]
+        assert ("batch_stats" in variables) == (norm == "batch")
+        # The first row has no history (all -1): its one-hot input is zero.
+        other = net.apply(variables, obs, prev_actions=prev.at[0].set(0), train=False, noisy=False)
+        assert float(jnp.abs(other[0] - out[0]).max()) > 0
+        np.testing.assert_array_equal(other[1:], out[1:])

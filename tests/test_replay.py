@@ -1,4 +1,4 @@
-"""Tests for replay/: sum tree, frame-stack dedup, n-step returns, PER.
+"""Tests for replay/: sum tree, frame-stack dedup, action history, n-step returns, PER.
 
 The oracle is a plain-Python reference over a list of slots per stream (logical time,
 no rings); the device buffer must agree with it on which positions are sampleable and
@@ -7,6 +7,7 @@ on every field of every sampleable transition, before and after wrap-around.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import chex
@@ -74,9 +75,16 @@ def simulate(seed, num_streams, num_steps, max_episode_len, action_shape=()):
     return inputs, slots
 
 
-def ref_sampleable(stream_slots, count, capacity, n, k):
-    lo = max(0, count - capacity + k - 1)
+def ref_sampleable(stream_slots, count, capacity, n, k, h=0):
+    lo = max(0, count - capacity + max(k - 1, h))
     return [p for p in range(lo, count - n) if stream_slots[p]["valid"]]
+
+
+def ref_prev_actions(stream_slots, p, h):
+    """a_{p-h} .. a_{p-1}, -1 for actions before the episode start of slot p."""
+    since = stream_slots[p]["sss"]
+    return np.array([stream_slots[p - j]["action"] if j <= since else -1 for j in range(h, 0, -1)],
+                    np.int32)
 
 
 def ref_stack(stream_slots, p, k):
@@ -85,7 +93,7 @@ def ref_stack(stream_slots, p, k):
     return jax.tree.map(lambda *xs: np.stack(xs), *frames)
 
 
-def ref_transition(stream_slots, p, n, gamma, k):
+def ref_transition(stream_slots, p, n, gamma, k, h=0):
     m, reward, terminal = n, 0.0, False
     for j in range(n):
         s = stream_slots[p + j]
@@ -95,10 +103,12 @@ def ref_transition(stream_slots, p, n, gamma, k):
             break
     return dict(
         obs=ref_stack(stream_slots, p, k),
+        prev_actions=ref_prev_actions(stream_slots, p, h),
         action=stream_slots[p]["action"],
         reward=reward,
         discount=0.0 if terminal else gamma**m,
         next_obs=ref_stack(stream_slots, p + m, k),
+        next_prev_actions=ref_prev_actions(stream_slots, p + m, h),
         n_steps=m,
     )
 
@@ -111,6 +121,9 @@ def assert_matches_reference(item, ref):
     chex.assert_trees_all_equal(item.obs, ref["obs"])
     chex.assert_trees_all_equal(item.next_obs, ref["next_obs"])
     np.testing.assert_array_equal(item.action, ref["action"])
+    for key in ("prev_actions", "next_prev_actions"):
+        assert getattr(item, key).dtype == np.int32
+        np.testing.assert_array_equal(getattr(item, key), ref[key], err_msg=key)
     np.testing.assert_allclose(item.reward, ref["reward"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(item.discount, ref["discount"], rtol=1e-6)
     assert int(item.n_steps) == ref["n_steps"]
@@ -252,17 +265,115 @@ def test_worked_example_frame_stack_and_n_step():
     np.testing.assert_array_equal(batch.action, [0, 1, 10, 11, 20, 21])
 
 
+def test_worked_example_action_history_through_wraparound():
+    # h=3 > k-1=0, n=2, gamma=0.5, C=7 (> n + h + 1 = 6). Obs id = t.
+    #  t : action sss flags      valid
+    #  0 :  10    0              T     episode A
+    #  1 :  11    1              T
+    #  2 :  12    2   terminated T
+    #  3 :  13    3              F     final obs of A (action ignored by the env)
+    #  4 :  20    0              T     episode B
+    #  5 :  21    1              T
+    #  6 :  22    2              T
+    #  7 :  23    3   truncated  T
+    #  8 :  24    4              F     final obs of B
+    #  9 :  30    0              T     episode C; ring 9 % 7 = 2 overwrites t2
+    # 10..14: actions 31..35, sss 1..5
+    rows = [(10, 0, 0, 0, 1), (11, 1, 0, 0, 1), (12, 2, 1, 0, 1), (13, 3, 0, 0, 0),
+            (20, 0, 0, 0, 1), (21, 1, 0, 0, 1), (22, 2, 0, 0, 1), (23, 3, 0, 1, 1),
+            (24, 4, 0, 0, 0)] + [(30 + s, s, 0, 0, 1) for s in range(6)]
+    slots = [dict(obs=np.int32(t), action=np.int32(a), reward=np.float32(1.0),
+                  terminated=bool(term), truncated=bool(trunc), valid=bool(valid), sss=sss)
+             for t, (a, sss, term, trunc, valid) in enumerate(rows)]
+    replay = DeviceReplay(1, 7, frame_stack=1, n_step=2, gamma=0.5, prioritized=False,
+                          action_history=3)
+    no_history = dataclasses.replace(replay, action_history=0)
+    # (prev_actions, next_prev_actions) per sampleable start p, by hand.
+    by_hand = {
+        5: {1: ([-1, -1, 10], [10, 11, 12]),  # terminal at t2: m=2, bootstrap at final obs t3
+            2: ([-1, 10, 11], [10, 11, 12])},
+        10: {6: ([-1, 20, 21], [21, 22, 23]),  # truncated at t7: bootstrap t8 sees 21, 22, 23
+             7: ([20, 21, 22], [21, 22, 23])},
+        13: {9: ([-1, -1, -1], [-1, 30, 31]),  # after the autoreset slot: nothing of episode B
+             10: ([-1, -1, 30], [30, 31, 32])},
+        15: {11: ([-1, 30, 31], [31, 32, 33]),
+             12: ([30, 31, 32], [32, 33, 34])},
+    }
+    # Positions with their future but with action history reaching an overwritten slot: t4 and
+    # t5 read t2 (overwritten by t9); t6 and t7 read t4 / t5 (overwritten by t11 / t12).
+    lost = {10: {4, 5}, 13: {6, 7}}
+
+    state = replay.init(np.int32(0), np.int32(0))
+    state0 = no_history.init(np.int32(0), np.int32(0))
+    add, add0 = jax.jit(replay.add), jax.jit(no_history.add)
+    gather_all = jax.jit(lambda s: replay._gather(s, jnp.arange(7)))  # one trace for all counts
+    for t, slot in enumerate(slots):
+        kwargs = {key: jnp.array([slot[key]]) for key in
+                  ("obs", "action", "reward", "terminated", "truncated", "valid")}
+        kwargs["steps_since_start"] = jnp.array([slot["sss"]])
+        state, state0 = add(state, **kwargs), add0(state0, **kwargs)
+        count = t + 1
+        starts = ref_sampleable(slots, count, 7, 2, 1, 3)
+        assert set(np.nonzero(leaves(replay, state))[0].tolist()) == {p % 7 for p in starts}
+        if not starts:
+            continue
+        batch = batch_item(gather_all(state), np.array([p % 7 for p in starts]))
+        for i, p in enumerate(starts):
+            ref = ref_transition(slots, p, 2, 0.5, 1, 3)
+            assert int(batch.n_steps[i]) == ref["n_steps"]
+            np.testing.assert_array_equal(batch.prev_actions[i], ref["prev_actions"])
+            np.testing.assert_array_equal(batch.next_prev_actions[i], ref["next_prev_actions"])
+        if count in by_hand:
+            assert starts == sorted(by_hand[count])
+            prev, next_prev = zip(*by_hand[count].values())
+            np.testing.assert_array_equal(batch.prev_actions, prev)
+            np.testing.assert_array_equal(batch.next_prev_actions, next_prev)
+        if count in lost:
+            without = set(np.nonzero(leaves(no_history, state0))[0].tolist())
+            assert without - {p % 7 for p in starts} == {p % 7 for p in lost[count]}
+
+    batch = jax.jit(replay.sample, static_argnums=2)(state, jax.random.key(0), 64, 0.0)
+    assert batch.prev_actions.dtype == batch.next_prev_actions.dtype == jnp.int32
+    assert set(np.asarray(batch.indices).tolist()) == {11 % 7, 12 % 7}
+    for i, ring in enumerate(np.asarray(batch.indices)):
+        want = by_hand[15][11 if ring == 11 % 7 else 12]
+        np.testing.assert_array_equal(batch.prev_actions[i], want[0])
+        np.testing.assert_array_equal(batch.next_prev_actions[i], want[1])
+
+    # Without action history the fields are empty int32 [B, 0], so the pytree is the same.
+    batch0 = jax.jit(no_history._gather)(state0, jnp.array([4, 5, 6]))
+    for x in (batch0.prev_actions, batch0.next_prev_actions):
+        assert x.shape == (3, 0) and x.dtype == jnp.int32
+    assert jax.tree.structure(batch0) == jax.tree.structure(batch)
+
+
+@pytest.mark.parametrize("action", [np.float32(0), np.zeros(2, np.int32), np.bool_(False)])
+def test_action_history_needs_scalar_integer_actions(action):
+    replay = DeviceReplay(1, 8, 1, 2, 0.9, False, action_history=2)
+    with pytest.raises(ValueError, match="action_history"):
+        replay.init(np.int32(0), action)
+    DeviceReplay(1, 8, 1, 2, 0.9, False).init(np.int32(0), action)  # fine without history
+
+
 # ----------------------------------------------------------------------------------
 # Random episodes against the reference, through wrap-around.
 
 
 @pytest.mark.parametrize(
-    "num_streams,capacity,k,n,prioritized,action_shape",
-    [(3, 12, 4, 3, True, ()), (2, 9, 1, 1, False, (2,)), (2, 10, 2, 5, True, ())],
+    "num_streams,capacity,k,n,prioritized,action_shape,h",
+    [
+        (3, 12, 4, 3, True, (), 0),
+        (2, 9, 1, 1, False, (2,), 0),
+        (2, 10, 2, 5, True, (), 0),
+        (2, 10, 3, 2, True, (), 1),  # h < k - 1: the frame stack bounds the history
+        (2, 11, 1, 2, False, (), 4),  # h > k - 1: the action history bounds it
+    ],
 )
-def test_matches_reference_through_wraparound(num_streams, capacity, k, n, prioritized, action_shape):
+def test_matches_reference_through_wraparound(num_streams, capacity, k, n, prioritized,
+                                              action_shape, h):
     gamma = 0.9
-    replay = DeviceReplay(num_streams, capacity, k, n, gamma, prioritized, priority_exponent=0.5)
+    replay = DeviceReplay(num_streams, capacity, k, n, gamma, prioritized, priority_exponent=0.5,
+                          action_history=h)
     num_steps = 3 * capacity + 7
     inputs, slots = simulate(0, num_streams, num_steps, max_episode_len=5, action_shape=action_shape)
     state = replay.init(obs_example(), np.zeros(action_shape, np.float32 if action_shape else np.int32))
@@ -274,7 +385,8 @@ def test_matches_reference_through_wraparound(num_streams, capacity, k, n, prior
         count = t + 1
         expected = set()
         for e in range(num_streams):
-            expected |= {e * capacity + p % capacity for p in ref_sampleable(slots[e], count, capacity, n, k)}
+            expected |= {e * capacity + p % capacity
+                         for p in ref_sampleable(slots[e], count, capacity, n, k, h)}
         positive = set(np.nonzero(leaves(replay, state))[0].tolist())
         assert positive == expected, f"count={count}"
         assert int(replay.num_sampleable(state)) == len(expected)
@@ -284,16 +396,19 @@ def test_matches_reference_through_wraparound(num_streams, capacity, k, n, prior
             continue
         everything = gather_all(state)
         for e in range(num_streams):
-            for p in ref_sampleable(slots[e], count, capacity, n, k):
+            for p in ref_sampleable(slots[e], count, capacity, n, k, h):
                 item = batch_item(everything, e * capacity + p % capacity)
-                assert_matches_reference(item, ref_transition(slots[e], p, n, gamma, k))
+                assert_matches_reference(item, ref_transition(slots[e], p, n, gamma, k, h))
         batch = sample(state, jax.random.key(count))
         sampled = np.asarray(batch.indices)
         assert set(sampled.tolist()) <= expected  # never invalid, unfinished or overwritten
+        assert batch.prev_actions.shape == batch.next_prev_actions.shape == (256, h)
         for i in range(0, 256, 37):
             e, ring = divmod(int(sampled[i]), capacity)
-            p = next(q for q in ref_sampleable(slots[e], count, capacity, n, k) if q % capacity == ring)
-            assert_matches_reference(batch_item(batch, i), ref_transition(slots[e], p, n, gamma, k))
+            p = next(q for q in ref_sampleable(slots[e], count, capacity, n, k, h)
+                     if q % capacity == ring)
+            assert_matches_reference(batch_item(batch, i),
+                                     ref_transition(slots[e], p, n, gamma, k, h))
     assert count > 2 * capacity  # wrapped around at least twice
 
 
@@ -426,6 +541,8 @@ def test_jitted_donated_add_matches_eager_and_no_retrace():
     "kwargs,field",
     [
         (dict(capacity_per_stream=7), "capacity_per_stream"),  # needs > n + k = 7
+        (dict(action_history=5, capacity_per_stream=9), "capacity_per_stream"),  # > n + h + 1
+        (dict(action_history=-1), "action_history"),
         (dict(num_streams=0), "num_streams"),
         (dict(frame_stack=0), "frame_stack"),
         (dict(n_step=0), "n_step"),

@@ -1,0 +1,355 @@
+"""The value-based learner shared by IQN, C51 and DQN: one TrainState, pure functions.
+
+Everything that does not depend on the return representation lives here: acting
+(epsilon-greedy, noisy nets, action history), the gradient step with PER weighting,
+gradient clipping and accumulation, the optimiser and its learning-rate schedule, hard /
+soft / combined target updates, backup clamping, sampling and priority write-back, and the
+metrics. A learner subclass supplies the network and the per-example loss.
+
+Build with :func:`make_agent`; jit once at the edge, e.g.
+``jax.jit(agent.update, donate_argnums=(0, 1))`` and ``jax.jit(agent.act, static_argnames="noisy")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from nets import Encoder, ValueHead, make_torso
+from replay import Batch, DeviceReplay, ReplayState
+from rl import schedules
+from rl.config import Config
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything the learner carries between steps.
+
+    Attributes:
+      params, target_params: online and target network parameters (target starts as a copy).
+      batch_stats, target_batch_stats: BatchNorm running statistics and spectral-norm
+        power-iteration vectors ({} when the network has neither).
+      opt_state: optax state (clip, optimiser, gradient accumulation).
+      rng: uint32 [2] PRNG key, split inside every update.
+      grad_steps: int32 [] gradient computations (micro-batches) so far; optimizer updates
+        are grad_steps // agent.grad_accumulation.
+    """
+
+    params: Any
+    target_params: Any
+    batch_stats: Any
+    target_batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+    grad_steps: jax.Array
+
+
+class LossTerms(NamedTuple):
+    """What a learner's loss returns per batch (all float32).
+
+    per_example: [B] loss before importance weighting.
+    priorities: [B] new PER priorities.
+    td_abs: [B] |expected backup - Q(s, a)|.
+    q: [B, A] online Q at the sampled states (no gradient), for the metrics.
+    batch_stats: updated normalisation statistics of the online network.
+    """
+
+    per_example: jax.Array
+    priorities: jax.Array
+    td_abs: jax.Array
+    q: jax.Array
+    batch_stats: Any
+
+
+METRIC_NAMES = ("loss", "q_mean", "q_min", "q_max", "td_abs_mean", "grad_norm",
+                "clipped_fraction", "clip_ratio", "learning_rate", "target_age",
+                "target_param_gap", "importance_weight_mean")
+"""Scalars returned by ``update``: loss (importance-weighted mean), Q of the sampled states
+(mean, min, max over batch and actions), mean |TD|, global grad norm before clipping, share
+of steps clipped, clip ratio min(1, max_grad_norm / grad_norm) (seed 003's ClipΔ), current
+learning rate, optimizer updates since the last hard target copy, relative distance
+||online - target|| / ||online||, mean importance weight."""
+
+
+def _where_tree(cond: jax.Array, new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda n, o: jnp.where(cond, n, o), new, old)
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueAgent:
+    """A value-based agent's pure functions, with the static config closed over.
+
+    Subclasses implement ``build_network``, ``_init_inputs``, ``_q`` and ``_losses``.
+
+    Attributes:
+      config: the run config (static).
+      num_actions: size of the discrete action set.
+      network: the Flax network.
+      optimizer: optax transformation (:func:`make_optimizer`).
+      lr_schedule: learning rate as a function of optimizer updates.
+      replay: the device replay whose state ``update`` samples from.
+      target_bound: backup clamp bound (None: no clamping), resolved from agent.target_clamp.
+    """
+
+    config: Config
+    num_actions: int
+    network: nn.Module
+    optimizer: optax.GradientTransformation
+    lr_schedule: optax.Schedule
+    replay: DeviceReplay
+    target_bound: float | None
+
+    # --- learner-specific --------------------------------------------------------------
+    @classmethod
+    def build_network(cls, config: Config, num_actions: int, is_image: bool) -> nn.Module:
+        """The learner's Flax network for a config (see :func:`encoder` and :func:`head`)."""
+        raise NotImplementedError
+
+    def _init_inputs(self, obs: jax.Array) -> tuple:
+        """Positional network inputs for ``init`` (obs and any extra input)."""
+        raise NotImplementedError
+
+    def _q(self, params, batch_stats, obs, prev_actions, key, *, noisy: bool) -> jax.Array:
+        """Q values float32 [B, A] in inference mode (running normalisation statistics)."""
+        raise NotImplementedError
+
+    def _losses(self, params, state: TrainState, batch: Batch, key: jax.Array) -> LossTerms:
+        """Per-example loss of a batch (differentiated with respect to ``params``)."""
+        raise NotImplementedError
+
+    # --- shared helpers ----------------------------------------------------------------
+    def _apply(self, params, batch_stats, inputs: tuple, prev_actions, key, *, train: bool,
+               noisy: bool):
+        """Network output and the (updated when ``train``) normalisation statistics."""
+        variables = {"params": params, "batch_stats": batch_stats}
+        kwargs = dict(prev_actions=prev_actions, train=train, noisy=noisy, rngs={"noise": key})
+        if train:
+            out, mutated = self.network.apply(variables, *inputs, mutable=["batch_stats"],
+                                              **kwargs)
+            return out, mutated.get("batch_stats", {})
+        return self.network.apply(variables, *inputs, **kwargs), batch_stats
+
+    def _clamp(self, backup: jax.Array) -> jax.Array:
+        """The backup clamped to [-target_bound, target_bound] (unchanged without a bound)."""
+        if self.target_bound is None:
+            return backup
+        return jnp.clip(backup, -self.target_bound, self.target_bound)
+
+    def _selector_q(self, params, state: TrainState, batch: Batch, target_q: jax.Array,
+                    key: jax.Array) -> jax.Array:
+        """Q [B, A] at the bootstrap states that picks a*: the online net (double Q) or the
+        target net's own ``target_q``."""
+        if not self.config.agent.double_q:
+            return target_q
+        return self._q(params, state.batch_stats, batch.next_obs, batch.next_prev_actions, key,
+                       noisy=self.config.network.noisy)
+
+    # --- init ----------------------------------------------------------------------------
+    def init(self, key: jax.Array, obs_example: jax.Array) -> TrainState:
+        """Fresh train state; the target is an exact copy of the online parameters.
+
+        Args:
+          key: PRNG key (uint32 [2]).
+          obs_example: one stacked observation [k, *frame] (shape and dtype only).
+        """
+        k_params, k_noise, k_state = jax.random.split(key, 3)
+        obs = jnp.zeros((1, *obs_example.shape), obs_example.dtype)
+        prev = jnp.full((1, self.config.network.action_history), -1, jnp.int32)
+        variables = self.network.init({"params": k_params, "noise": k_noise},
+                                      *self._init_inputs(obs), prev_actions=prev, train=False,
+                                      noisy=True)
+        params = variables["params"]
+        batch_stats = variables.get("batch_stats", {})
+        return TrainState(params=params, target_params=jax.tree.map(jnp.copy, params),
+                          batch_stats=batch_stats,
+                          target_batch_stats=jax.tree.map(jnp.copy, batch_stats),
+                          opt_state=self.optimizer.init(params), rng=k_state,
+                          grad_steps=jnp.zeros((), jnp.int32))
+
+    # --- acting --------------------------------------------------------------------------
+    def q_values(self, state: TrainState, obs: jax.Array, key: jax.Array, *, noisy: bool,
+                 prev_actions: jax.Array | None = None) -> jax.Array:
+        """Q(s, a) of the online network in inference mode. obs [B, k, *frame], prev_actions
+        int32 [B, h] (with network.action_history = h > 0) -> float32 [B, A]."""
+        return self._q(state.params, state.batch_stats, obs, prev_actions, key, noisy=noisy)
+
+    def act(self, state: TrainState, obs: jax.Array, key: jax.Array, epsilon: jax.Array, *,
+            noisy: bool, prev_actions: jax.Array | None = None) -> jax.Array:
+        """Epsilon-greedy actions on the online Q.
+
+        Args:
+          obs: [E, k, *frame] stacked observations; prev_actions: int32 [E, h] or None.
+          key: PRNG key; epsilon: float scalar in [0, 1].
+          noisy: sample head noise (training) or use noise-free means (evaluation). Static.
+        Returns int32 [E].
+        """
+        k_q, k_explore, k_random = jax.random.split(key, 3)
+        greedy = jnp.argmax(self.q_values(state, obs, k_q, noisy=noisy,
+                                          prev_actions=prev_actions), axis=-1)
+        random = jax.random.randint(k_random, greedy.shape, 0, self.num_actions)
+        explore = jax.random.uniform(k_explore, greedy.shape) < epsilon
+        return jnp.where(explore, random, greedy).astype(jnp.int32)
+
+    # --- learning ------------------------------------------------------------------------
+    def _loss(self, params, state: TrainState, batch: Batch, key: jax.Array):
+        terms = self._losses(params, state, batch, key)
+        return jnp.mean(terms.per_example * batch.weights), terms
+
+    def _target_update(self, state: TrainState, params, batch_stats, grad_steps):
+        """New (target_params, target_batch_stats, target_age) after this grad step."""
+        agent = self.config.agent
+        k = agent.grad_accumulation
+        updates = grad_steps // k
+        applied = grad_steps % k == 0  # MultiSteps applies an update on every k-th call
+        target = (state.target_params, state.target_batch_stats)
+        online = (params, batch_stats)
+        if agent.target_update in ("soft", "both"):
+            due = applied & (updates % agent.target_soft_period == 0)
+            blended = optax.incremental_update(online, target, agent.target_tau)
+            target = _where_tree(due, blended, target)
+        if agent.target_update in ("hard", "both"):
+            target = _where_tree(applied & (updates % agent.target_update_period == 0),
+                                 online, target)
+            age = updates % agent.target_update_period
+        else:
+            age = updates
+        return target[0], target[1], age
+
+    def learn_step(self, state: TrainState, batch: Batch, key: jax.Array
+                   ) -> tuple[TrainState, dict[str, jax.Array], jax.Array]:
+        """One gradient computation on a sampled batch (one optimizer update every
+        agent.grad_accumulation calls), then the target update.
+
+        Returns (new state, float32 scalar metrics named in METRIC_NAMES, new priorities
+        float32 [B]).
+        """
+        agent = self.config.agent
+        (loss, terms), grads = jax.value_and_grad(self._loss, has_aux=True)(
+            state.params, state, batch, key)
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        grad_steps = state.grad_steps + 1
+        target_params, target_batch_stats, age = self._target_update(
+            state, params, terms.batch_stats, grad_steps)
+        new_state = state.replace(params=params, opt_state=opt_state,
+                                  batch_stats=terms.batch_stats, target_params=target_params,
+                                  target_batch_stats=target_batch_stats, grad_steps=grad_steps)
+        if agent.max_grad_norm > 0:
+            clipped = (grad_norm > agent.max_grad_norm).astype(jnp.float32)
+            clip_ratio = jnp.minimum(1.0, agent.max_grad_norm / jnp.maximum(grad_norm, 1e-12))
+        else:
+            clipped, clip_ratio = jnp.float32(0.0), jnp.float32(1.0)
+        gap = optax.tree.norm(jax.tree.map(jnp.subtract, params, target_params)) / jnp.maximum(
+            optax.tree.norm(params), 1e-12)
+        q = jax.lax.stop_gradient(terms.q)
+        metrics = dict(loss=loss, q_mean=q.mean(), q_min=q.min(), q_max=q.max(),
+                       td_abs_mean=terms.td_abs.mean(), grad_norm=grad_norm,
+                       clipped_fraction=clipped, clip_ratio=clip_ratio,
+                       learning_rate=self.lr_schedule(grad_steps // agent.grad_accumulation),
+                       target_age=age, target_param_gap=gap,
+                       importance_weight_mean=batch.weights.mean())
+        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        return new_state, metrics, jax.lax.stop_gradient(terms.priorities)
+
+    def update(self, state: TrainState, replay_state: ReplayState,
+               importance_exponent: jax.Array
+               ) -> tuple[TrainState, ReplayState, dict[str, jax.Array]]:
+        """``training.grad_steps_per_call`` grad steps in one device call, each sampling a fresh
+        batch and writing new priorities back (prioritized replay).
+
+        Args:
+          state: the train state (donate it when jitting).
+          replay_state: the replay contents (donate it too).
+          importance_exponent: PER beta (float scalar) for this call.
+        Returns (state, replay_state, metrics): metrics are float32 scalars, averaged over the
+        steps except q_min / q_max (min / max) and the last step's learning_rate, target_age
+        and target_param_gap.
+        """
+        cfg = self.config
+        steps = []
+        # Unrolled at trace time rather than lax.scan: XLA:CPU runs the convolutions of a
+        # while-loop body about 8x slower (measured; see benchmarks/learner.py).
+        for _ in range(cfg.training.grad_steps_per_call):
+            rng, k_sample, k_loss = jax.random.split(state.rng, 3)
+            batch = self.replay.sample(replay_state, k_sample, cfg.training.batch_size,
+                                       importance_exponent)
+            state, metrics, priorities = self.learn_step(state.replace(rng=rng), batch, k_loss)
+            if cfg.replay.prioritized:
+                replay_state = self.replay.set_priorities(replay_state, batch.indices, priorities)
+            steps.append(metrics)
+        metrics = {k: jnp.stack([m[k] for m in steps]) for k in steps[0]}
+        reduced = {k: v.mean() for k, v in metrics.items()}
+        reduced.update(q_min=metrics["q_min"].min(), q_max=metrics["q_max"].max(),
+                       **{k: metrics[k][-1] for k in ("learning_rate", "target_age",
+                                                       "target_param_gap")})
+        return state, replay_state, reduced
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """Global-norm clipping (skipped when max_grad_norm is 0), then adam / adamw / radam with
+    the learning-rate schedule; wrapped in optax.MultiSteps when grad_accumulation > 1 (the
+    mean gradient of k micro-batches, clipped, makes one update)."""
+    agent = config.agent
+    lr = schedules.learning_rate(agent)
+    if agent.optimizer == "adam":
+        opt = optax.adam(lr, eps=agent.adam_eps)
+    elif agent.optimizer == "adamw":
+        opt = optax.adamw(lr, eps=agent.adam_eps, weight_decay=agent.weight_decay)
+    else:
+        opt = optax.chain(optax.scale_by_radam(eps=agent.adam_eps),
+                          optax.add_decayed_weights(agent.weight_decay),
+                          optax.scale_by_learning_rate(lr))
+    if agent.max_grad_norm > 0:
+        opt = optax.chain(optax.clip_by_global_norm(agent.max_grad_norm), opt)
+    if agent.grad_accumulation > 1:
+        opt = optax.MultiSteps(opt, every_k_schedule=agent.grad_accumulation)
+    return opt
+
+
+def make_replay(config: Config) -> DeviceReplay:
+    """The device replay for a config: one ring per env stream of capacity // num_envs slots."""
+    return DeviceReplay(num_streams=config.env.num_envs,
+                        capacity_per_stream=config.replay.capacity // config.env.num_envs,
+                        frame_stack=config.env.frame_stack, n_step=config.agent.n_step,
+                        gamma=config.agent.gamma, prioritized=config.replay.prioritized,
+                        priority_exponent=config.replay.priority_exponent,
+                        priority_eps=config.replay.priority_eps,
+                        action_history=config.network.action_history)
+
+
+def target_bound(config: Config, num_actions: int) -> float | None:
+    """The backup clamp bound of agent.target_clamp: None, the number, or for ``auto``
+    r_max / (1 - gamma) with r_max = env.reward_clip, plus munchausen_tau * log(num_actions)
+    per step with Munchausen (its soft value adds at most that entropy per step)."""
+    agent = config.agent
+    if agent.target_clamp != "auto":
+        return agent.target_clamp
+    per_step = config.env.reward_clip
+    if agent.munchausen:
+        per_step += agent.munchausen_tau * math.log(num_actions)
+    return per_step / (1.0 - agent.gamma)
+
+
+def encoder(config: Config, num_actions: int, is_image: bool) -> Encoder:
+    """The torso of network.torso plus the action-history embedding.
+
+    Raises:
+      ValueError: a torso that does not fit the observations (see nets.resolve_torso).
+    """
+    net = config.network
+    return Encoder(make_torso(net, is_image), num_actions,
+                   net.action_history_dim if net.action_history > 0 else 0)
+
+
+def head(config: Config, num_actions: int, outputs_per_action: int) -> ValueHead:
+    """The (dueling, noisy) head of the network config."""
+    net = config.network
+    return ValueHead(num_actions, outputs_per_action, net.hidden_dim, net.dueling, net.noisy,
+                     net.noisy_sigma0)

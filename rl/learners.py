@@ -1,0 +1,27 @@
+"""The value-based learners by name, and :func:`make_agent`."""
+
+from __future__ import annotations
+
+from rl import schedules
+from rl.agent import ValueAgent, make_optimizer, make_replay, target_bound
+from rl.c51 import C51
+from rl.config import Config
+from rl.dqn import DQN
+from rl.iqn import IQN
+
+LEARNERS: dict[str, type[ValueAgent]] = {"iqn": IQN, "c51": C51, "dqn": DQN}
+"""agent.learner -> ValueAgent subclass."""
+
+
+def make_agent(config: Config, num_actions: int, is_image: bool) -> ValueAgent:
+    """Build the learner named by ``config.agent.learner`` for an env's action count and
+    observation kind (images or vectors).
+
+    Raises:
+      ValueError: a torso that does not fit the observations (see nets.resolve_torso).
+    """
+    cls = LEARNERS[config.agent.learner]
+    return cls(config=config, num_actions=num_actions,
+               network=cls.build_network(config, num_actions, is_image),
+               optimizer=make_optimizer(config), lr_schedule=schedules.learning_rate(config.agent),
+               replay=make_replay(config), target_bound=target_bound(config, num_actions))
