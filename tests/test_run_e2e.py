@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,3 +119,41 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     steps = [int(p.name) for p in (run_dir / "checkpoints").iterdir()]
     assert len(steps) == 1 and steps[0] > 100
     assert loop_counters(run_dir, steps[0])["env_steps"] == steps[0]
+
+
+def test_controls_show_in_tensorboard_for_rainbow_and_tm20(tmp_path):
+    """Rainbow (C51) and the TM20 preset train from launch/run.py on CartPole, and the seeds'
+    knobs leave their trace: episode-based epsilon warns and decays per episode, the cosine
+    lr falls, beta grows by its increment, soft targets keep a gap to the online net."""
+    common = ["--env", "CartPole-v1", "--env.no-asynchronous", "--network.torso", "mlp",
+              "--network.mlp-hidden", "32", "--network.hidden-dim", "32",
+              "--training.eval-interval", "0", "--logging.log-interval", "50",
+              "--logging.no-progress-bar"]
+    rainbow = tmp_path / "rainbow"
+    run("--algo", "rainbow", *common, "--total-steps", "600", "--run-dir", str(rainbow),
+        "--agent.v-min", "0", "--agent.v-max", "100", "--training.learning-starts", "200",
+        "--agent.target-update", "soft", "--agent.target-tau", "0.01")
+    tags = scalars(rainbow)
+    assert all(v >= 0 for _, v in tags["train/q_min"])  # the support starts at 0
+    assert all(v > 0 for _, v in tags["train/target_param_gap"])
+    assert len(tags["train/loss"]) >= 3
+
+    tm20 = tmp_path / "tm20"
+    result = run("--algo", "tm20_rainbow", *common, "--total-steps", "600", "--run-dir", str(tm20),
+                 "--agent.epsilon-unit", "episodes", "--agent.epsilon-decay-steps", "20",
+                 "--agent.lr-schedule", "cosine", "--agent.lr-decay-steps", "400",
+                 "--agent.lr-end", "1e-6")
+    assert "agent.epsilon_unit=episodes" in result.stderr
+    tags = scalars(tm20)
+    episodes = dict(tags["charts/episodes"])
+    for step, eps in tags["charts/epsilon"]:
+        # Linear 1 -> 0.01 over 20 episodes, read at the episode count of the same log step
+        # (episodes finishing within the logged vector step may lead by one).
+        n = episodes[step]
+        assert min(abs(eps - (1 - 0.99 * min(1, (n - d) / 20))) for d in (0, 1)) < 1e-6
+    assert tags["charts/epsilon"][-1][1] < 0.5
+    lrs = [v for _, v in tags["train/learning_rate"]]
+    assert lrs[0] > lrs[-1] and lrs == sorted(lrs, reverse=True)
+    grad = dict(tags["train/grad_steps"])
+    for step, beta in tags["charts/importance_exponent"]:
+        np.testing.assert_allclose(beta, min(1.0, 0.4 + 0.001 * grad[step]), atol=1e-6)
