@@ -4,7 +4,9 @@ the replay-slot collector and evaluation rollouts. numpy only: no jax in this pa
 from envs.collector import SLOT_KEYS, ActionHistory, Collector, EpisodeStats, FrameStacker
 from envs.evaluation import evaluate
 from envs.make import (
+    ACTION_SPACES,
     ActionRepeat,
+    CarRacingGasBrakeSteer,
     EnvIdError,
     EnvSpec,
     check_env_id,
@@ -14,9 +16,11 @@ from envs.make import (
 )
 
 __all__ = [
+    "ACTION_SPACES",
     "SLOT_KEYS",
     "ActionHistory",
     "ActionRepeat",
+    "CarRacingGasBrakeSteer",
     "Collector",
     "EnvIdError",
     "EnvSpec",

@@ -106,7 +106,8 @@ class Collector:
     A slot (one per env per vector step; every field an array with leading axis E = num_envs):
 
     * ``obs`` [E, *frame_shape] (spec dtype): the frame o_t the action was chosen at.
-    * ``action`` [E] int32: a_t.
+    * ``action`` a_t: int32 [E] for a discrete spec, float32 [E, d] (in [-1, 1]) for a
+      continuous one (``spec.action_shape == (d,)``).
     * ``reward`` [E] float32: reward after a_t, times ``reward_scale``, then clipped to
       ``[-reward_clip, reward_clip]`` if ``reward_clip`` is not None.
     * ``terminated``, ``truncated`` [E] bool: the step's flags.
@@ -116,8 +117,9 @@ class Collector:
     * ``steps_since_start`` [E] int32: steps since the episode began at o_t (0 at a reset frame;
       an episode of length L has its final-frame slot at L).
 
-    The policy input is :attr:`stacked_obs` and, with ``action_history`` h > 0,
-    :attr:`prev_actions`; both match what the replay rebuilds for the slot of the next step.
+    The policy input is :attr:`stacked_obs` and, with ``action_history`` h > 0 (discrete
+    actions only), :attr:`prev_actions`; both match what the replay rebuilds for the slot of the
+    next step.
 
     Episode statistics use raw rewards. Not thread-safe; one owner steps it.
     """
@@ -132,10 +134,18 @@ class Collector:
         reward_scale: float = 1.0,
     ):
         """Raises ValueError if the vector env does not autoreset in NEXT_STEP mode, for a
-        non-positive frame_stack / reward_clip / reward_scale, or a negative action_history."""
+        non-positive frame_stack / reward_clip / reward_scale, a negative action_history, or an
+        action_history > 0 with a continuous spec."""
         mode = envs.metadata.get("autoreset_mode")
         if mode != AutoresetMode.NEXT_STEP:
             raise ValueError(f"Collector needs a NEXT_STEP autoreset vector env, got {mode!r}")
+        if spec.continuous and action_history:
+            # The history feeds one-hot previous actions to discrete heads; a float action has
+            # no such encoding.
+            raise ValueError(
+                f"action_history must be 0 for continuous actions ({spec.env_id!r}, action "
+                f"shape {spec.action_shape}): it is for discrete actions, got {action_history!r}"
+            )
         if reward_clip is not None and not reward_clip > 0:
             raise ValueError(f"reward_clip must be None or > 0, got {reward_clip!r}")
         if not reward_scale > 0:
@@ -179,20 +189,24 @@ class Collector:
     def prev_actions(self) -> np.ndarray:
         """Actions taken before the current frames: int32 [E, action_history], oldest first, -1
         before each episode's start (all -1 right after a reset or autoreset; see
-        :class:`ActionHistory`)."""
+        :class:`ActionHistory`). Always [E, 0] for continuous actions."""
         self._require_reset()
         return self._history.actions
 
     def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], list[EpisodeStats]]:
-        """Take one vector step with ``actions`` [E] (integers in [0, num_actions)).
+        """Take one vector step with ``actions`` [E, *spec.action_shape]: integers in
+        [0, num_actions) for a discrete spec ([E]), floats in [-1, 1] for a continuous one
+        ([E, d]). They are cast to ``spec.action_dtype`` (int32 / float32).
 
         Returns the slot dict for this step (keys :data:`SLOT_KEYS`; o_t is the frame before the
         step) and the episodes that ended in this step.
         """
         self._require_reset()
-        actions = np.array(actions, dtype=np.int32)  # a copy: the slot must not alias the caller's
-        if actions.shape != (self.num_envs,):
-            raise ValueError(f"actions must have shape ({self.num_envs},), got {actions.shape}")
+        # A copy: the slot must not alias the caller's array.
+        actions = np.array(actions, dtype=self.spec.action_dtype)
+        expected = (self.num_envs, *self.spec.action_shape)
+        if actions.shape != expected:
+            raise ValueError(f"actions must have shape {expected}, got {actions.shape}")
         valid = ~self._ended
         slot = {
             "obs": self._obs,
@@ -233,7 +247,8 @@ class Collector:
         reset_now = ~valid
         self._steps = np.where(reset_now, 0, self._steps + 1).astype(np.int32)
         self._stacker.push(obs, reset_now)
-        self._history.push(actions, reset_now)
+        if self._history.h:  # never for continuous actions: ActionHistory holds [E] ints
+            self._history.push(actions, reset_now)
         self._ended = ended
         self._obs = obs
         return {k: slot[k] for k in SLOT_KEYS}, episodes

@@ -26,6 +26,7 @@ def evaluate(
     frame_stack: int,
     asynchronous: bool = False,
     action_history: int = 0,
+    action_space: str = "auto",
     **make_kwargs: Any,
 ) -> list[float]:
     """Run exactly ``num_episodes`` complete episodes and return their raw (unclipped) returns.
@@ -41,14 +42,18 @@ def evaluate(
             when ``action_history > 0``; ``stacked_obs`` is a numpy array
             [num_episodes, frame_stack, *frame_shape] (uint8 images or float32 vectors),
             ``prev_actions`` int32 [num_episodes, action_history] (oldest first, -1 before the
-            episode start), the result anything ``np.asarray`` turns into [num_episodes]
-            integer actions.
+            episode start), the result anything ``np.asarray`` turns into the actions:
+            [num_episodes] integers for a discrete action space, [num_episodes, d] floats in
+            [-1, 1] for a continuous one.
         env_id: gymnasium id, preprocessed by :func:`envs.make.make_env`.
         num_episodes: number of episodes (and sub-envs), >= 1.
         seed: base seed.
         frame_stack: frames per policy input.
         asynchronous: run the sub-envs in spawned worker processes (``AsyncVectorEnv``).
-        action_history: number of previous actions passed to ``act_fn`` (0: not passed).
+        action_history: number of previous actions passed to ``act_fn`` (0: not passed;
+            discrete actions only).
+        action_space: ``"auto"``, ``"discrete"`` or ``"continuous"`` (see
+            :func:`envs.make.make_env`).
         **make_kwargs: passed to :func:`envs.make.make_env` (frame_skip, image_size,
             max_episode_steps).
 
@@ -59,9 +64,10 @@ def evaluate(
         EnvIdError / ValueError: as :func:`envs.make.make_vector_env` and
             :class:`envs.collector.Collector`.
     """
-    spec = env_spec(env_id, **make_kwargs)
+    spec = env_spec(env_id, action_space=action_space, **make_kwargs)
     envs = make_vector_env(
-        env_id, num_episodes, asynchronous=asynchronous, seed=seed, **make_kwargs
+        env_id, num_episodes, asynchronous=asynchronous, seed=seed, action_space=action_space,
+        **make_kwargs,
     )
     collector = Collector(envs, spec, frame_stack, reward_clip=None, action_history=action_history)
     try:

@@ -1,13 +1,19 @@
 """Gymnasium environment construction with the preprocessing this project trains on.
 
-Three families are supported, all with discrete actions:
+Three observation families are supported:
 
 * Atari (``ALE/<Game>-v5``): the Beyond-The-Rainbow recipe (Clark et al. 2025), which follows
   Machado et al. 2018: sticky actions 0.25, up to 30 no-op starts, frame skip 4 with max-pooling
   of the last two frames, 84x84 grayscale, no life-loss terminal.
-* CarRacing (and other RGB/gray uint8 image envs): ``continuous=False`` for CarRacing, action
-  repeat with summed rewards, grayscale, 84x84 with ``cv2.INTER_AREA``.
+* CarRacing (and other RGB/gray uint8 image envs): action repeat with summed rewards, grayscale,
+  84x84 with ``cv2.INTER_AREA``.
 * Vector-observation envs (classic control, Box2D landers, ...): float32 vectors, no frame skip.
+
+Actions are discrete (a ``Discrete(n)`` space from 0: int32 in ``[0, n)``) or continuous (a 1-D
+``Box``, rescaled so the agent always acts in ``[-1, 1]^d``, float32), chosen by the
+``action_space`` argument: ``"auto"`` (the env's native kind; CarRacing discrete, 5 actions),
+``"discrete"`` or ``"continuous"``. Continuous CarRacing takes TrackMania's (tmrl) layout
+``[gas, brake, steer]`` (:class:`CarRacingGasBrakeSteer`), so one policy head can drive both.
 
 Every env emits ONE preprocessed frame per step; frame stacking is done by
 :class:`envs.collector.Collector` so the replay buffer stores each frame once.
@@ -32,7 +38,9 @@ from gymnasium.envs.registration import parse_env_id
 from gymnasium.vector import AutoresetMode
 
 __all__ = [
+    "ACTION_SPACES",
     "ActionRepeat",
+    "CarRacingGasBrakeSteer",
     "EnvIdError",
     "EnvSpec",
     "check_env_id",
@@ -48,6 +56,9 @@ _ATARI_EXTRA_HINT = "install the [atari] extra: pip install -e '.[atari]'"
 # Box2D's SWIG bindings warn while being imported; under `-W error` (our pytest config) the
 # warning is raised inside the extension's init and the interpreter segfaults.
 _SWIG_IMPORT_WARNING = r"builtin type (SwigPyPacked|SwigPyObject|swigvarlink) has no __module__"
+
+ACTION_SPACES = ("auto", "discrete", "continuous")
+"""Allowed values of the ``action_space`` argument of :func:`make_env` and friends."""
 
 
 class EnvIdError(ValueError):
@@ -66,7 +77,15 @@ class EnvSpec:
     frame_dtype: np.dtype
     """``np.uint8`` for images (0..255, not scaled), ``np.float32`` for vectors."""
     num_actions: int
-    """Size of the discrete action space; actions are int32 in ``[0, num_actions)``."""
+    """Discrete: size of the action space, actions are int32 in ``[0, num_actions)``.
+    Continuous: the action dimension ``d`` (``action_shape == (d,)``)."""
+    continuous: bool
+    """True for a continuous (Box) action space, False for a discrete one."""
+    action_shape: tuple[int, ...]
+    """Shape of ONE action: ``()`` for discrete, ``(d,)`` for continuous (each entry in
+    ``[-1, 1]``)."""
+    action_dtype: np.dtype
+    """``np.int32`` for discrete actions, ``np.float32`` for continuous ones."""
     is_image: bool
     """True for image frames ([H, W] uint8), False for float vectors."""
     max_episode_steps: int | None
@@ -119,8 +138,8 @@ def _check_registered(env_id: str) -> None:
         raise EnvIdError(
             f"unknown environment id {env_id!r}; {suggestion}"
             "Allowed: ids registered with gymnasium (list them with gymnasium.pprint_registry()) "
-            "with discrete actions, e.g. 'CartPole-v1', 'CarRacing-v3', or Atari ids like "
-            f"'ALE/Pong-v5' ({_ATARI_EXTRA_HINT})."
+            "with discrete or 1-D continuous actions, e.g. 'CartPole-v1', 'Pendulum-v1', "
+            f"'CarRacing-v3', or Atari ids like 'ALE/Pong-v5' ({_ATARI_EXTRA_HINT})."
         )
     if _is_legacy_atari(env_id):
         # Legacy ids would silently miss the BTR preprocessing (v4: no sticky actions).
@@ -133,19 +152,42 @@ def _check_registered(env_id: str) -> None:
         )
 
 
-def _check_spaces(env_id: str, env: gym.Env) -> None:
-    """EnvIdError unless the action space is Discrete (from 0) and observations are a Box."""
+def _check_action_space(action_space: str) -> None:
+    if action_space not in ACTION_SPACES:
+        raise ValueError(
+            f"action_space must be one of {', '.join(repr(a) for a in ACTION_SPACES)}, "
+            f"got {action_space!r}"
+        )
+
+
+def _check_spaces(env_id: str, env: gym.Env, action_space: str) -> None:
+    """EnvIdError unless the raw env's action space is of the kind ``action_space`` asks for
+    (Discrete from 0, or a 1-D Box with finite bounds) and observations are a Box."""
     act = env.action_space
     if isinstance(act, gym.spaces.Box):
+        if action_space == "discrete":
+            raise EnvIdError(
+                f"environment {env_id!r} has a continuous action space {act}; "
+                "action_space='discrete' needs a Discrete(n) space starting at 0: use "
+                "action_space='continuous' (or 'auto') for this id."
+            )
+        # RescaleAction to [-1, 1]^d needs finite bounds; the policy heads emit flat vectors.
+        if len(act.shape) != 1 or not (np.isfinite(act.low).all() and np.isfinite(act.high).all()):
+            raise EnvIdError(
+                f"environment {env_id!r} has action space {act}; continuous actions must be a "
+                "1-D Box with finite bounds."
+            )
+    elif isinstance(act, gym.spaces.Discrete) and int(act.start) == 0:
+        if action_space == "continuous":
+            raise EnvIdError(
+                f"environment {env_id!r} has a discrete action space {act} and no continuous "
+                "version; action_space='continuous' needs a Box action space. Allowed for this "
+                "id: action_space='auto' or 'discrete'."
+            )
+    else:
         raise EnvIdError(
-            f"environment {env_id!r} has a continuous action space {act}; this foundation "
-            "supports discrete actions only (CarRacing is the exception: it is run with "
-            "continuous=False, 5 discrete actions)."
-        )
-    if not isinstance(act, gym.spaces.Discrete) or int(act.start) != 0:
-        raise EnvIdError(
-            f"environment {env_id!r} has action space {act}; this foundation supports discrete "
-            "actions only (a single gymnasium Discrete(n) space starting at 0)."
+            f"environment {env_id!r} has action space {act}; supported are a single gymnasium "
+            "Discrete(n) space starting at 0 and a 1-D Box with finite bounds."
         )
     obs = env.observation_space
     if not isinstance(obs, gym.spaces.Box):
@@ -161,32 +203,76 @@ def _gym_make(env_id: str, **kwargs: Any) -> gym.Env:
         return gym.make(env_id, **kwargs)
 
 
-def _raw_kwargs(env_id: str) -> dict[str, Any]:
+def _raw_kwargs(env_id: str, action_space: str) -> dict[str, Any]:
     """Constructor kwargs that turn the registered env into the one we run."""
     if _is_atari(env_id):
         # Frame skipping is done by AtariPreprocessing (with max-pooling), not by ALE.
         return {"frameskip": 1, "repeat_action_probability": 0.25}
     if _is_car_racing(env_id):
-        return {"continuous": False}
+        # Natively continuous, but "auto" keeps the 5 discrete actions the value learners use.
+        return {"continuous": action_space == "continuous"}
     return {}
 
 
-def check_env_id(env_id: str) -> None:
-    """Check that ``env_id`` can be run here, before any work starts.
+def check_env_id(env_id: str, *, action_space: str = "auto") -> None:
+    """Check that ``env_id`` can be run here with ``action_space``, before any work starts.
 
     Builds the raw env once (cheap: no reset) to read its spaces, then closes it.
 
+    Args:
+        env_id: a gymnasium id.
+        action_space: ``"auto"`` (the env's native kind; CarRacing discrete), ``"discrete"`` or
+            ``"continuous"`` (see :func:`make_env`).
+
     Raises:
+        ValueError: ``action_space`` not one of :data:`ACTION_SPACES`.
         EnvIdError: unknown id (with close matches from the gymnasium registry), an ``ALE/...`` id
-            without ale-py installed, or an env with non-discrete actions (CarRacing excepted: it
-            is run with ``continuous=False``) or non-Box observations.
+            without ale-py installed, an action space of the wrong kind for ``action_space`` (a
+            Box env asked for "discrete", a discrete-only env asked for "continuous"), an action
+            space that is neither ``Discrete(n)`` from 0 nor a 1-D Box with finite bounds, or
+            non-Box observations.
     """
+    _check_action_space(action_space)
     _check_registered(env_id)
-    env = _gym_make(env_id, disable_env_checker=True, **_raw_kwargs(env_id))
+    env = _gym_make(env_id, disable_env_checker=True, **_raw_kwargs(env_id, action_space))
     try:
-        _check_spaces(env_id, env)
+        _check_spaces(env_id, env, action_space)
     finally:
         env.close()
+
+
+class CarRacingGasBrakeSteer(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
+    """Continuous CarRacing driven with TrackMania's (tmrl) action layout.
+
+    The agent's action is float32 ``[gas, brake, steer]`` in ``[-1, 1]^3`` (tmrl's TrackMania
+    order), so the same policy head can later drive TrackMania. CarRacing (``continuous=True``)
+    takes ``[steer, gas, brake]`` with steer in ``[-1, 1]`` and gas, brake in ``[0, 1]``; the
+    agent's ``[g, b, s]`` reaches it as ``[s, (g + 1) / 2, (b + 1) / 2]``: gas and brake map
+    linearly (-1 -> 0, 1 -> 1), steer passes through. Actions are first clipped to ``[-1, 1]``,
+    as Pendulum and LunarLander clip theirs (CarRacing itself leaves steer and brake unclipped).
+    """
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ActionWrapper.__init__(self, env)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        """``[gas, brake, steer]`` in [-1, 1] -> CarRacing's ``[steer, gas, brake]``, float32."""
+        gas, brake, steer = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
+        return np.array([steer, (gas + 1) / 2, (brake + 1) / 2], np.float32)
+
+
+def _rescale_to_unit(env: gym.Env) -> gym.Env:
+    """RescaleAction so the agent acts in ``[-1, 1]^d``, with a float32 action space."""
+    shape = env.action_space.shape
+    env = gym.wrappers.RescaleAction(
+        env, np.full(shape, -1.0, np.float32), np.full(shape, 1.0, np.float32)
+    )
+    # RescaleAction keeps the env's Box dtype; the agent's actions are float32 whatever it is
+    # (the inverse map still computes in that dtype).
+    env.action_space = gym.spaces.Box(-1.0, 1.0, shape, np.float32)
+    return env
 
 
 class ActionRepeat(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -265,7 +351,10 @@ def _is_image_space(space: gym.spaces.Box) -> bool:
     )
 
 
-def _check_make_args(frame_skip: int, image_size: int, max_episode_steps: int | None) -> None:
+def _check_make_args(
+    frame_skip: int, image_size: int, max_episode_steps: int | None, action_space: str
+) -> None:
+    _check_action_space(action_space)
     if int(frame_skip) != frame_skip or frame_skip < 1:
         raise ValueError(f"frame_skip must be an integer >= 1, got {frame_skip!r}")
     if int(image_size) != image_size or image_size < 1:
@@ -285,20 +374,32 @@ def make_env(
     image_size: int = 84,
     max_episode_steps: int | None = None,
     seed: int | None = None,
+    action_space: str = "auto",
 ) -> gym.Env:
     """Build one preprocessed env emitting ONE frame per step (no frame stacking).
+
+    Observations:
 
     * ``ALE/*-v5``: ``gym.make(id, frameskip=1, repeat_action_probability=0.25)`` then
       ``AtariPreprocessing(noop_max=30, frame_skip=frame_skip, screen_size=image_size,
       grayscale_obs=True, terminal_on_life_loss=False)`` (BTR / Machado et al. 2018):
       uint8 [image_size, image_size].
-    * CarRacing and other uint8 image envs: ``continuous=False`` for CarRacing (5 actions), then
-      :class:`ActionRepeat` (``frame_skip``, rewards summed), grayscale, resize to
-      image_size x image_size with ``cv2.INTER_AREA``: uint8 [image_size, image_size]. The
-      registered TimeLimit (CarRacing: 1000 frames) sits inside the repeat and still truncates
-      on its exact frame (250 agent steps at frame_skip 4).
+    * CarRacing and other uint8 image envs: :class:`ActionRepeat` (``frame_skip``, rewards
+      summed), grayscale, resize to image_size x image_size with ``cv2.INTER_AREA``: uint8
+      [image_size, image_size]. The registered TimeLimit (CarRacing: 1000 frames) sits inside the
+      repeat and still truncates on its exact frame (250 agent steps at frame_skip 4).
     * Vector-observation envs: float32 vectors of the registered shape; ``frame_skip`` and
       ``image_size`` are ignored.
+
+    Actions (``action_space``):
+
+    * ``"discrete"``: the env's ``Discrete(n)`` space, int actions in ``[0, n)``; CarRacing is
+      built with ``continuous=False`` (5 actions: noop, left, right, gas, brake).
+    * ``"continuous"``: the env's 1-D Box, rescaled by ``RescaleAction`` so the agent acts in
+      ``[-1, 1]^d`` (float32 action space). CarRacing is built with ``continuous=True`` and
+      wrapped in :class:`CarRacingGasBrakeSteer`: the agent's ``[gas, brake, steer]`` in
+      ``[-1, 1]^3`` reaches it as ``[steer, (gas + 1) / 2, (brake + 1) / 2]``.
+    * ``"auto"``: the env's native kind, except CarRacing, which stays discrete (5 actions).
 
     Args:
         env_id: a registered gymnasium id (see :func:`check_env_id`).
@@ -308,18 +409,25 @@ def make_env(
             steps (outermost wrapper, so Atari no-op starts and action repeats do not count).
         seed: if given, used for the first ``reset()`` called without a seed, and for the
             action space.
+        action_space: ``"auto"``, ``"discrete"`` or ``"continuous"``, as above.
 
     Raises:
         EnvIdError: see :func:`check_env_id`.
-        ValueError: frame_skip, image_size or max_episode_steps out of range.
+        ValueError: frame_skip, image_size or max_episode_steps out of range, or action_space not
+            one of :data:`ACTION_SPACES`.
     """
-    _check_make_args(frame_skip, image_size, max_episode_steps)
+    _check_make_args(frame_skip, image_size, max_episode_steps, action_space)
     _check_registered(env_id)
     # -1 removes the registered TimeLimit; ours (in agent steps) is added last.
     inner_limit = -1 if max_episode_steps is not None else None
-    env = _gym_make(env_id, max_episode_steps=inner_limit, **_raw_kwargs(env_id))
+    env = _gym_make(env_id, max_episode_steps=inner_limit, **_raw_kwargs(env_id, action_space))
     try:
-        _check_spaces(env_id, env)
+        _check_spaces(env_id, env, action_space)
+        # Action maps innermost: an ActionRepeat outside them repeats the agent's action.
+        if _is_car_racing(env_id) and action_space == "continuous":
+            env = CarRacingGasBrakeSteer(env)
+        elif isinstance(env.action_space, gym.spaces.Box):
+            env = _rescale_to_unit(env)
         if _is_atari(env_id):
             env = gym.wrappers.AtariPreprocessing(
                 env,
@@ -370,6 +478,7 @@ def env_spec(
     image_size: int = 84,
     max_episode_steps: int | None = None,
     seed: int | None = None,
+    action_space: str = "auto",
 ) -> EnvSpec:
     """The :class:`EnvSpec` of ``make_env(env_id, **same kwargs)``: builds one env, reads its
     spaces, closes it. Raises like :func:`make_env`."""
@@ -379,6 +488,7 @@ def env_spec(
         image_size=image_size,
         max_episode_steps=max_episode_steps,
         seed=seed,
+        action_space=action_space,
     )
     try:
         return _spec_from_spaces(
@@ -391,17 +501,22 @@ def env_spec(
 def _spec_from_spaces(
     env_id: str,
     observation_space: gym.spaces.Box,
-    action_space: gym.spaces.Discrete,
+    action_space: gym.spaces.Discrete | gym.spaces.Box,
     frame_skip: int,
     max_episode_steps: int | None,
 ) -> EnvSpec:
     """EnvSpec from the (single-env) spaces of a :func:`make_env` env."""
     is_image = observation_space.dtype == np.uint8  # non-image observations were cast to float32
+    continuous = isinstance(action_space, gym.spaces.Box)
+    action_shape = tuple(int(d) for d in action_space.shape)
     return EnvSpec(
         env_id=env_id,
         frame_shape=tuple(int(d) for d in observation_space.shape),
         frame_dtype=np.dtype(observation_space.dtype),
-        num_actions=int(action_space.n),
+        num_actions=action_shape[0] if continuous else int(action_space.n),
+        continuous=continuous,
+        action_shape=action_shape,
+        action_dtype=np.dtype(np.float32 if continuous else np.int32),
         is_image=bool(is_image),
         max_episode_steps=_agent_step_limit(env_id, is_image, frame_skip, max_episode_steps),
     )
@@ -430,13 +545,14 @@ def make_vector_env(
     ``SyncVectorEnv`` in this process. Sub-env ``i`` uses seed ``seed + i`` (its first reset and
     action space; ``VectorEnv.reset(seed=seed)`` gives the same per-env seeds).
 
-    ``make_kwargs`` are passed to :func:`make_env` (frame_skip, image_size, max_episode_steps).
-    Observations are batched on a leading axis of size ``num_envs``.
+    ``make_kwargs`` are passed to :func:`make_env` (frame_skip, image_size, max_episode_steps,
+    action_space). Observations are batched on a leading axis of size ``num_envs``, and so are
+    actions: int [num_envs] for discrete, float32 [num_envs, d] in [-1, 1] for continuous.
 
     Raises:
         EnvIdError: see :func:`check_env_id` (raised in this process, before workers start:
             both vector envs build the first env here).
-        ValueError: num_envs < 1 or bad make_kwargs.
+        ValueError: num_envs < 1 or bad make_kwargs (action_space included).
     """
     if int(num_envs) != num_envs or num_envs < 1:
         raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")

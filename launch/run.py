@@ -80,7 +80,8 @@ def default_run_dir(config: Config) -> Path:
 
 def _env_kwargs(config: Config) -> dict:
     return dict(frame_skip=config.env.frame_skip, image_size=config.env.image_size,
-                max_episode_steps=config.env.max_episode_steps)
+                max_episode_steps=config.env.max_episode_steps,
+                action_space=config.env.action_space)
 
 
 def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> int:
@@ -101,7 +102,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
     stacked_example = np.zeros((env_cfg.frame_stack, *spec.frame_shape), spec.frame_dtype)
     state = agent.init(k_init, stacked_example)
     replay_state = replay.init(np.zeros(spec.frame_shape, spec.frame_dtype),
-                               np.zeros((), np.int32))
+                               np.zeros(spec.action_shape, spec.action_dtype))
     loop = dict(env_steps=0, vector_steps=0, episodes=0, replay_slots=0, grad_credit=0.0,
                 best_eval_return=None, restarts=0)
 
@@ -195,7 +196,10 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
     try:
         while loop["env_steps"] < total and not stop.requested:
             step = loop["env_steps"]
-            epsilon = schedules.epsilon(config.agent, step, total, loop["episodes"])
+            if config.agent.random_warmup and loop["replay_slots"] < learning_starts:
+                epsilon = 1.0  # uniformly random actions until learning starts
+            else:
+                epsilon = schedules.epsilon(config.agent, step, total, loop["episodes"])
             prev_actions = collector.prev_actions if history else None
             actions = np.asarray(act(state, collector.stacked_obs, prev_actions, act_key,
                                      loop["vector_steps"], epsilon, noisy=True))
@@ -252,7 +256,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
                 if recent_returns:
                     postfix["return"] = f"{np.mean(recent_returns):.1f}"
                 if last_metrics is not None:
-                    postfix["loss"] = f"{float(last_metrics['loss']):.3f}"
+                    loss_name = "loss" if "loss" in last_metrics else "critic_loss"
+                    postfix["loss"] = f"{float(last_metrics[loss_name]):.3f}"
                 bar.set_postfix(postfix, refresh=False)
             if loop["env_steps"] >= next_eval:
                 next_eval += training.eval_interval
@@ -295,9 +300,15 @@ def main(argv: list[str] | None = None) -> int:
         if invocation.print_config:
             print(json.dumps(config_lib.to_dict(config), indent=2))
             return 0
-        envs.check_env_id(config.env.id)
+        envs.check_env_id(config.env.id, action_space=config.env.action_space)
         spec = envs.env_spec(config.env.id, **_env_kwargs(config))
         resolve_torso(config.network.torso, spec.is_image)
+        if spec.continuous != (config.agent.learner == "tqc"):
+            kind = "continuous" if spec.continuous else "discrete"
+            raise ConfigError("agent.learner", config.agent.learner,
+                              f"does not fit {config.env.id} with {kind} actions: tqc needs "
+                              "continuous actions, iqn / c51 / dqn discrete ones (see "
+                              "env.action_space)")
         run_dir = invocation.resume_dir or Path(config.logging.run_dir or default_run_dir(config))
         if invocation.resume_dir is None and (run_dir / "config.json").exists():
             raise ConfigError("logging.run_dir", str(run_dir),

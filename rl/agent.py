@@ -261,35 +261,54 @@ class ValueAgent:
     def update(self, state: TrainState, replay_state: ReplayState,
                importance_exponent: jax.Array
                ) -> tuple[TrainState, ReplayState, dict[str, jax.Array]]:
-        """``training.grad_steps_per_call`` grad steps in one device call, each sampling a fresh
-        batch and writing new priorities back (prioritized replay).
+        """``training.grad_steps_per_call`` grad steps in one device call (see
+        :func:`sampled_updates`).
 
         Args:
           state: the train state (donate it when jitting).
           replay_state: the replay contents (donate it too).
           importance_exponent: PER beta (float scalar) for this call.
-        Returns (state, replay_state, metrics): metrics are float32 scalars, averaged over the
-        steps except q_min / q_max (min / max) and the last step's learning_rate, target_age
-        and target_param_gap.
+        Returns (state, replay_state, float32 scalar metrics).
         """
-        cfg = self.config
-        steps = []
-        # Unrolled at trace time rather than lax.scan: XLA:CPU runs the convolutions of a
-        # while-loop body about 8x slower (measured; see benchmarks/learner.py).
-        for _ in range(cfg.training.grad_steps_per_call):
-            rng, k_sample, k_loss = jax.random.split(state.rng, 3)
-            batch = self.replay.sample(replay_state, k_sample, cfg.training.batch_size,
-                                       importance_exponent)
-            state, metrics, priorities = self.learn_step(state.replace(rng=rng), batch, k_loss)
-            if cfg.replay.prioritized:
-                replay_state = self.replay.set_priorities(replay_state, batch.indices, priorities)
-            steps.append(metrics)
-        metrics = {k: jnp.stack([m[k] for m in steps]) for k in steps[0]}
-        reduced = {k: v.mean() for k, v in metrics.items()}
-        reduced.update(q_min=metrics["q_min"].min(), q_max=metrics["q_max"].max(),
-                       **{k: metrics[k][-1] for k in ("learning_rate", "target_age",
-                                                       "target_param_gap")})
-        return state, replay_state, reduced
+        return sampled_updates(self, state, replay_state, importance_exponent)
+
+
+LAST_VALUE_METRICS = ("learning_rate", "target_age", "target_param_gap", "alpha")
+"""Metrics an update call reports from its last grad step instead of averaging."""
+
+
+def sampled_updates(agent, state, replay_state: ReplayState, importance_exponent: jax.Array):
+    """``config.training.grad_steps_per_call`` grad steps, each sampling a fresh batch from
+    ``agent.replay`` and writing the new priorities back (prioritized replay).
+
+    ``agent`` is any learner with ``config``, ``replay`` and ``learn_step(state, batch, key) ->
+    (state, metrics, priorities)``; ``state`` has an ``rng`` field. Metrics are averaged over the
+    steps, except names ending in ``_min`` / ``_max`` (min / max) and LAST_VALUE_METRICS (last).
+    """
+    cfg = agent.config
+    steps = []
+    # Unrolled at trace time rather than lax.scan: XLA:CPU runs the convolutions of a
+    # while-loop body about 8x slower (measured; see benchmarks/learner.py).
+    for _ in range(cfg.training.grad_steps_per_call):
+        rng, k_sample, k_loss = jax.random.split(state.rng, 3)
+        batch = agent.replay.sample(replay_state, k_sample, cfg.training.batch_size,
+                                    importance_exponent)
+        state, metrics, priorities = agent.learn_step(state.replace(rng=rng), batch, k_loss)
+        if cfg.replay.prioritized:
+            replay_state = agent.replay.set_priorities(replay_state, batch.indices, priorities)
+        steps.append(metrics)
+    stacked = {k: jnp.stack([m[k] for m in steps]) for k in steps[0]}
+    reduced = {}
+    for k, v in stacked.items():
+        if k in LAST_VALUE_METRICS:
+            reduced[k] = v[-1]
+        elif k.endswith("_min"):
+            reduced[k] = v.min()
+        elif k.endswith("_max"):
+            reduced[k] = v.max()
+        else:
+            reduced[k] = v.mean()
+    return state, replay_state, reduced
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:

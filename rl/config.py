@@ -16,7 +16,8 @@ from typing import Literal
 
 TorsoName = Literal["impala", "small_cnn", "mlp", "auto"]
 NormName = Literal["none", "layer", "batch"]
-LearnerName = Literal["iqn", "c51", "dqn"]
+LearnerName = Literal["iqn", "c51", "dqn", "tqc"]
+ActionSpace = Literal["auto", "discrete", "continuous"]
 EpsilonSchedule = Literal["exponential", "linear"]
 EpsilonUnit = Literal["steps", "episodes"]
 TargetUpdate = Literal["hard", "soft", "both"]
@@ -76,7 +77,12 @@ class EnvConfig:
     """Which environment to run and how its observations are preprocessed."""
 
     id: str = "CarRacing-v3"
-    """Gymnasium id (e.g. CarRacing-v3, CartPole-v1, ALE/Pong-v5 with the [atari] extra)."""
+    """Gymnasium id (e.g. CarRacing-v3, CartPole-v1, ALE/Pong-v5 with the [atari] extra,
+    Pendulum-v1 or LunarLanderContinuous-v3 with continuous actions)."""
+    action_space: ActionSpace = "auto"
+    """discrete, continuous (actions in [-1, 1]^d; CarRacing as tmrl's [gas, brake, steer]), or
+    auto: the env's own kind, CarRacing discrete. The value learners need discrete, tqc
+    continuous."""
     num_envs: int = 8
     """Parallel env copies stepped together (one replay stream each); >= 1."""
     asynchronous: bool = True
@@ -100,6 +106,8 @@ class EnvConfig:
         _check_number_fields(self, "env")
         _check(isinstance(self.id, str) and self.id.strip() != "", "env.id", self.id,
                "must be a non-empty gymnasium id such as CarRacing-v3")
+        _check(self.action_space in typing.get_args(ActionSpace), "env.action_space",
+               self.action_space, f"must be one of {typing.get_args(ActionSpace)}")
         _positive_int("env.num_envs", self.num_envs)
         _positive_int("env.frame_skip", self.frame_skip)
         _positive_int("env.frame_stack", self.frame_stack)
@@ -183,8 +191,10 @@ class AgentConfig:
     """
 
     learner: LearnerName = "iqn"
-    """iqn (implicit quantiles, Dabney et al. 2018), c51 (categorical, Bellemare et al. 2017)
-    or dqn (scalar Q, Mnih et al. 2015)."""
+    """iqn (implicit quantiles, Dabney et al. 2018), c51 (categorical, Bellemare et al. 2017),
+    dqn (scalar Q, Mnih et al. 2015) for discrete actions; tqc (Kuznetsov et al. 2020, the
+    ``tqc`` section) for continuous actions. TQC also reads gamma, n_step, kappa, target_tau
+    (Polyak every update), target_clamp (backup clip) and adam_eps from this section."""
     gamma: float = 0.997
     """Discount per agent step, in [0, 1)."""
     n_step: int = 3
@@ -279,6 +289,8 @@ class AgentConfig:
     None keeps epsilon-greedy to the end."""
     eval_epsilon: float = 0.01
     """Epsilon during evaluation (noise off), in [0, 1]."""
+    random_warmup: bool = False
+    """Act uniformly at random until learning starts (the SAC / TQC warm-up)."""
 
     def __post_init__(self):
         _check_number_fields(self, "agent")
@@ -337,6 +349,69 @@ class AgentConfig:
         if self.epsilon_off_fraction is not None:
             _unit_interval("agent.epsilon_off_fraction", self.epsilon_off_fraction,
                            closed_low=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class TQCConfig:
+    """TQC (Kuznetsov et al. 2020): a critic ensemble of quantile networks, a tanh-Gaussian
+    actor and an entropy temperature. Used when agent.learner is tqc."""
+
+    num_critics: int = 2
+    """Critics in the ensemble (N; paper 5), each initialised independently; >= 1."""
+    num_quantiles: int = 25
+    """Quantiles per critic (M; paper 25); >= 1."""
+    top_quantiles_to_drop: int = 2
+    """Largest target atoms dropped per critic (k; paper 2, seed 004: 8), so N * (M - k) of the
+    pooled, sorted atoms remain; in [0, num_quantiles)."""
+    critic_hidden: tuple[int, ...] = (512, 512, 512)
+    """Hidden widths of each critic MLP over [features, action] (paper: 3 x 512)."""
+    actor_hidden: tuple[int, ...] = (256, 256)
+    """Hidden widths of the actor MLP (paper: 2 x 256)."""
+    actor_learning_rate: float = 3e-4
+    """Adam step size of the actor; in (0, 1)."""
+    critic_learning_rate: float = 3e-4
+    """Adam step size of the critics; in (0, 1)."""
+    alpha_learning_rate: float = 3e-4
+    """Adam step size of log(alpha) when learned (seed 004 first fix: 5e-5); in (0, 1)."""
+    learn_alpha: bool = True
+    """Learn the entropy temperature toward target_entropy (Haarnoja et al. 2018); False keeps
+    alpha fixed (seed 004 fix: fixed 0.01)."""
+    alpha: float = 1.0
+    """Entropy temperature: fixed value, or the initial one when learned; > 0."""
+    target_entropy: float | None = None
+    """Entropy the learned alpha steers toward; None: -dim(A)."""
+    actor_grad_clip: float = 0.0
+    """Global-norm gradient clip of the actor (seed 004: 1.0); 0 disables; >= 0."""
+    critic_grad_clip: float = 0.0
+    """Global-norm gradient clip of the critics (seed 004: 1.0); 0 disables; >= 0."""
+    policy_delay: int = 1
+    """Actor and alpha update every this many critic updates; >= 1."""
+    log_std_min: float = -20.0
+    """Lower clip of the actor's log standard deviation."""
+    log_std_max: float = 2.0
+    """Upper clip of the actor's log standard deviation; > log_std_min."""
+
+    def __post_init__(self):
+        _check_number_fields(self, "tqc")
+        for name in ("num_critics", "num_quantiles", "policy_delay"):
+            _positive_int(f"tqc.{name}", getattr(self, name))
+        _check(isinstance(self.top_quantiles_to_drop, int)
+               and 0 <= self.top_quantiles_to_drop < self.num_quantiles,
+               "tqc.top_quantiles_to_drop", self.top_quantiles_to_drop,
+               f"must be an integer in [0, num_quantiles = {self.num_quantiles})")
+        for name in ("critic_hidden", "actor_hidden"):
+            value = getattr(self, name)
+            _check(len(value) > 0 and all(isinstance(c, int) and c > 0 for c in value),
+                   f"tqc.{name}", value, "must be a non-empty list of integers > 0")
+        for name in ("actor_learning_rate", "critic_learning_rate", "alpha_learning_rate"):
+            _check(0 < getattr(self, name) < 1, f"tqc.{name}", getattr(self, name),
+                   "must be in (0, 1)")
+        _check(self.alpha > 0, "tqc.alpha", self.alpha, "must be > 0")
+        for name in ("actor_grad_clip", "critic_grad_clip"):
+            _check(getattr(self, name) >= 0, f"tqc.{name}", getattr(self, name),
+                   "must be >= 0 (0 disables clipping)")
+        _check(self.log_std_max > self.log_std_min, "tqc.log_std_max", self.log_std_max,
+               f"must be > tqc.log_std_min ({self.log_std_min})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -439,6 +514,7 @@ class Config:
     env: EnvConfig = EnvConfig()
     network: NetworkConfig = NetworkConfig()
     agent: AgentConfig = AgentConfig()
+    tqc: TQCConfig = TQCConfig()
     replay: ReplayConfig = ReplayConfig()
     training: TrainingConfig = TrainingConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -453,6 +529,19 @@ class Config:
                f"must give each of the {self.env.num_envs} env streams at least n_step + "
                f"max(frame_stack - 1, action_history) + 2 = {need} slots "
                f"(capacity >= {need * self.env.num_envs})")
+        continuous = self.agent.learner == "tqc"
+        _check(self.env.action_space != ("discrete" if continuous else "continuous"),
+               "env.action_space", self.env.action_space,
+               f"does not fit agent.learner={self.agent.learner!r}: tqc needs continuous "
+               "actions, iqn / c51 / dqn discrete ones")
+        if continuous:
+            _check(self.network.norm != "batch" and not (
+                self.network.torso == "impala" and self.network.spectral_norm),
+                "network.norm" if self.network.norm == "batch" else "network.spectral_norm",
+                self.network.norm if self.network.norm == "batch" else True,
+                "tqc supports torsos without batch statistics: no BatchNorm, no spectral norm")
+            _check(self.network.action_history == 0, "network.action_history",
+                   self.network.action_history, "is for discrete actions; use 0 with tqc")
         _check(not (self.agent.target_clamp == "auto" and self.env.reward_clip is None),
                "agent.target_clamp", "auto", "needs env.reward_clip (r_max) to compute the "
                "bound r_max / (1 - gamma); set a number or clip the rewards")

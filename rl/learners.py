@@ -8,18 +8,21 @@ from rl.c51 import C51
 from rl.config import Config
 from rl.dqn import DQN
 from rl.iqn import IQN
+from rl.tqc import TQC, make_tqc
 
 LEARNERS: dict[str, type[ValueAgent]] = {"iqn": IQN, "c51": C51, "dqn": DQN}
-"""agent.learner -> ValueAgent subclass."""
+"""agent.learner -> ValueAgent subclass (discrete actions); tqc is built by make_tqc."""
 
 
-def make_agent(config: Config, num_actions: int, is_image: bool) -> ValueAgent:
-    """Build the learner named by ``config.agent.learner`` for an env's action count and
-    observation kind (images or vectors).
+def make_agent(config: Config, num_actions: int, is_image: bool) -> ValueAgent | TQC:
+    """Build the learner named by ``config.agent.learner`` for an env's action count (the
+    action dimension for tqc) and observation kind (images or vectors).
 
     Raises:
       ValueError: a torso that does not fit the observations (see nets.resolve_torso).
     """
+    if config.agent.learner == "tqc":
+        return make_tqc(config, num_actions, is_image)
     cls = LEARNERS[config.agent.learner]
     return cls(config=config, num_actions=num_actions,
                network=cls.build_network(config, num_actions, is_image),

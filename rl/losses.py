@@ -127,3 +127,32 @@ def categorical_double_q_target(r_t: jax.Array, discount_t: jax.Array, probs_tar
     if bound is not None:
         z_t = jnp.clip(z_t, -bound, bound)
     return categorical_l2_project(z_t, probs_target_t[jnp.argmax(q_selector_t)], support)
+
+
+def truncated_quantile_target(r_t: jax.Array, discount_t: jax.Array, quantiles_t: jax.Array,
+                              entropy_bonus_t: jax.Array, num_to_drop: int) -> jax.Array:
+    """TQC target atoms of one example (Kuznetsov et al. 2020, eq. 10).
+
+    The target critics' atoms at (s_t, a_t ~ pi) are pooled over critics, sorted, and the
+    ``num_to_drop`` largest removed (k per critic, so k * N in all); the rest become
+    r + discount * (atom + entropy_bonus_t), with entropy_bonus_t = -alpha * log pi(a_t|s_t).
+
+    Args:
+      r_t, discount_t: float scalars (n-step reward sum; gamma^n, 0 at a terminal).
+      quantiles_t: float [N, M] target-critic quantiles.
+      entropy_bonus_t: float scalar.
+      num_to_drop: static int in [0, N * M).
+    Returns float [N * M - num_to_drop], sorted ascending.
+    """
+    chex.assert_rank([r_t, discount_t, quantiles_t, entropy_bonus_t], [0, 0, 2, 0])
+    atoms = jnp.sort(quantiles_t.reshape(-1))[: quantiles_t.size - num_to_drop]
+    return r_t + discount_t * (atoms + entropy_bonus_t)
+
+
+def tanh_gaussian_log_prob(pre_tanh: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """log pi(a) of a = tanh(u), u ~ N(mean, exp(log_std)^2), summed over the last axis
+    (Haarnoja et al. 2018, appendix C), with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))
+    for numerical stability. Shapes [..., d] -> [...]."""
+    normal = -0.5 * ((pre_tanh - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi)
+    squash = 2.0 * (jnp.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
+    return jnp.sum(normal - squash, axis=-1)

@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 
 from rl.config import (AgentConfig, Config, ConfigError, EnvConfig, NetworkConfig, ReplayConfig,
-                       TrainingConfig)
+                       TQCConfig, TrainingConfig)
 
 
 def iqn_btr() -> Config:
@@ -166,8 +166,67 @@ def linesight_a01() -> Config:
     )
 
 
+def tqc() -> Config:
+    """TQC with the paper's defaults (Kuznetsov et al. 2020, Table 4 / appendix): 5 critics x
+    25 quantiles, 2 dropped per critic, critics 3 x 512, actor 2 x 256, Adam 3e-4 for actor,
+    critics and temperature, alpha learned toward -dim(A) from 1, gamma 0.99, Polyak 0.005,
+    batch 256, replay 1M, one update per env step, n-step 1, on Pendulum-v1.
+
+    Warm-up: 1,000 uniformly random env steps before learning (SB3's TQC uses 100). Vector
+    observations enter the MLPs directly (frame stack 1); rewards are not clipped.
+    """
+    return Config(
+        algo="tqc",
+        env=EnvConfig(id="Pendulum-v1", action_space="continuous", num_envs=1, frame_stack=1,
+                      reward_clip=None),
+        network=NetworkConfig(torso="auto", spectral_norm=False, noisy=False, dueling=False),
+        agent=AgentConfig(learner="tqc", munchausen=False, gamma=0.99, n_step=1, kappa=1.0,
+                          target_tau=0.005, adam_eps=1e-8, epsilon_start=0.0, epsilon_end=0.0,
+                          epsilon_off_fraction=None, eval_epsilon=0.0, random_warmup=True),
+        tqc=TQCConfig(num_critics=5, num_quantiles=25, top_quantiles_to_drop=2,
+                      critic_hidden=(512, 512, 512), actor_hidden=(256, 256),
+                      actor_learning_rate=3e-4, critic_learning_rate=3e-4,
+                      alpha_learning_rate=3e-4, learn_alpha=True, alpha=1.0),
+        replay=ReplayConfig(capacity=1_000_000, prioritized=False),
+        training=TrainingConfig(total_steps=1_000_000, learning_starts=1_000, replay_ratio=1.0,
+                                batch_size=256, eval_interval=10_000, eval_episodes=10),
+    )
+
+
+def tqc_tm20() -> Config:
+    """TQC with seed 004's recommended settings, on CarRacing-v3 with TrackMania's continuous
+    [gas, brake, steer] actions and 64x64x4 grayscale images (the TrackMania env joins later).
+
+    From seed 004: fixed alpha 0.01 (learned alpha ran away), gamma 0.99, 6 updates per env
+    step, 8 top quantiles dropped per critic, n-step 1, grad clip 1.0 for actor and critics,
+    backup clip 100 (= 1 / (1 - 0.99) for tanh rewards), 5,000 warm-up env steps, twin critics
+    initialised independently. tmrl's SAC defaults for the rest: actor lr 1e-5, critic lr
+    5e-5, batch 256, Polyak 0.005, actor and critic MLPs 2 x 256 (over Nature-CNN features). Rewards clipped to 1 stand in for seed 004's tanh.
+    Demonstrations (weight decaying over 200k samples) are not wired in yet.
+    """
+    return Config(
+        algo="tqc_tm20",
+        env=EnvConfig(id="CarRacing-v3", action_space="continuous", num_envs=1, image_size=64,
+                      frame_stack=4, reward_clip=1.0),
+        network=NetworkConfig(torso="small_cnn", cnn_channels=(32, 64, 64), spectral_norm=False,
+                              noisy=False, dueling=False),
+        agent=AgentConfig(learner="tqc", munchausen=False, gamma=0.99, n_step=1, kappa=1.0,
+                          target_tau=0.005, target_clamp=100.0, adam_eps=1e-8,
+                          epsilon_start=0.0, epsilon_end=0.0, epsilon_off_fraction=None,
+                          eval_epsilon=0.0, random_warmup=True),
+        tqc=TQCConfig(num_critics=2, num_quantiles=25, top_quantiles_to_drop=8,
+                      critic_hidden=(256, 256), actor_hidden=(256, 256),
+                      actor_learning_rate=1e-5, critic_learning_rate=5e-5, learn_alpha=False,
+                      alpha=0.01, actor_grad_clip=1.0, critic_grad_clip=1.0),
+        replay=ReplayConfig(capacity=100_000, prioritized=False),
+        training=TrainingConfig(total_steps=1_000_000, learning_starts=5_000, replay_ratio=6.0,
+                                batch_size=256, eval_interval=25_000, eval_episodes=3),
+    )
+
+
 PRESETS = {"iqn_btr": iqn_btr, "iqn": iqn, "dqn": dqn, "rainbow": rainbow,
-           "tm20_rainbow": tm20_rainbow, "linesight_a01": linesight_a01}
+           "tm20_rainbow": tm20_rainbow, "linesight_a01": linesight_a01, "tqc": tqc,
+           "tqc_tm20": tqc_tm20}
 
 
 def get(name: str) -> Config:

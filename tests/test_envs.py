@@ -7,6 +7,7 @@ The Collector is checked on a tiny deterministic fake env whose observation is
 from __future__ import annotations
 
 import functools
+import re
 import sys
 
 import gymnasium as gym
@@ -19,6 +20,7 @@ from envs import (
     SLOT_KEYS,
     ActionHistory,
     ActionRepeat,
+    CarRacingGasBrakeSteer,
     Collector,
     EnvIdError,
     EpisodeStats,
@@ -462,6 +464,177 @@ def test_cartpole_spec_and_evaluate_matches_direct_rollouts():
 
 
 # ----------------------------------------------------------------------------------
+# Continuous actions.
+
+
+@pytest.mark.parametrize("env_id, dim", [
+    ("Pendulum-v1", 1), ("LunarLanderContinuous-v3", 2), ("CarRacing-v3", 3),
+])
+def test_continuous_specs_act_in_unit_box(env_id, dim):
+    spec = env_spec(env_id, action_space="continuous")
+    assert spec.continuous and spec.action_shape == (dim,) and spec.num_actions == dim
+    assert spec.action_dtype == np.float32
+    env = make_env(env_id, action_space="continuous")
+    assert env.action_space == gym.spaces.Box(-1.0, 1.0, (dim,), np.float32)
+    env.close()
+    if env_id != "CarRacing-v3":
+        assert env_spec(env_id) == spec  # "auto" is the native (continuous) kind
+
+
+def test_car_racing_auto_and_discrete_stay_discrete():
+    for action_space in ("auto", "discrete"):
+        spec = env_spec("CarRacing-v3", action_space=action_space)
+        assert not spec.continuous and spec.num_actions == 5
+        assert spec.action_shape == () and spec.action_dtype == np.int32
+
+
+class ActionSpy(gym.Env):
+    """Records every action it is stepped with; CarRacing's continuous action space."""
+
+    metadata = {"render_modes": []}
+    observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Box(np.array([-1, 0, 0], np.float32), np.ones(3, np.float32))
+
+    def __init__(self):
+        self.actions = []
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.actions.append(action)
+        return np.zeros(1, np.float32), 0.0, False, False, {}
+
+
+# Agent [gas, brake, steer] -> CarRacing [steer, gas, brake]; out-of-range inputs are clipped.
+GAS_BRAKE_STEER = [
+    ([1, -1, 0], [0, 1, 0]),
+    ([-1, 1, -0.5], [-0.5, 0, 1]),
+    ([0, 0, 1], [1, 0.5, 0.5]),
+    ([0.5, -0.5, -1], [-1, 0.75, 0.25]),
+    ([3, -2, 1.5], [1, 1, 0]),
+]
+
+
+def test_car_racing_gas_brake_steer_mapping(monkeypatch):
+    spy = ActionSpy()
+    env = CarRacingGasBrakeSteer(spy)
+    for agent, raw in GAS_BRAKE_STEER:
+        env.step(np.array(agent, np.float32))
+        assert spy.actions[-1].dtype == np.float32
+        np.testing.assert_array_equal(spy.actions[-1], raw)
+
+    # The real chain: the mapped action reaches CarRacing (continuous=True) on every repeat.
+    env = make_env("CarRacing-v3", frame_skip=2, seed=0, action_space="continuous")
+    car = env.unwrapped
+    assert car.continuous
+    seen = []
+    step = car.step
+    monkeypatch.setattr(car, "step", lambda a: seen.append(np.array(a)) or step(a))
+    env.reset()
+    seen.clear()  # reset steps CarRacing with None
+    for agent, _ in GAS_BRAKE_STEER[:2]:
+        env.step(np.array(agent, np.float32))
+    np.testing.assert_array_equal(seen, [raw for _, raw in GAS_BRAKE_STEER[:2] for _ in range(2)])
+    env.close()
+
+
+def test_pendulum_actions_are_rescaled_to_max_torque(monkeypatch):
+    env = make_env("Pendulum-v1", action_space="continuous")
+    pendulum = env.unwrapped
+    seen = []
+    step = pendulum.step
+    monkeypatch.setattr(pendulum, "step", lambda a: seen.append(np.array(a)) or step(a))
+    env.reset(seed=0)
+    for a in (1.0, -1.0, 0.0, 0.5):
+        env.step(np.array([a], np.float32))
+    np.testing.assert_allclose(seen, [[2.0], [-2.0], [0.0], [1.0]])
+    assert pendulum.max_torque == 2.0
+    env.close()
+
+
+def test_action_space_errors():
+    with pytest.raises(EnvIdError, match=r"'CartPole-v1'.*'auto' or 'discrete'"):
+        check_env_id("CartPole-v1", action_space="continuous")
+    with pytest.raises(EnvIdError, match=r"'CartPole-v1'.*'auto' or 'discrete'"):
+        make_env("CartPole-v1", action_space="continuous")
+    with pytest.raises(EnvIdError, match=r"'Pendulum-v1'.*action_space='continuous'"):
+        check_env_id("Pendulum-v1", action_space="discrete")
+    with pytest.raises(EnvIdError, match=r"'Pendulum-v1'.*action_space='continuous'"):
+        env_spec("Pendulum-v1", action_space="discrete")
+    for bad in ("box", "Continuous", None):
+        allowed = "action_space must be one of 'auto', 'discrete', 'continuous', got "
+        with pytest.raises(ValueError, match=re.escape(allowed + repr(bad))):
+            make_env("Pendulum-v1", action_space=bad)
+    with pytest.raises(ValueError, match="action_space must be one of"):
+        check_env_id("Pendulum-v1", action_space="box")
+    with pytest.raises(ValueError, match="action_space must be one of"):
+        make_vector_env("Pendulum-v1", 2, asynchronous=False, seed=0, action_space="box")
+
+
+def test_collector_stores_continuous_actions():
+    kwargs = dict(max_episode_steps=3, action_space="continuous")
+    spec = env_spec("Pendulum-v1", **kwargs)
+    with pytest.raises(ValueError, match="action_history must be 0 for continuous"):
+        Collector(make_vector_env("Pendulum-v1", 2, asynchronous=False, seed=0, **kwargs), spec,
+                  frame_stack=2, reward_clip=None, action_history=2)
+    col = Collector(make_vector_env("Pendulum-v1", 2, asynchronous=False, seed=0, **kwargs),
+                    spec, frame_stack=2, reward_clip=None)
+    col.reset(seed=0)
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(8):  # two episodes of 3 steps and their autoreset steps
+        assert col.prev_actions.shape == (2, 0)
+        actions = rng.uniform(-1, 1, (2, 1))  # float64: cast to float32 like the spec says
+        slot, episodes = col.step(actions)
+        ends += len(episodes)
+        assert slot["action"].dtype == np.float32 and slot["action"].shape == (2, 1)
+        np.testing.assert_array_equal(slot["action"], actions.astype(np.float32))
+        actions[:] = 7.0  # the slot holds a copy
+        assert np.all(slot["action"] <= 1)
+    assert ends == 4 and col.total_env_steps == 12
+    for bad in (np.zeros(2, np.float32), np.zeros((2, 2), np.float32), np.zeros((3, 1))):
+        with pytest.raises(ValueError, match=r"actions must have shape \(2, 1\)"):
+            col.step(bad)
+    col.close()
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "LunarLanderContinuous-v3", "CarRacing-v3"])
+def test_continuous_async_vector_env_collects(env_id):
+    # Spawned workers rebuild the wrappers (RescaleAction, CarRacingGasBrakeSteer) themselves.
+    spec = env_spec(env_id, action_space="continuous")
+    envs = make_vector_env(env_id, 2, asynchronous=True, seed=5, action_space="continuous")
+    col = Collector(envs, spec, frame_stack=2, reward_clip=None)
+    try:
+        assert envs.single_action_space == gym.spaces.Box(-1.0, 1.0, spec.action_shape,
+                                                          np.float32)
+        col.reset(seed=5)
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            actions = rng.uniform(-1, 1, (2, *spec.action_shape)).astype(np.float32)
+            slot, _ = col.step(actions)
+            np.testing.assert_array_equal(slot["action"], actions)
+            assert slot["obs"].shape == (2, *spec.frame_shape) and slot["valid"].all()
+    finally:
+        col.close()
+    assert envs.closed
+
+
+def test_evaluate_continuous_pendulum():
+    shapes = []
+
+    def full_torque(stacked):
+        shapes.append(stacked.shape)
+        return np.ones((len(stacked), 1), np.float32)
+
+    returns = evaluate(full_torque, "Pendulum-v1", num_episodes=2, seed=1, frame_stack=2,
+                       action_space="continuous", max_episode_steps=20)
+    assert len(returns) == 2 and all(np.isfinite(r) and r < 0 for r in returns)
+    assert len(shapes) == 20 and set(shapes) == {(2, 2, 3)}
+
+
+# ----------------------------------------------------------------------------------
 # Env id checks and Atari.
 
 
@@ -471,13 +644,12 @@ def test_check_env_id_errors():
     assert "CartPol-v1" in str(info.value)
     with pytest.raises(EnvIdError, match="unknown environment id 'NoSuchThing-v0'"):
         check_env_id("NoSuchThing-v0")
-    with pytest.raises(EnvIdError, match="discrete actions only"):
-        check_env_id("Pendulum-v1")
     with pytest.raises(EnvIdError, match="unknown"):
         make_vector_env("CartPol-v1", 2, asynchronous=False, seed=0)
     assert issubclass(EnvIdError, ValueError)
     check_env_id("CartPole-v1")
     check_env_id("CarRacing-v3")  # continuous by default, run with continuous=False
+    check_env_id("Pendulum-v1")  # "auto": its native continuous actions
 
 
 def test_atari_id_without_ale_py_names_the_extra(monkeypatch):
