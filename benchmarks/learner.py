@@ -1,7 +1,9 @@
 """Throughput of the jitted learner update (and of acting) for one or more presets.
 
-Builds the agent of each ``--algo`` with ``make_agent(config, num_actions, is_image=True)``, fills
-its device replay with random uint8 frames (one ring per env stream, every slot written),
+Builds the agent of each ``--algo`` with ``make_agent``: discrete presets on uint8 frames of
+the preset's image size with ``--num-actions`` actions, tqc presets on the spaces of their own
+env (Pendulum-v1 vectors, CarRacing images with 3 continuous actions). Fills its device
+replay with random data (one ring per env stream, every slot written),
 then for each batch size compiles ``jax.jit(agent.update, donate_argnums=(0, 1))`` ahead of
 time (``compile_s``), runs ``--warmup`` calls and times ``--iters`` calls, each doing
 ``--grad-steps-per-call`` sampled grad steps (PER sampling and priority write-back included).
@@ -30,6 +32,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import envs  # noqa: E402
 from rl import presets  # noqa: E402
 from rl.learners import make_agent  # noqa: E402
 
@@ -59,17 +62,42 @@ def make_config(args, algo, batch_size):
         training=dict(batch_size=batch_size, grad_steps_per_call=args.grad_steps_per_call))
 
 
-def fill_replay(agent, frame_shape, num_actions, seed=0):
+def spaces(args, cfg):
+    """(frame shape, frame dtype, is_image, action shape, action dtype, num_actions)."""
+    if cfg.agent.learner == "tqc":
+        spec = envs.env_spec(cfg.env.id, frame_skip=cfg.env.frame_skip,
+                             image_size=cfg.env.image_size, action_space=cfg.env.action_space)
+        return (spec.frame_shape, spec.frame_dtype, spec.is_image, spec.action_shape,
+                np.float32, spec.num_actions)
+    size = cfg.env.image_size
+    return (size, size), np.uint8, True, (), np.int32, args.num_actions
+
+
+def random_obs(rng, shape, dtype):
+    if dtype == np.uint8:
+        return rng.integers(0, 256, shape, np.uint8)
+    return rng.normal(size=shape).astype(dtype)
+
+
+def random_actions(rng, e, action_shape, num_actions):
+    if action_shape:
+        return rng.uniform(-1, 1, (e, *action_shape)).astype(np.float32)
+    return rng.integers(0, num_actions, e).astype(np.int32)
+
+
+def fill_replay(agent, frame_shape, frame_dtype, action_shape, action_dtype, num_actions,
+                seed=0):
     """Replay state with every slot of every stream written with random data."""
     e, c = agent.replay.num_streams, agent.replay.capacity_per_stream
-    replay_state = agent.replay.init(np.zeros(frame_shape, np.uint8), np.zeros((), np.int32))
+    replay_state = agent.replay.init(np.zeros(frame_shape, frame_dtype),
+                                     np.zeros(action_shape, action_dtype))
     add = jax.jit(agent.replay.add, donate_argnums=0)
     rng = np.random.default_rng(seed)
     since = np.zeros(e, np.int32)
     for _ in range(c):
         terminated = rng.random(e) < 0.01
-        replay_state = add(replay_state, obs=rng.integers(0, 256, (e, *frame_shape), np.uint8),
-                           action=rng.integers(0, num_actions, e).astype(np.int32),
+        replay_state = add(replay_state, obs=random_obs(rng, (e, *frame_shape), frame_dtype),
+                           action=random_actions(rng, e, action_shape, num_actions),
                            reward=rng.normal(size=e).astype(np.float32), terminated=terminated,
                            truncated=np.zeros(e, bool), valid=np.ones(e, bool),
                            steps_since_start=since)
@@ -86,13 +114,16 @@ def main(argv=None):
 def bench(args, algo):
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     cfg = make_config(args, algo, batch_sizes[0])
-    frame_shape = (cfg.env.image_size, cfg.env.image_size)
+    frame_shape, frame_dtype, is_image, action_shape, action_dtype, num_actions = spaces(args, cfg)
     e, k = cfg.env.num_envs, cfg.env.frame_stack
-    agent = make_agent(cfg, args.num_actions, is_image=True)
-    state = agent.init(jax.random.PRNGKey(0), np.zeros((k, *frame_shape), np.uint8))
-    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    agent = make_agent(cfg, num_actions, is_image=is_image)
+    state = agent.init(jax.random.PRNGKey(0), np.zeros((k, *frame_shape), frame_dtype))
+    params = (state.actor_params, state.critic_params) if hasattr(state, "actor_params") \
+        else state.params
+    n_params = sum(x.size for x in jax.tree.leaves(params))
     t0 = time.perf_counter()
-    replay_state = fill_replay(agent, frame_shape, args.num_actions)
+    replay_state = fill_replay(agent, frame_shape, frame_dtype, action_shape, action_dtype,
+                               num_actions)
     fill_s = time.perf_counter() - t0
     print(f"jax={jax.__version__} backend={jax.default_backend()} "
           f"device={jax.devices()[0].device_kind} cpus={os.cpu_count()} algo={algo} "
@@ -102,7 +133,7 @@ def bench(args, algo):
 
     beta = jnp.float32(0.4)
     for batch in batch_sizes:
-        agent = make_agent(make_config(args, algo, batch), args.num_actions, is_image=True)
+        agent = make_agent(make_config(args, algo, batch), num_actions, is_image=is_image)
         t0 = time.perf_counter()
         update = jax.jit(agent.update, donate_argnums=(0, 1)).lower(
             state, replay_state, beta).compile()
@@ -123,7 +154,7 @@ def bench(args, algo):
               flush=True)
 
     act = jax.jit(agent.act, static_argnames="noisy")
-    obs = jnp.asarray(np.random.default_rng(1).integers(0, 256, (e, k, *frame_shape), np.uint8))
+    obs = jnp.asarray(random_obs(np.random.default_rng(1), (e, k, *frame_shape), frame_dtype))
     prev = jnp.zeros((e, cfg.network.action_history), jnp.int32)
     eps = jnp.float32(0.0)
     for i in range(max(args.warmup, 1)):

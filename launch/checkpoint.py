@@ -1,5 +1,5 @@
-"""Orbax checkpoints of a run: the last N (train state, replay, loop counters) and the best
-train state by evaluation return."""
+"""Orbax checkpoints of a run: the last N (train state, replay, loop counters), and the best
+train state by evaluation return and by training return."""
 
 from __future__ import annotations
 
@@ -9,13 +9,19 @@ from typing import Any
 import orbax.checkpoint as ocp
 
 
+BEST_DIRS = {"eval": "best", "train": "best_train"}
+"""Best-checkpoint kind -> directory: by evaluation return, and by the mean return of recent
+training episodes (seed 004 D: a collapsed run restarts from the best policy it had)."""
+
+
 class RunCheckpoints:
-    """Two orbax managers under a run directory.
+    """Orbax managers under a run directory.
 
     ``checkpoints/<step>``: train state, replay state (optional) and loop counters (JSON), the
-    ``keep`` most recent kept. ``best/<step>``: train state and loop counters of the best
-    evaluation return so far, one kept. Saves are synchronous: the training loop donates its
-    buffers to the next jitted call right after saving.
+    ``keep`` most recent kept. ``best/<step>`` and ``best_train/<step>``: train state and loop
+    counters of the best evaluation / training return so far, one kept each. Saves are
+    synchronous: the training loop donates its buffers to the next jitted call right after
+    saving.
 
     Args:
       run_dir: the run directory.
@@ -27,10 +33,12 @@ class RunCheckpoints:
         self._last = ocp.CheckpointManager(
             Path(run_dir).absolute() / "checkpoints",
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, **sync))
-        self._best = ocp.CheckpointManager(
-            Path(run_dir).absolute() / "best",
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["eval_return"],
-                                                 best_mode="max", **sync))
+        self._best = {
+            kind: ocp.CheckpointManager(
+                Path(run_dir).absolute() / directory,
+                options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["return"],
+                                                     best_mode="max", **sync))
+            for kind, directory in BEST_DIRS.items()}
 
     def save(self, step: int, state: Any, replay_state: Any | None, loop: dict) -> None:
         """Save at env step ``step``; ``replay_state=None`` leaves the replay out."""
@@ -39,11 +47,13 @@ class RunCheckpoints:
             items["replay"] = ocp.args.StandardSave(replay_state)
         self._last.save(step, args=ocp.args.Composite(**items), force=True)
 
-    def save_best(self, step: int, state: Any, loop: dict, eval_return: float) -> None:
-        """Offer a checkpoint to the best-by-evaluation manager (kept only if best so far)."""
-        self._best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                      loop=ocp.args.JsonSave(loop)),
-                        metrics={"eval_return": float(eval_return)}, force=True)
+    def save_best(self, step: int, state: Any, loop: dict, value: float,
+                  kind: str = "eval") -> None:
+        """Offer a checkpoint to the best-by-``kind`` manager (a key of BEST_DIRS); it is kept
+        only if ``value`` (the return) is the best so far."""
+        self._best[kind].save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                            loop=ocp.args.JsonSave(loop)),
+                              metrics={"return": float(value)}, force=True)
 
     def latest_step(self) -> int | None:
         """Env step of the newest checkpoint, or None."""
@@ -71,4 +81,5 @@ class RunCheckpoints:
     def close(self) -> None:
         """Wait for pending writes and release the managers."""
         self._last.close()
-        self._best.close()
+        for manager in self._best.values():
+            manager.close()

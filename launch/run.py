@@ -104,7 +104,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
     replay_state = replay.init(np.zeros(spec.frame_shape, spec.frame_dtype),
                                np.zeros(spec.action_shape, spec.action_dtype))
     loop = dict(env_steps=0, vector_steps=0, episodes=0, replay_slots=0, grad_credit=0.0,
-                best_eval_return=None, restarts=0)
+                best_eval_return=None, best_train_return=None, restarts=0)
 
     if resume:
         step = checkpoints.latest_step()
@@ -123,6 +123,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
                 log.info("resumed from env step %d; the checkpoint has no replay contents, so "
                          "the buffer is refilled (%d env steps of warm-up before learning)",
                          step, training.learning_starts)
+            loop.setdefault("best_train_return", None)  # checkpoints from before it existed
             loop["restarts"] += 1
 
     envs_ = envs.make_vector_env(env_cfg.id, env_cfg.num_envs,
@@ -148,11 +149,12 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
 
     # Sampling needs n_step + 1 slots per stream, even when learning_starts asks for less.
     learning_starts = max(training.learning_starts, env_cfg.num_envs * (config.agent.n_step + 1))
+    train_window = training.best_train_window
     writer = SummaryWriter(str(run_dir))
     # Every knob of the run, in TensorBoard's Text tab beside the curves it explains.
     writer.add_text("config", "```\n" + json.dumps(config_lib.to_dict(config), indent=2) + "\n```",
                     loop["env_steps"])
-    recent_returns: collections.deque[float] = collections.deque(maxlen=20)
+    recent_returns: collections.deque[float] = collections.deque(maxlen=max(20, train_window))
     num_envs, total = env_cfg.num_envs, training.total_steps
     busy_time, last_metrics = 0.0, None
     window = dict(time=time.perf_counter(), env_steps=loop["env_steps"], grad_steps=0)
@@ -250,6 +252,14 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
                 for tag, value in scalars.items():
                     writer.add_scalar(tag, value, loop["env_steps"])
                 window = dict(time=now, env_steps=loop["env_steps"], grad_steps=grad_steps)
+                # Checked once per log interval, so a run of improving episodes is one save.
+                if train_window and len(recent_returns) >= train_window:
+                    train_return = float(np.mean(list(recent_returns)[-train_window:]))
+                    best = loop["best_train_return"]
+                    if best is None or train_return > best:
+                        loop["best_train_return"] = train_return
+                        checkpoints.save_best(loop["env_steps"], state, loop, train_return,
+                                              kind="train")
                 busy_time = 0.0
                 postfix = dict(env_sps=f"{env_sps:.0f}", grad_sps=f"{grad_sps:.1f}",
                                eps=f"{epsilon:.2f}")

@@ -468,7 +468,11 @@ class TrainingConfig:
     checkpoint_interval: int = 50_000
     """Env steps between checkpoints; >= 1."""
     keep_checkpoints: int = 3
-    """Most recent checkpoints kept (the best by evaluation return is kept apart); >= 1."""
+    """Most recent checkpoints kept (the best by evaluation and by training return are kept
+    apart); >= 1."""
+    best_train_window: int = 20
+    """Training episodes whose mean return decides the best_train/ checkpoint (seed 004 D:
+    restart a collapsed run from its best policy); 0 disables; >= 0."""
     save_replay: bool = True
     """Save the replay contents in checkpoints (else --resume refills the buffer)."""
 
@@ -483,6 +487,8 @@ class TrainingConfig:
         for name in ("batch_size", "grad_steps_per_call", "eval_episodes",
                      "checkpoint_interval", "keep_checkpoints"):
             _positive_int(f"training.{name}", getattr(self, name))
+        _check(isinstance(self.best_train_window, int) and self.best_train_window >= 0,
+               "training.best_train_window", self.best_train_window, "must be an integer >= 0")
         _check(isinstance(self.eval_interval, int) and self.eval_interval >= 0,
                "training.eval_interval", self.eval_interval, "must be an integer >= 0")
 

@@ -157,3 +157,30 @@ def test_controls_show_in_tensorboard_for_rainbow_and_tm20(tmp_path):
     grad = dict(tags["train/grad_steps"])
     for step, beta in tags["charts/importance_exponent"]:
         np.testing.assert_allclose(beta, min(1.0, 0.4 + 0.001 * grad[step]), atol=1e-6)
+
+
+def test_tqc_trains_on_pendulum_and_keeps_the_best_training_policy(tmp_path):
+    run_dir = tmp_path / "tqc"
+    result = run("--algo", "tqc", "--env.no-asynchronous", "--total-steps", "700",
+                 "--run-dir", str(run_dir), "--tqc.num-critics", "2", "--tqc.critic-hidden", "32",
+                 "--tqc.actor-hidden", "32", "--training.learning-starts", "200",
+                 "--training.batch-size", "32", "--training.eval-interval", "350",
+                 "--training.eval-episodes", "1", "--training.best-train-window", "2",
+                 "--env.max-episode-steps", "100", "--logging.log-interval", "100",
+                 "--logging.no-progress-bar")
+    assert "eval at env step 350" in result.stderr
+    tags = scalars(run_dir)
+    for tag in ("train/critic_loss", "train/actor_loss", "train/alpha", "train/entropy",
+                "train/q_taken_mean", "train/backup_std", "train/critic_grad_norm",
+                "train/critics_identical_fraction", "eval/return_mean"):
+        assert tag in tags, tag
+    assert all(v == 0.0 for _, v in tags["train/critics_identical_fraction"])
+    # Random warm-up, then the learned temperature moves away from its start of 1.
+    assert tags["train/alpha"][-1][1] < 1.0
+    best = list((run_dir / "best_train").iterdir())
+    assert len(best) == 1
+    saved = json.loads((best[0] / "loop" / "metadata").read_text())
+    returns = [v for _, v in tags["episode/return"]]
+    # The kept policy is the one with the best mean of 2 consecutive episodes seen at a log.
+    assert saved["best_train_return"] <= max(np.mean(returns[i:i + 2])
+                                             for i in range(len(returns) - 1)) + 1e-3
