@@ -147,7 +147,7 @@ def bench(args, algo):
         jax.block_until_ready((state, replay_state, metrics))
         elapsed = time.perf_counter() - t0
         steps = args.iters * args.grad_steps_per_call
-        assert np.isfinite(float(metrics["loss"])), metrics
+        assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
         print(f"algo={algo} batch={batch} grad_steps_per_call={args.grad_steps_per_call} "
               f"grad_steps_per_s={steps / elapsed:.4g} samples_per_s={steps * batch / elapsed:.4g} "
               f"ms_per_grad_step={1000 * elapsed / steps:.1f} compile_s={compile_s:.1f}",
