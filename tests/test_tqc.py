@@ -60,7 +60,7 @@ def test_truncated_target_hand_worked():
 
 def test_truncated_target_matches_numpy_reference():
     rng = np.random.default_rng(0)
-    for _ in range(50):
+    for _ in range(15):  # each new shape compiles afresh: keep the count modest
         n, m = rng.integers(1, 5), rng.integers(2, 30)
         drop = int(rng.integers(0, m)) * n
         z = rng.normal(size=(n, m)).astype(np.float32) * 5
