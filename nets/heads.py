@@ -1,5 +1,5 @@
 """Pieces shared by the value networks: the encoder (torso plus action history) and the
-(dueling, optionally noisy) head; and the DQN and C51 networks built from them."""
+(dueling, optionally noisy) head; and the DQN / C51 network built from them."""
 
 from __future__ import annotations
 
@@ -81,28 +81,13 @@ class ValueHead(nn.Module):
         return value + adv - adv.mean(axis=-2, keepdims=True)
 
 
-class QNetwork(nn.Module):
-    """DQN network (Mnih et al. 2015): encoder -> head -> Q(s, a).
+class ValueNetwork(nn.Module):
+    """Encoder -> head: K outputs per action (DQN: K = 1, Mnih et al. 2015; C51: K logits over
+    the atoms, Bellemare et al. 2017).
 
-    Attributes: encoder (:class:`Encoder`); head (:class:`ValueHead` with one output).
+    Attributes: encoder (:class:`Encoder`); head (:class:`ValueHead`).
     Call args: obs [B, k, *frame]; prev_actions int32 [B, h] or None; train; noisy.
-    Returns float32 [B, num_actions].
-    """
-
-    encoder: Encoder
-    head: ValueHead
-
-    def __call__(self, obs, *, prev_actions=None, train: bool, noisy: bool) -> jax.Array:
-        return self.head(self.encoder(obs, prev_actions, train), noisy)[..., 0]
-
-
-class C51Network(nn.Module):
-    """Categorical network (Bellemare et al. 2017): encoder -> head -> logits over atoms.
-
-    Attributes: encoder (:class:`Encoder`); head (:class:`ValueHead` with one output per atom).
-    Call args: obs [B, k, *frame]; prev_actions int32 [B, h] or None; train; noisy.
-    Returns float32 [B, num_actions, num_atoms] logits (softmax over the last axis gives the
-    return distribution on the fixed support).
+    Returns float32 [B, num_actions, outputs_per_action].
     """
 
     encoder: Encoder

@@ -24,7 +24,6 @@ import optax
 
 from nets import Encoder, ValueHead, make_torso
 from replay import Batch, DeviceReplay, ReplayState
-from rl import schedules
 from rl.config import Config
 
 
@@ -85,7 +84,8 @@ def _where_tree(cond: jax.Array, new: Any, old: Any) -> Any:
 class ValueAgent:
     """A value-based agent's pure functions, with the static config closed over.
 
-    Subclasses implement ``build_network``, ``_init_inputs``, ``_q`` and ``_losses``.
+    Subclasses implement ``build_network``, ``_q`` and ``_losses`` (and ``_init_inputs`` when
+    the network takes more than the observations).
 
     Attributes:
       config: the run config (static).
@@ -112,8 +112,8 @@ class ValueAgent:
         raise NotImplementedError
 
     def _init_inputs(self, obs: jax.Array) -> tuple:
-        """Positional network inputs for ``init`` (obs and any extra input)."""
-        raise NotImplementedError
+        """Positional network inputs for ``init``: the observations (IQN adds taus)."""
+        return (obs,)
 
     def _q(self, params, batch_stats, obs, prev_actions, key, *, noisy: bool) -> jax.Array:
         """Q values float32 [B, A] in inference mode (running normalisation statistics)."""
@@ -311,12 +311,17 @@ def sampled_updates(agent, state, replay_state: ReplayState, importance_exponent
     return state, replay_state, reduced
 
 
-def make_optimizer(config: Config) -> optax.GradientTransformation:
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """optax.clip_by_global_norm(max_norm), or the identity when max_norm is 0 (disabled)."""
+    return optax.clip_by_global_norm(max_norm) if max_norm > 0 else optax.identity()
+
+
+def make_optimizer(config: Config, lr: optax.Schedule) -> optax.GradientTransformation:
     """Global-norm clipping (skipped when max_grad_norm is 0), then adam / adamw / radam with
-    the learning-rate schedule; wrapped in optax.MultiSteps when grad_accumulation > 1 (the
-    mean gradient of k micro-batches, clipped, makes one update)."""
+    the learning-rate schedule ``lr`` (:func:`rl.schedules.learning_rate`); wrapped in
+    optax.MultiSteps when grad_accumulation > 1 (the mean gradient of k micro-batches, clipped,
+    makes one update)."""
     agent = config.agent
-    lr = schedules.learning_rate(agent)
     if agent.optimizer == "adam":
         opt = optax.adam(lr, eps=agent.adam_eps)
     elif agent.optimizer == "adamw":
@@ -325,8 +330,7 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
         opt = optax.chain(optax.scale_by_radam(eps=agent.adam_eps),
                           optax.add_decayed_weights(agent.weight_decay),
                           optax.scale_by_learning_rate(lr))
-    if agent.max_grad_norm > 0:
-        opt = optax.chain(optax.clip_by_global_norm(agent.max_grad_norm), opt)
+    opt = optax.chain(clip_by_global_norm(agent.max_grad_norm), opt)
     if agent.grad_accumulation > 1:
         opt = optax.MultiSteps(opt, every_k_schedule=agent.grad_accumulation)
     return opt

@@ -11,7 +11,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from nets import C51Network
+from nets import ValueNetwork
 from replay import Batch
 from rl import agent as agent_lib
 from rl import losses
@@ -27,8 +27,8 @@ class C51(ValueAgent):
     it is also the PER priority (Hessel et al. 2018)."""
 
     @classmethod
-    def build_network(cls, config: Config, num_actions: int, is_image: bool) -> C51Network:
-        return C51Network(agent_lib.encoder(config, num_actions, is_image),
+    def build_network(cls, config: Config, num_actions: int, is_image: bool) -> ValueNetwork:
+        return ValueNetwork(agent_lib.encoder(config, num_actions, is_image),
                           agent_lib.head(config, num_actions, config.agent.num_atoms))
 
     @property
@@ -36,9 +36,6 @@ class C51(ValueAgent):
         """float32 [num_atoms] atoms from v_min to v_max."""
         agent = self.config.agent
         return jnp.linspace(agent.v_min, agent.v_max, agent.num_atoms, dtype=jnp.float32)
-
-    def _init_inputs(self, obs):
-        return (obs,)
 
     def _q(self, params, batch_stats, obs, prev_actions, key, *, noisy):
         """Q as the expected value of the categorical distribution: float32 [B, A]."""

@@ -11,7 +11,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from nets import QNetwork
+from nets import ValueNetwork
 from replay import Batch
 from rl import agent as agent_lib
 from rl import losses
@@ -25,26 +25,24 @@ class DQN(ValueAgent):
     or the target net; Huber (threshold kappa) or 0.5 * td^2 loss; priorities |td|."""
 
     @classmethod
-    def build_network(cls, config: Config, num_actions: int, is_image: bool) -> QNetwork:
-        return QNetwork(agent_lib.encoder(config, num_actions, is_image),
+    def build_network(cls, config: Config, num_actions: int, is_image: bool) -> ValueNetwork:
+        return ValueNetwork(agent_lib.encoder(config, num_actions, is_image),
                         agent_lib.head(config, num_actions, 1))
-
-    def _init_inputs(self, obs):
-        return (obs,)
 
     def _q(self, params, batch_stats, obs, prev_actions, key, *, noisy):
         q, _ = self._apply(params, batch_stats, (obs,), prev_actions, key, train=False,
                            noisy=noisy)
-        return q
+        return q[..., 0]
 
     def _losses(self, params, state: TrainState, batch: Batch, key) -> LossTerms:
         agent, noisy = self.config.agent, self.config.network.noisy
         k_noise, k_noise_t, k_sel = jax.random.split(key, 3)
         q_tm1, batch_stats = self._apply(params, state.batch_stats, (batch.obs,),
                                          batch.prev_actions, k_noise, train=True, noisy=noisy)
+        q_tm1 = q_tm1[..., 0]
         q_a = jnp.take_along_axis(q_tm1, batch.action[:, None], axis=1)[:, 0]
-        q_t, _ = self._apply(state.target_params, state.target_batch_stats, (batch.next_obs,),
-                             batch.next_prev_actions, k_noise_t, train=False, noisy=noisy)
+        q_t = self._q(state.target_params, state.target_batch_stats, batch.next_obs,
+                      batch.next_prev_actions, k_noise_t, noisy=noisy)
         a_star = jnp.argmax(self._selector_q(params, state, batch, q_t, k_sel), axis=-1)
         bootstrap = jnp.take_along_axis(q_t, a_star[:, None], axis=1)[:, 0]
         backup = jax.lax.stop_gradient(self._clamp(batch.reward + batch.discount * bootstrap))

@@ -24,7 +24,8 @@ def make_agent(config: Config, num_actions: int, is_image: bool) -> ValueAgent |
     if config.agent.learner == "tqc":
         return make_tqc(config, num_actions, is_image)
     cls = LEARNERS[config.agent.learner]
+    lr_schedule = schedules.learning_rate(config.agent)
     return cls(config=config, num_actions=num_actions,
                network=cls.build_network(config, num_actions, is_image),
-               optimizer=make_optimizer(config), lr_schedule=schedules.learning_rate(config.agent),
+               optimizer=make_optimizer(config, lr_schedule), lr_schedule=lr_schedule,
                replay=make_replay(config), target_bound=target_bound(config, num_actions))

@@ -22,7 +22,7 @@ from nets import make_torso
 from nets.tqc import CriticEnsemble, TanhGaussianActor
 from replay import Batch, DeviceReplay, ReplayState
 from rl import losses
-from rl.agent import make_replay, sampled_updates, target_bound
+from rl.agent import clip_by_global_norm, make_replay, sampled_updates, target_bound
 from rl.config import Config
 
 
@@ -57,10 +57,6 @@ the policy entropy (-log pi mean); Q of the taken action (mean over critics and 
 mean and std over the batch, min, max); backup (target atom) mean and std; global grad norms
 before clipping; the share of the batch where two critics give the same Q (|dQ| < 1e-6);
 mean importance weight."""
-
-
-def _clip(max_norm: float) -> optax.GradientTransformation:
-    return optax.clip_by_global_norm(max_norm) if max_norm > 0 else optax.identity()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +185,8 @@ class TQC:
 
         (actor_loss, log_prob), actor_grads = jax.value_and_grad(
             self._actor_loss, has_aux=True)(state.actor_params, state, batch.obs, k_actor)
+        # Computed every step and kept only when due: with the default delay of 1 nothing is
+        # wasted, and a select keeps the step one straight-line program.
         due = state.grad_steps % tqc.policy_delay == 0
         updates, actor_opt_state = self.actor_optimizer.update(
             actor_grads, state.actor_opt_state, state.actor_params)
@@ -252,9 +250,9 @@ def make_tqc(config: Config, action_dim: int, is_image: bool) -> TQC:
     target_entropy = (-float(action_dim) if tqc.target_entropy is None
                       else float(tqc.target_entropy))
     return TQC(config=config, action_dim=action_dim, actor=actor, critic=critic,
-               actor_optimizer=optax.chain(_clip(tqc.actor_grad_clip),
+               actor_optimizer=optax.chain(clip_by_global_norm(tqc.actor_grad_clip),
                                            adam(tqc.actor_learning_rate)),
-               critic_optimizer=optax.chain(_clip(tqc.critic_grad_clip),
+               critic_optimizer=optax.chain(clip_by_global_norm(tqc.critic_grad_clip),
                                             adam(tqc.critic_learning_rate)),
                alpha_optimizer=adam(tqc.alpha_learning_rate), replay=make_replay(config),
                target_bound=target_bound(config, action_dim), target_entropy=target_entropy)

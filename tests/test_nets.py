@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nets import (C51Network, Encoder, IQNNetwork, ImpalaCNN, NoisyDense, QNetwork, ValueHead,
+from nets import (Encoder, IQNNetwork, ImpalaCNN, NoisyDense, ValueHead, ValueNetwork,
                   adaptive_max_pool, make_torso)
 from rl.config import NetworkConfig
 
@@ -96,13 +96,13 @@ def test_dueling_head_is_value_plus_centred_advantage():
 
 
 @pytest.mark.parametrize("norm", ["none", "layer", "batch"])
-def test_q_and_c51_networks_with_norm_and_action_history(norm):
+def test_value_network_with_norm_and_action_history(norm):
     cfg = NetworkConfig(torso="small_cnn", cnn_channels=(4, 8), norm=norm)
     obs = jnp.asarray(np.random.default_rng(0).integers(0, 255, (3, 2, 36, 36)), jnp.uint8)
     prev = jnp.array([[-1, -1], [-1, 2], [1, 0]], jnp.int32)
-    for net, shape in [(QNetwork(Encoder(make_torso(cfg, True), 3, 8), ValueHead(3, 1, 8)), (3, 3)),
-                       (C51Network(Encoder(make_torso(cfg, True), 3, 8), ValueHead(3, 11, 8)),
-                        (3, 3, 11))]:
+    for outputs in (1, 11):  # DQN, C51 atoms
+        net = ValueNetwork(Encoder(make_torso(cfg, True), 3, 8), ValueHead(3, outputs, 8))
+        shape = (3, 3, outputs)
         variables = net.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)},
                              obs, prev_actions=prev, train=False, noisy=True)
         out = net.apply(variables, obs, prev_actions=prev, train=False, noisy=False)

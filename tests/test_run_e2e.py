@@ -181,6 +181,6 @@ def test_tqc_trains_on_pendulum_and_keeps_the_best_training_policy(tmp_path):
     assert len(best) == 1
     saved = json.loads((best[0] / "loop" / "metadata").read_text())
     returns = [v for _, v in tags["episode/return"]]
-    # The kept policy is the one with the best mean of 2 consecutive episodes seen at a log.
-    assert saved["best_train_return"] <= max(np.mean(returns[i:i + 2])
-                                             for i in range(len(returns) - 1)) + 1e-3
+    # The kept value is the mean of 2 consecutive episodes (the window at some log step).
+    pair_means = [np.mean(returns[i:i + 2]) for i in range(len(returns) - 1)]
+    assert min(abs(saved["best_train_return"] - m) for m in pair_means) < 1e-3
