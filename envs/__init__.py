@@ -1,7 +1,9 @@
 """Host-side environments: gymnasium construction with BTR / Atari preprocessing, vector envs,
 the replay-slot collector and evaluation rollouts. numpy only: no jax in this package."""
 
-from envs.collector import SLOT_KEYS, ActionHistory, Collector, EpisodeStats, FrameStacker
+from envs.collector import (SLOT_KEYS, ActionHistory, Collector, EpisodeStats, FrameStacker,
+                            replay_reward)
+from envs.demos import DemoEpisode, DemoError, demo_slots, load_demos
 from envs.evaluation import evaluate
 from envs.make import (
     ACTION_SPACES,
@@ -22,13 +24,18 @@ __all__ = [
     "ActionRepeat",
     "CarRacingGasBrakeSteer",
     "Collector",
+    "DemoEpisode",
+    "DemoError",
     "EnvIdError",
     "EnvSpec",
     "EpisodeStats",
     "FrameStacker",
     "check_env_id",
+    "demo_slots",
     "env_spec",
     "evaluate",
+    "load_demos",
     "make_env",
     "make_vector_env",
+    "replay_reward",
 ]

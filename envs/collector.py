@@ -15,7 +15,8 @@ from gymnasium.vector import AutoresetMode
 
 from envs.make import EnvSpec
 
-__all__ = ["ActionHistory", "Collector", "EpisodeStats", "FrameStacker", "SLOT_KEYS"]
+__all__ = ["ActionHistory", "Collector", "EpisodeStats", "FrameStacker", "SLOT_KEYS",
+           "replay_reward"]
 
 SLOT_KEYS = ("obs", "action", "reward", "terminated", "truncated", "valid", "steps_since_start")
 """The keys of a slot dict returned by :meth:`Collector.step`, in a fixed order."""
@@ -33,6 +34,15 @@ class EpisodeStats:
     """Number of agent steps (actions taken) in the episode."""
     truncated: bool
     """True if the episode ended by truncation (time limit), False if it terminated."""
+
+
+def replay_reward(raw: np.ndarray, reward_scale: float, reward_clip: float | None) -> np.ndarray:
+    """The reward as stored in replay: float32 ``raw * reward_scale``, then clipped to
+    ``[-reward_clip, reward_clip]`` unless ``reward_clip`` is None (same shape as ``raw``)."""
+    reward = (np.asarray(raw, np.float64) * reward_scale).astype(np.float32)
+    if reward_clip is not None:
+        reward = np.clip(reward, -reward_clip, reward_clip)
+    return reward
 
 
 class FrameStacker:
@@ -219,10 +229,7 @@ class Collector:
         raw = np.asarray(reward, dtype=np.float64)
         terminated = np.asarray(terminated, dtype=bool)
         truncated = np.asarray(truncated, dtype=bool)
-        reward32 = (raw * self.reward_scale).astype(np.float32)
-        if self.reward_clip is not None:
-            reward32 = np.clip(reward32, -self.reward_clip, self.reward_clip)
-        slot["reward"] = reward32
+        slot["reward"] = replay_reward(raw, self.reward_scale, self.reward_clip)
         slot["terminated"] = terminated
         slot["truncated"] = truncated
 

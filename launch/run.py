@@ -84,13 +84,46 @@ def _env_kwargs(config: Config) -> dict:
                 action_space=config.env.action_space)
 
 
-def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> int:
+DEMO_CHUNK = 1024
+"""Demo slots written to the replay per device call when injecting."""
+
+
+def load_demo_slots(config: Config, spec: envs.EnvSpec) -> dict[str, np.ndarray] | None:
+    """The replay slots of ``demos.path`` (``envs.demo_slots``), or None without demos.
+
+    Raises:
+      DemoError: unusable demo files (see ``envs.load_demos``).
+      ConfigError: the demos (times injection_repeat) need more slots per stream than the
+        replay holds, so they would overwrite each other.
+    """
+    demos = config.demos
+    if demos.path is None:
+        return None
+    episodes = envs.load_demos(demos.path, spec, frame_skip=config.env.frame_skip)
+    slots = envs.demo_slots(episodes, spec, config.env.num_envs, repeat=demos.injection_repeat,
+                            reward_scale=config.env.reward_scale,
+                            reward_clip=config.env.reward_clip)
+    per_stream = config.replay.capacity // config.env.num_envs
+    if len(slots["valid"]) > per_stream:
+        raise ConfigError("demos.path", demos.path,
+                          f"holds {len(episodes)} episodes that, injected "
+                          f"{demos.injection_repeat} times, take {len(slots['valid'])} slots per "
+                          f"env stream; the replay holds {per_stream} per stream "
+                          "(replay.capacity / env.num_envs): raise replay.capacity or lower "
+                          "demos.injection_repeat")
+    return slots
+
+
+def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
+          demo_slots: dict[str, np.ndarray] | None = None) -> int:
     """Run (or continue) training; returns the process exit code (0 done, 130 interrupted).
 
     Args:
       config: the resolved config; spec: the env's spaces (``envs.env_spec``).
       run_dir: the run directory (config already written); resume: restore its latest
         checkpoint.
+      demo_slots: demonstrations to inject (:func:`load_demo_slots`) into a fresh replay, or
+        None; a replay restored from a checkpoint already holds them.
     """
     env_cfg, training = config.env, config.training
     agent = make_agent(config, spec.num_actions, spec.is_image)
@@ -136,6 +169,21 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
 
     add = jax.jit(replay.add, donate_argnums=0)
     update = jax.jit(agent.update, donate_argnums=(0, 1))
+    set_demo_weight = jax.jit(replay.set_demo_weight, donate_argnums=0)
+    demo_weight = None
+    if demo_slots is not None:
+        demo_weight = schedules.demo_sampling_weight(config.demos, loop["env_steps"])
+        if loop["replay_slots"] == 0:  # a fresh replay: not restored with its demos
+            replay_state = set_demo_weight(replay_state, demo_weight)
+            add_sequence = jax.jit(replay.add_sequence, donate_argnums=0)
+            length = len(demo_slots["valid"])
+            for start in range(0, length, DEMO_CHUNK):
+                chunk = {k: v[start:start + DEMO_CHUNK] for k, v in demo_slots.items()}
+                replay_state = add_sequence(replay_state, chunk)
+            per_stream = replay.capacity_per_stream
+            log.info("injected %d demo transitions (%d slots per env stream, %d left for the "
+                     "agent's own before demos are overwritten); demo sampling weight %.3g",
+                     int(demo_slots["valid"].sum()), length, per_stream - length, demo_weight)
 
     @functools.partial(jax.jit, static_argnames="noisy")
     def act(state, obs, prev_actions, key, step, epsilon, noisy):
@@ -249,6 +297,12 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool) -> in
                 if last_metrics is not None:
                     scalars.update({f"train/{k}": float(v)
                                     for k, v in jax.device_get(last_metrics).items()})
+                if demo_weight is not None:
+                    weight = schedules.demo_sampling_weight(config.demos, loop["env_steps"])
+                    if weight != demo_weight:
+                        replay_state = set_demo_weight(replay_state, weight)
+                        demo_weight = weight
+                    scalars["charts/demo_sampling_weight"] = demo_weight
                 for tag, value in scalars.items():
                     writer.add_scalar(tag, value, loop["env_steps"])
                 window = dict(time=now, env_steps=loop["env_steps"], grad_steps=grad_steps)
@@ -319,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"does not fit {config.env.id} with {kind} actions: tqc needs "
                               "continuous actions, iqn / c51 / dqn discrete ones (see "
                               "env.action_space)")
+        demo_slots = load_demo_slots(config, spec)
         run_dir = invocation.resume_dir or Path(config.logging.run_dir or default_run_dir(config))
         if invocation.resume_dir is None and (run_dir / "config.json").exists():
             raise ConfigError("logging.run_dir", str(run_dir),
@@ -331,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     config_lib.save(config, run_dir / "config.json")
     _setup_logging(run_dir)
     log.info("run directory %s (tensorboard --logdir %s)", run_dir, run_dir.parent)
-    return train(config, spec, run_dir, resume=invocation.resume_dir is not None)
+    return train(config, spec, run_dir, resume=invocation.resume_dir is not None,
+                 demo_slots=demo_slots)
 
 
 if __name__ == "__main__":

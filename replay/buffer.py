@@ -46,9 +46,13 @@ class ReplayState:
       truncated: bool ``[E, C]``, episode was cut after the action (bootstrap).
       valid: bool ``[E, C]``, False for autoreset (final-observation) slots.
       steps_since_start: int32 ``[E, C]``, steps since the episode began for ``obs``.
-      sum_tree: float32 ``[2L]`` priorities, leaf ``stream * C + ring_index``; 0 for
-        positions that may not be sampled.
+      is_demo: bool ``[E, C]``, the slot comes from a recorded demonstration.
+      sum_tree: float32 ``[2L]`` sampling weights, leaf ``stream * C + ring_index``:
+        ``(priority + eps) ** alpha`` (1 when uniform), times ``demo_weight`` for demo
+        slots; 0 for positions that may not be sampled.
       max_priority: float32 ``[]``, largest ``priority + eps`` seen (starts at 1.0).
+      demo_weight: float32 ``[]``, current demo sampling weight (starts at 1.0; see
+        :meth:`DeviceReplay.set_demo_weight`).
       count: int32 ``[]``, number of ``add`` calls so far.
     """
 
@@ -59,8 +63,10 @@ class ReplayState:
     truncated: jax.Array
     valid: jax.Array
     steps_since_start: jax.Array
+    is_demo: jax.Array
     sum_tree: jax.Array
     max_priority: jax.Array
+    demo_weight: jax.Array
     count: jax.Array
 
 
@@ -84,6 +90,7 @@ class Batch:
         :meth:`DeviceReplay.set_priorities`.
       weights: float32 ``[B]`` importance weights, max-normalised within the batch
         (all 1 in uniform mode).
+      is_demo: bool ``[B]``, the start slot comes from a recorded demonstration.
     """
 
     obs: Any
@@ -96,6 +103,7 @@ class Batch:
     n_steps: jax.Array
     indices: jax.Array
     weights: jax.Array
+    is_demo: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,8 +192,8 @@ class DeviceReplay:
             a scalar integer when ``action_history > 0``.
 
         Returns:
-          A :class:`ReplayState` with zeroed rings, zero sum tree, ``max_priority=1``
-          and ``count=0``.
+          A :class:`ReplayState` with zeroed rings, zero sum tree, ``max_priority=1``,
+          ``demo_weight=1`` and ``count=0``.
 
         Raises:
           ValueError: if ``action_history > 0`` and the action is not a scalar integer.
@@ -211,8 +219,10 @@ class DeviceReplay:
             truncated=jnp.zeros(lead, jnp.bool_),
             valid=jnp.zeros(lead, jnp.bool_),
             steps_since_start=jnp.zeros(lead, jnp.int32),
+            is_demo=jnp.zeros(lead, jnp.bool_),
             sum_tree=sum_tree.init(self.num_leaves),
             max_priority=jnp.ones((), jnp.float32),
+            demo_weight=jnp.ones((), jnp.float32),
             count=jnp.zeros((), jnp.int32),
         )
 
@@ -227,6 +237,7 @@ class DeviceReplay:
         truncated: jax.Array,
         valid: jax.Array,
         steps_since_start: jax.Array,
+        is_demo: jax.Array | None = None,
     ) -> ReplayState:
         """Writes one slot per stream at ring index ``count % C`` and updates the tree.
 
@@ -239,12 +250,15 @@ class DeviceReplay:
           truncated: bool ``[E]``.
           valid: bool ``[E]``; False for autoreset slots (obs = final observation).
           steps_since_start: int ``[E]``.
+          is_demo: bool ``[E]``, the slot comes from a demonstration; None means all
+            False.
 
         Every input is cast to the stored dtype.
 
         Returns:
           The new state. The leaf of position ``t - n_step`` (which now has its n
-          future slots) is set to ``max_priority ** alpha`` (1 if uniform) when valid;
+          future slots) is set to ``max_priority ** alpha`` (1 if uniform), times
+          ``demo_weight`` if it is a demo slot, when valid;
           leaves ``t .. t + H`` (mod C, ``H`` = :attr:`history`) are zeroed: the new
           slot has no future yet and the oldest H positions just lost the start of
           their frame or action history.
@@ -257,7 +271,10 @@ class DeviceReplay:
             (obs, action, reward, terminated, truncated, valid, steps_since_start),
             (num_streams,),
         )
-        chex.assert_shape((reward, terminated, truncated, valid, steps_since_start), (num_streams,))
+        if is_demo is None:
+            is_demo = jnp.zeros((num_streams,), jnp.bool_)
+        chex.assert_shape((reward, terminated, truncated, valid, steps_since_start, is_demo),
+                          (num_streams,))
         t = state.count
         write = t % capacity
 
@@ -267,6 +284,7 @@ class DeviceReplay:
             return jax.lax.dynamic_update_index_in_dim(ring, x, write, axis=1)
 
         new_valid = put(state.valid, valid)
+        new_is_demo = put(state.is_demo, is_demo)
         streams = jnp.arange(num_streams, dtype=jnp.int32) * capacity
 
         # Position t - n now has its n future slots.
@@ -277,7 +295,8 @@ class DeviceReplay:
             if self.prioritized
             else jnp.float32(1.0)
         )
-        ready_values = jnp.where(ready, fresh, 0.0)
+        ready_values = jnp.where(ready, fresh * self._demo_factor(state, new_is_demo[:, ready_ring]),
+                                 0.0)
 
         # The written slot and the H oldest positions are no longer sampleable.
         stale_rings = (t + jnp.arange(self.history + 1, dtype=jnp.int32)) % capacity
@@ -295,9 +314,57 @@ class DeviceReplay:
             truncated=put(state.truncated, truncated),
             valid=new_valid,
             steps_since_start=put(state.steps_since_start, steps_since_start),
+            is_demo=new_is_demo,
             sum_tree=sum_tree.set(state.sum_tree, indices, values),
             count=t + 1,
         )
+
+    def add_sequence(self, state: ReplayState, slots: dict[str, Any]) -> ReplayState:
+        """Applies :meth:`add` to L consecutive vector steps in one ``lax.scan``.
+
+        Used to inject recorded demonstrations without one host round trip per step.
+
+        Args:
+          state: current state.
+          slots: dict of :meth:`add`'s keyword arguments (``obs`` .. ``is_demo``), each
+            with leading axes ``[L, E]``.
+
+        Returns:
+          The state after the L adds (``count`` grows by L).
+        """
+
+        def step(carry, slot):
+            return self.add(carry, **slot), None
+
+        state, _ = jax.lax.scan(step, state, slots)
+        return state
+
+    def _demo_factor(self, state: ReplayState, is_demo: jax.Array) -> jax.Array:
+        """float32, ``demo_weight`` where ``is_demo`` else 1 (same shape as ``is_demo``)."""
+        return jnp.where(is_demo, state.demo_weight, jnp.float32(1.0))
+
+    def set_demo_weight(self, state: ReplayState, weight: float | jax.Array) -> ReplayState:
+        """Sets the demo sampling weight: every sampleable demo leaf is rescaled by
+        ``weight / demo_weight``, so a demo position is drawn ``weight`` times as often as
+        a non-demo one of equal priority (seed 004's DEMO_SAMPLING_WEIGHT, decayed by the
+        caller with :func:`rl.schedules.demo_sampling_weight`).
+
+        The importance weights of :meth:`sample` do not undo this bias; they correct
+        only the priorities.
+
+        Args:
+          state: current state.
+          weight: float scalar > 0 (may be traced; not checked inside jit).
+
+        Returns:
+          The new state; its whole sum tree is rebuilt from the leaves (O(E * C)), so
+          call it once per log interval, not per step.
+        """
+        weight = jnp.asarray(weight, jnp.float32)
+        leaves = sum_tree.get(state.sum_tree, jnp.arange(self.num_leaves, dtype=jnp.int32))
+        demo = state.is_demo.reshape(-1)
+        leaves = jnp.where(demo, leaves * (weight / state.demo_weight), leaves)
+        return state.replace(sum_tree=sum_tree.build(leaves), demo_weight=weight)
 
     # ----------------------------------------------------------------- sample
     def _stack(self, state: ReplayState, stream: jax.Array, ring_index: jax.Array) -> Any:
@@ -365,6 +432,7 @@ class DeviceReplay:
             n_steps=m,
             indices=indices,
             weights=jnp.ones(indices.shape, jnp.float32),
+            is_demo=state.is_demo[stream, start],
         )
 
     def sample(
@@ -379,7 +447,9 @@ class DeviceReplay:
         Start i is drawn with probability ``P(i) = leaf_i / total`` (uniform over
         sampleable positions when ``prioritized=False``). Importance weights follow
         Schaul et al. 2016, Sec. 3.4: ``w_i = (N * P(i)) ** (-beta) / max_j w_j``, with
-        N = :meth:`size` and beta = ``importance_exponent`` (annealed by the learner).
+        N = :meth:`size` and beta = ``importance_exponent`` (annealed by the learner),
+        where P(i) leaves out the demo weight: the demo bias is deliberate and is not
+        importance-corrected (``w_i ∝ ((p_i + eps) ** alpha) ** (-beta)``).
 
         Args:
           state: current state; must satisfy :meth:`can_sample`, else the batch is
@@ -395,13 +465,10 @@ class DeviceReplay:
         batch = self._gather(state, indices)
         if not self.prioritized:
             return batch
-        leaf = sum_tree.get(state.sum_tree, indices)
-        # Log space avoids overflow of (N P)^-beta; the max-normalisation cancels N/total.
-        log_w = -jnp.asarray(importance_exponent, jnp.float32) * (
-            jnp.log(self.size(state).astype(jnp.float32))
-            + jnp.log(leaf)
-            - jnp.log(sum_tree.total(state.sum_tree))
-        )
+        priority = sum_tree.get(state.sum_tree, indices) / self._demo_factor(state, batch.is_demo)
+        # Log space avoids overflow of (N P)^-beta; the max-normalisation cancels N / total,
+        # so only the priority term is left.
+        log_w = -jnp.asarray(importance_exponent, jnp.float32) * jnp.log(priority)
         weights = jnp.exp(log_w - jnp.max(log_w))
         return batch.replace(weights=weights.astype(jnp.float32))
 
@@ -411,8 +478,9 @@ class DeviceReplay:
     ) -> ReplayState:
         """Stores ``(priority + eps) ** alpha`` at flat ``indices`` (Schaul et al. 2016).
 
-        Leaves that are currently 0 (no longer sampleable, e.g. overwritten since they
-        were sampled) are left at 0. ``max_priority`` becomes
+        Demo slots get that times ``demo_weight``. Leaves that are currently 0 (no longer
+        sampleable, e.g. overwritten since they were sampled) are left at 0.
+        ``max_priority`` becomes
         ``max(max_priority, max(priorities + eps))``. A no-op when uniform.
 
         Args:
@@ -427,7 +495,8 @@ class DeviceReplay:
             return state
         indices = jnp.asarray(indices, jnp.int32)
         priorities = jnp.asarray(priorities, jnp.float32) + jnp.float32(self.priority_eps)
-        values = priorities ** jnp.float32(self.priority_exponent)
+        demo = state.is_demo.reshape(-1)[indices]
+        values = priorities ** jnp.float32(self.priority_exponent) * self._demo_factor(state, demo)
         alive = sum_tree.get(state.sum_tree, indices) > 0
         values = jnp.where(alive, values, 0.0)
         return state.replace(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["init", "set", "total", "get", "sample", "num_leaves_capacity"]
+__all__ = ["init", "build", "set", "total", "get", "sample", "num_leaves_capacity"]
 
 
 def _sizes(tree: jax.Array) -> tuple[int, int]:
@@ -25,6 +25,11 @@ def _sizes(tree: jax.Array) -> tuple[int, int]:
     if size < 2 or num_leaves & (num_leaves - 1):
         raise ValueError(f"sum tree must have shape [2 * 2**d], got shape {tree.shape}")
     return num_leaves, num_leaves.bit_length() - 1
+
+
+def _leaf_capacity(num_leaves: int) -> int:
+    """Next power of two >= ``num_leaves`` (>= 1)."""
+    return 1 << (num_leaves - 1).bit_length()
 
 
 def num_leaves_capacity(tree: jax.Array) -> int:
@@ -46,8 +51,26 @@ def init(num_leaves: int) -> jax.Array:
     """
     if not isinstance(num_leaves, int) or num_leaves < 1:
         raise ValueError(f"num_leaves must be an int >= 1, got {num_leaves!r}")
-    capacity = 1 << (num_leaves - 1).bit_length()
+    capacity = _leaf_capacity(num_leaves)
     return jnp.zeros((2 * capacity,), jnp.float32)
+
+
+def build(leaves: jax.Array) -> jax.Array:
+    """Builds a sum tree holding ``leaves`` (float ``[N]``, non-negative), bottom up.
+
+    Returns:
+      float32 ``[2L]``, ``L`` = next power of two >= N; padding leaves are 0. Equal to
+      ``set(init(N), arange(N), leaves)``.
+    """
+    leaves = jnp.asarray(leaves, jnp.float32).reshape(-1)
+    capacity = _leaf_capacity(max(leaves.shape[0], 1))
+    level = jnp.zeros((capacity,), jnp.float32).at[: leaves.shape[0]].set(leaves)
+    levels = [level]
+    while level.shape[0] > 1:
+        level = level[0::2] + level[1::2]
+        levels.append(level)
+    # Node 0 is unused; then the root (size 1), its children (size 2), ..., the leaves.
+    return jnp.concatenate([jnp.zeros((1,), jnp.float32)] + levels[::-1])
 
 
 def set(tree: jax.Array, indices: jax.Array, values: jax.Array) -> jax.Array:  # noqa: A001

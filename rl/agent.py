@@ -268,7 +268,8 @@ class ValueAgent:
           state: the train state (donate it when jitting).
           replay_state: the replay contents (donate it too).
           importance_exponent: PER beta (float scalar) for this call.
-        Returns (state, replay_state, float32 scalar metrics).
+        Returns (state, replay_state, float32 scalar metrics named in METRIC_NAMES and
+        SAMPLING_METRIC_NAMES).
         """
         return sampled_updates(self, state, replay_state, importance_exponent)
 
@@ -276,14 +277,19 @@ class ValueAgent:
 LAST_VALUE_METRICS = ("learning_rate", "target_age", "target_param_gap", "alpha")
 """Metrics an update call reports from its last grad step instead of averaging."""
 
+SAMPLING_METRIC_NAMES = ("demo_fraction",)
+"""Metrics of the sampled batches that every learner's update adds: the share of
+demonstration transitions (seed 004's demo_fraction_in_batch)."""
+
 
 def sampled_updates(agent, state, replay_state: ReplayState, importance_exponent: jax.Array):
     """``config.training.grad_steps_per_call`` grad steps, each sampling a fresh batch from
     ``agent.replay`` and writing the new priorities back (prioritized replay).
 
     ``agent`` is any learner with ``config``, ``replay`` and ``learn_step(state, batch, key) ->
-    (state, metrics, priorities)``; ``state`` has an ``rng`` field. Metrics are averaged over the
-    steps, except names ending in ``_min`` / ``_max`` (min / max) and LAST_VALUE_METRICS (last).
+    (state, metrics, priorities)``; ``state`` has an ``rng`` field. The learner's metrics plus
+    SAMPLING_METRIC_NAMES are averaged over the steps, except names ending in ``_min`` /
+    ``_max`` (min / max) and LAST_VALUE_METRICS (last).
     """
     cfg = agent.config
     steps = []
@@ -296,7 +302,7 @@ def sampled_updates(agent, state, replay_state: ReplayState, importance_exponent
         state, metrics, priorities = agent.learn_step(state.replace(rng=rng), batch, k_loss)
         if cfg.replay.prioritized:
             replay_state = agent.replay.set_priorities(replay_state, batch.indices, priorities)
-        steps.append(metrics)
+        steps.append(dict(metrics, demo_fraction=batch.is_demo.mean(dtype=jnp.float32)))
     stacked = {k: jnp.stack([m[k] for m in steps]) for k in steps[0]}
     reduced = {}
     for k, v in stacked.items():

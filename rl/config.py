@@ -448,6 +448,36 @@ class ReplayConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """Recorded demonstrations injected into the replay at the start of a run (seed 004's
+    PLAYER_RUNS section). The episode files and how to record them: ``envs/demos.py`` and
+    ``launch/record_demos.py``."""
+
+    path: str | None = None
+    """Directory of demo episodes (``episode_*.npz``) recorded on this run's env with the
+    same frame_skip; None: no demos."""
+    injection_repeat: int = 1
+    """Times the whole demo set is written into the replay (seed 004
+    DEMO_INJECTION_REPEAT); >= 1."""
+    sampling_weight: float = 1.0
+    """Initial demo sampling weight w0: a demo transition is drawn w0 times as often as an
+    agent transition of equal priority (seed 004 DEMO_SAMPLING_WEIGHT); > 0."""
+    weight_decay_samples: int = 200_000
+    """Collected env steps n over which the weight decays linearly to 1:
+    ``w = 1 + (w0 - 1) * (1 - min(1, n / weight_decay_samples))`` (seed 004
+    DEMO_WEIGHT_DECAY_SAMPLES; a fixed weight kept demos at 93% of every batch); >= 1."""
+
+    def __post_init__(self):
+        _check_number_fields(self, "demos")
+        _check(self.path is None or isinstance(self.path, str) and self.path != "",
+               "demos.path", self.path, "must be a directory path or None")
+        _positive_int("demos.injection_repeat", self.injection_repeat)
+        _check(self.sampling_weight > 0, "demos.sampling_weight", self.sampling_weight,
+               "must be > 0")
+        _positive_int("demos.weight_decay_samples", self.weight_decay_samples)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """Loop sizes: steps, replay ratio, batch, evaluation and checkpoint cadence."""
 
@@ -522,6 +552,7 @@ class Config:
     agent: AgentConfig = AgentConfig()
     tqc: TQCConfig = TQCConfig()
     replay: ReplayConfig = ReplayConfig()
+    demos: DemoConfig = DemoConfig()
     training: TrainingConfig = TrainingConfig()
     logging: LoggingConfig = LoggingConfig()
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
-from rl.config import (AgentConfig, Config, ConfigError, EnvConfig, NetworkConfig, ReplayConfig,
-                       TQCConfig, TrainingConfig)
+from rl.config import (AgentConfig, Config, ConfigError, DemoConfig, EnvConfig, NetworkConfig,
+                       ReplayConfig, TQCConfig, TrainingConfig)
 
 
 def iqn_btr() -> Config:
@@ -201,8 +201,10 @@ def tqc_tm20() -> Config:
     step, 8 top quantiles dropped per critic, n-step 1, grad clip 1.0 for actor and critics,
     backup clip 100 (= 1 / (1 - 0.99) for tanh rewards), 5,000 warm-up env steps, twin critics
     initialised independently. tmrl's SAC defaults for the rest: actor lr 1e-5, critic lr
-    5e-5, batch 256, Polyak 0.005, actor and critic MLPs 2 x 256 (over Nature-CNN features). Rewards clipped to 1 stand in for seed 004's tanh.
-    Demonstrations (weight decaying over 200k samples) are not wired in yet.
+    5e-5, batch 256, Polyak 0.005, actor and critic MLPs 2 x 256 (over Nature-CNN features).
+    Rewards clipped to 1 stand in for seed 004's tanh. Demonstrations, when given with
+    ``--demos.path DIR``: injected twice, sampling weight 2.5 decaying to 1 over 200k collected
+    samples (seed 004's recommended PLAYER_RUNS values and its decay fix).
     """
     return Config(
         algo="tqc_tm20",
@@ -219,6 +221,7 @@ def tqc_tm20() -> Config:
                       actor_learning_rate=1e-5, critic_learning_rate=5e-5, learn_alpha=False,
                       alpha=0.01, actor_grad_clip=1.0, critic_grad_clip=1.0),
         replay=ReplayConfig(capacity=100_000, prioritized=False),
+        demos=DemoConfig(injection_repeat=2, sampling_weight=2.5, weight_decay_samples=200_000),
         training=TrainingConfig(total_steps=1_000_000, learning_starts=5_000, replay_ratio=6.0,
                                 batch_size=256, eval_interval=25_000, eval_episodes=3),
     )

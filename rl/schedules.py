@@ -1,5 +1,5 @@
-"""Schedules: exploration and PER beta on the host (from the loop's counters), learning rate
-as an optax schedule of optimizer updates (inside the jitted learner)."""
+"""Schedules: exploration, PER beta and the demo sampling weight on the host (from the loop's
+counters), learning rate as an optax schedule of optimizer updates (inside the jitted learner)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import optax
 
-from rl.config import AgentConfig, ReplayConfig
+from rl.config import AgentConfig, DemoConfig, ReplayConfig
 
 
 def epsilon(agent: AgentConfig, env_step: int, total_steps: int, episodes: int = 0) -> float:
@@ -43,6 +43,13 @@ def importance_exponent(replay: ReplayConfig, env_step: int, total_steps: int,
     if replay.importance_exponent_schedule == "increment":
         return min(1.0, start + replay.importance_exponent_increment * grad_steps)
     return start + (1.0 - start) * min(1.0, env_step / total_steps)
+
+
+def demo_sampling_weight(demos: DemoConfig, collected: int) -> float:
+    """Demo sampling weight after ``collected`` env steps of the agent's own (seed 004 C):
+    ``1 + (w0 - 1) * (1 - min(1, collected / weight_decay_samples))``, w0 = sampling_weight."""
+    w0 = demos.sampling_weight
+    return 1.0 + (w0 - 1.0) * (1.0 - min(1.0, collected / demos.weight_decay_samples))
 
 
 def learning_rate(agent: AgentConfig) -> optax.Schedule:

@@ -228,7 +228,8 @@ class TQC:
     def update(self, state: TQCState, replay_state: ReplayState, importance_exponent: jax.Array
                ) -> tuple[TQCState, ReplayState, dict[str, jax.Array]]:
         """``training.grad_steps_per_call`` TQC steps in one device call (see
-        :func:`rl.agent.sampled_updates`); donate state and replay_state when jitting."""
+        :func:`rl.agent.sampled_updates`); donate state and replay_state when jitting. The
+        metrics are METRIC_NAMES plus :data:`rl.agent.SAMPLING_METRIC_NAMES`."""
         return sampled_updates(self, state, replay_state, importance_exponent)
 
 

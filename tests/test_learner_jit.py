@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rl import presets, schedules
-from rl.agent import METRIC_NAMES
+from rl.agent import METRIC_NAMES, SAMPLING_METRIC_NAMES
 from rl.learners import make_agent
 
 IMAGE = (36, 36)  # small_cnn: 36 -> 8 -> 3 -> 1
@@ -77,7 +77,7 @@ def test_jit_update_shapes_finite_no_retrace(name, image):
         state, replay_state, metrics = update(state, replay_state, jnp.float32(0.4 + 0.1 * i))
     assert len(traces) == 1
     assert jax.tree.map(lambda x: (x.shape, x.dtype), (state, replay_state)) == shapes
-    assert set(metrics) == set(METRIC_NAMES)
+    assert set(metrics) == set(METRIC_NAMES) | set(SAMPLING_METRIC_NAMES)
     for name_, value in metrics.items():
         assert value.shape == () and value.dtype == jnp.float32, name_
         assert np.isfinite(float(value)), name_

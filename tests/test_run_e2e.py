@@ -8,7 +8,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from launch import record_demos
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,22 +124,40 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert loop_counters(run_dir, steps[0])["env_steps"] == steps[0]
 
 
+def demo_weights_follow_the_decay(tags: dict, w0: float, decay: int) -> None:
+    """charts/demo_sampling_weight is seed 004's formula at every logged step, and the demo
+    share of the batches falls with it."""
+    for step, weight in tags["charts/demo_sampling_weight"]:
+        assert weight == pytest.approx(1 + (w0 - 1) * (1 - min(1, step / decay)), rel=1e-6)
+    shares = [v for _, v in tags["train/demo_fraction"]]
+    assert shares[0] > 0.3 and shares[-1] < shares[0]
+
+
 def test_controls_show_in_tensorboard_for_rainbow_and_tm20(tmp_path):
     """Rainbow (C51) and the TM20 preset train from launch/run.py on CartPole, and the seeds'
-    knobs leave their trace: episode-based epsilon warns and decays per episode, the cosine
-    lr falls, beta grows by its increment, soft targets keep a gap to the online net."""
+    knobs leave their trace: injected demos are sampled with a decaying weight, episode-based
+    epsilon warns and decays per episode, the cosine lr falls, beta grows by its increment,
+    soft targets keep a gap to the online net."""
     common = ["--env", "CartPole-v1", "--env.no-asynchronous", "--network.torso", "mlp",
               "--network.mlp-hidden", "32", "--network.hidden-dim", "32",
               "--training.eval-interval", "0", "--logging.log-interval", "50",
               "--logging.no-progress-bar"]
+    demos = tmp_path / "demos"
+    assert record_demos.main(["--algo", "rainbow", "--env", "CartPole-v1", "--episodes", "3",
+                              "--policy", "envs.scripted:cartpole", "--out", str(demos),
+                              "--env.max-episode-steps", "100"]) == 0
     rainbow = tmp_path / "rainbow"
-    run("--algo", "rainbow", *common, "--total-steps", "600", "--run-dir", str(rainbow),
-        "--agent.v-min", "0", "--agent.v-max", "100", "--training.learning-starts", "200",
-        "--agent.target-update", "soft", "--agent.target-tau", "0.01")
+    result = run("--algo", "rainbow", *common, "--total-steps", "600", "--run-dir", str(rainbow),
+                 "--agent.v-min", "0", "--agent.v-max", "100", "--training.learning-starts", "200",
+                 "--agent.target-update", "soft", "--agent.target-tau", "0.01",
+                 "--demos.path", str(demos), "--demos.sampling-weight", "3",
+                 "--demos.weight-decay-samples", "500")
+    assert "injected 300 demo transitions" in result.stderr
     tags = scalars(rainbow)
     assert all(v >= 0 for _, v in tags["train/q_min"])  # the support starts at 0
     assert all(v > 0 for _, v in tags["train/target_param_gap"])
     assert len(tags["train/loss"]) >= 3
+    demo_weights_follow_the_decay(tags, 3.0, 500)
 
     tm20 = tmp_path / "tm20"
     result = run("--algo", "tm20_rainbow", *common, "--total-steps", "600", "--run-dir", str(tm20),
@@ -160,8 +181,13 @@ def test_controls_show_in_tensorboard_for_rainbow_and_tm20(tmp_path):
 
 
 def test_tqc_trains_on_pendulum_and_keeps_the_best_training_policy(tmp_path):
+    demos = tmp_path / "demos"
+    assert record_demos.main(["--algo", "tqc", "--episodes", "2", "--policy", "random",
+                              "--out", str(demos), "--env.max-episode-steps", "100"]) == 0
     run_dir = tmp_path / "tqc"
     result = run("--algo", "tqc", "--env.no-asynchronous", "--total-steps", "700",
+                 "--demos.path", str(demos), "--demos.sampling-weight", "2",
+                 "--demos.weight-decay-samples", "600",
                  "--run-dir", str(run_dir), "--tqc.num-critics", "2", "--tqc.critic-hidden", "32",
                  "--tqc.actor-hidden", "32", "--training.learning-starts", "200",
                  "--training.batch-size", "32", "--training.eval-interval", "350",
@@ -175,6 +201,7 @@ def test_tqc_trains_on_pendulum_and_keeps_the_best_training_policy(tmp_path):
                 "train/critics_identical_fraction", "eval/return_mean"):
         assert tag in tags, tag
     assert all(v == 0.0 for _, v in tags["train/critics_identical_fraction"])
+    demo_weights_follow_the_decay(tags, 2.0, 600)
     # Random warm-up, then the learned temperature moves away from its start of 1.
     assert tags["train/alpha"][-1][1] < 1.0
     best = list((run_dir / "best_train").iterdir())
