@@ -247,9 +247,12 @@ class CarRacingGasBrakeSteer(gym.ActionWrapper, gym.utils.RecordConstructorArgs)
     The agent's action is float32 ``[gas, brake, steer]`` in ``[-1, 1]^3`` (tmrl's TrackMania
     order), so the same policy head can later drive TrackMania. CarRacing (``continuous=True``)
     takes ``[steer, gas, brake]`` with steer in ``[-1, 1]`` and gas, brake in ``[0, 1]``; the
-    agent's ``[g, b, s]`` reaches it as ``[s, (g + 1) / 2, (b + 1) / 2]``: gas and brake map
-    linearly (-1 -> 0, 1 -> 1), steer passes through. Actions are first clipped to ``[-1, 1]``,
-    as Pendulum and LunarLander clip theirs (CarRacing itself leaves steer and brake unclipped).
+    agent's ``[g, b, s]`` reaches it as ``[s, max(g, 0), max(b, 0)]``: as tmrl drives the game's
+    gamepad triggers, a positive value presses the pedal that far and a negative one releases
+    it, so a zero-mean exploring policy is on neither pedal half the time (a linear map would
+    hold the brake at 0.5 on average and stall the car). Steer passes through. Actions are
+    first clipped to ``[-1, 1]``, as Pendulum and LunarLander clip theirs (CarRacing itself
+    leaves steer and brake unclipped).
     """
 
     def __init__(self, env: gym.Env):
@@ -260,7 +263,7 @@ class CarRacingGasBrakeSteer(gym.ActionWrapper, gym.utils.RecordConstructorArgs)
     def action(self, action: np.ndarray) -> np.ndarray:
         """``[gas, brake, steer]`` in [-1, 1] -> CarRacing's ``[steer, gas, brake]``, float32."""
         gas, brake, steer = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
-        return np.array([steer, (gas + 1) / 2, (brake + 1) / 2], np.float32)
+        return np.array([steer, max(gas, 0.0), max(brake, 0.0)], np.float32)
 
 
 def _rescale_to_unit(env: gym.Env) -> gym.Env:
@@ -398,7 +401,7 @@ def make_env(
     * ``"continuous"``: the env's 1-D Box, rescaled by ``RescaleAction`` so the agent acts in
       ``[-1, 1]^d`` (float32 action space). CarRacing is built with ``continuous=True`` and
       wrapped in :class:`CarRacingGasBrakeSteer`: the agent's ``[gas, brake, steer]`` in
-      ``[-1, 1]^3`` reaches it as ``[steer, (gas + 1) / 2, (brake + 1) / 2]``.
+      ``[-1, 1]^3`` reaches it as ``[steer, max(gas, 0), max(brake, 0)]`` (tmrl's triggers).
     * ``"auto"``: the env's native kind, except CarRacing, which stays discrete (5 actions).
 
     Args:

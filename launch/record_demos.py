@@ -105,6 +105,11 @@ def record(config: Config, policy_name: str, num_episodes: int, out: Path,
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and record. Returns 0, or 2 on bad input (one message)."""
     argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip() + "\n\nFlags: --policy (default random), --episodes N (default 10), "
+              "--out DIR (required), --num-envs E (default 1), and the env fields of "
+              "launch/run.py --help.")
+        return 0
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--policy", default="random")
     parser.add_argument("--episodes", type=int, default=10)

@@ -507,12 +507,14 @@ class ActionSpy(gym.Env):
         return np.zeros(1, np.float32), 0.0, False, False, {}
 
 
-# Agent [gas, brake, steer] -> CarRacing [steer, gas, brake]; out-of-range inputs are clipped.
+# Agent [gas, brake, steer] -> CarRacing [steer, gas, brake] with tmrl's trigger semantics
+# (negative releases the pedal); out-of-range inputs are clipped.
 GAS_BRAKE_STEER = [
     ([1, -1, 0], [0, 1, 0]),
     ([-1, 1, -0.5], [-0.5, 0, 1]),
-    ([0, 0, 1], [1, 0.5, 0.5]),
-    ([0.5, -0.5, -1], [-1, 0.75, 0.25]),
+    ([0, 0, 1], [1, 0, 0]),
+    ([0.5, -0.5, -1], [-1, 0.5, 0]),
+    ([-0.25, 0.75, 0.25], [0.25, 0, 0.75]),
     ([3, -2, 1.5], [1, 1, 0]),
 ]
 
