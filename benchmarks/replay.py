@@ -6,7 +6,9 @@ jitted ``fori_loop`` of adds with synthetic episodes), then reports:
 * add throughput: slots/s over jitted, donated ``add`` calls (one call = E slots);
 * sample + set_priorities throughput: transitions/s over one jitted, donated call that
   samples a batch (stacked obs, n-step targets, IS weights) and writes new priorities;
-* bytes per stored transition: ``sum(nbytes of the state) / (E * C)``.
+* bytes per stored transition: ``sum(nbytes of the state) / (E * C)``;
+* set_demo_weight: calls/s of the whole-tree rescale the training loop runs once per log
+  interval while the demo sampling weight decays.
 
 Usage: ``python benchmarks/replay.py --capacity 1000000``
 """
@@ -157,6 +159,11 @@ def main() -> None:
         jax.block_until_ready(last["batch"])
         print(f"sample+set_priorities B={batch_size}: {calls_per_s * batch_size:,.0f} transitions/s "
               f"({calls_per_s:,.0f} calls/s)")
+
+    set_demo_weight = jax.jit(replay.set_demo_weight, donate_argnums=0)
+    state, calls_per_s = timed(lambda s, i: set_demo_weight(s, 1.0 + (i % 2)), state,
+                               args.add_seconds, min_iters=2)
+    print(f"set_demo_weight: {1e3 / calls_per_s:,.1f} ms per call over {replay.num_leaves:,} leaves")
 
 
 if __name__ == "__main__":
