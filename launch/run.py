@@ -1,9 +1,10 @@
 """Train an agent: ``python launch/run.py --algo=iqn_btr [--env ID] [--resume RUN_DIR]``.
 
-Synchronous loop, reproducible by seed: act on the stacked observations of all envs, step
-the env workers, add the slots to the device replay, and after the warm-up run jitted grad
-steps at the configured replay ratio; evaluate, log to TensorBoard and checkpoint
-periodically. Ctrl-C saves a checkpoint and exits.
+Synchronous loop, reproducible by seed: inject recorded demonstrations (``--demos.path``) into
+a fresh replay, then act on the stacked observations of all envs, step the env workers, add
+the slots to the device replay, and after the warm-up run jitted grad steps at the configured
+replay ratio (decaying the demo sampling weight once per log interval); evaluate, log to
+TensorBoard and checkpoint periodically. Ctrl-C saves a checkpoint and exits.
 """
 
 from __future__ import annotations
