@@ -1,0 +1,22 @@
+"""Test-session setup: one XLA compilation cache for the session.
+
+Many tests compile the same small networks again (a fresh ``jax.jit`` per test, and every
+``launch/run.py`` subprocess and its resume); with a persistent cache in a fresh temporary
+directory they load the executable instead. The environment variables reach the subprocesses;
+the directory is removed when the session ends, so nothing carries over between sessions.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+
+_CACHE = tempfile.mkdtemp(prefix="jax-compilation-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+import jax  # noqa: E402  (after the variables, so a first import reads them too)
+
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
