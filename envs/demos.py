@@ -109,16 +109,14 @@ def load_episode(path: str | Path) -> DemoEpisode:
     """
     try:
         with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in (*_ARRAYS, "meta") if k not in data.files]
-            if missing:
-                raise DemoError(f"{path}: missing {missing}; a demo episode holds "
-                                f"{[*_ARRAYS, 'meta']} (see envs/demos.py)")
-            arrays = {k: data[k] for k in _ARRAYS}
-            meta_text = str(data["meta"])
+            contents = {k: data[k] for k in data.files}
     except (OSError, ValueError) as e:
-        if isinstance(e, DemoError):
-            raise
         raise DemoError(f"{path}: not a readable demo episode (.npz): {e}") from None
+    missing = [k for k in (*_ARRAYS, "meta") if k not in contents]
+    if missing:
+        raise DemoError(f"{path}: missing {missing}; a demo episode holds "
+                        f"{[*_ARRAYS, 'meta']} (see envs/demos.py)")
+    meta_text = str(contents["meta"])
     try:
         meta = json.loads(meta_text)
     except json.JSONDecodeError:
@@ -128,7 +126,7 @@ def load_episode(path: str | Path) -> DemoEpisode:
     if meta.get("format") != FORMAT_VERSION:
         raise DemoError(f"{path}: meta.format is {meta.get('format')!r}; this version reads "
                         f"format {FORMAT_VERSION}")
-    episode = DemoEpisode(**arrays, meta=meta)
+    episode = DemoEpisode(**{k: contents[k] for k in _ARRAYS}, meta=meta)
     _check_layout(episode, str(path))
     return episode
 

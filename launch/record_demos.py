@@ -34,7 +34,10 @@ from rl.config import Config
 
 
 def load_policy(name: str, spec: envs.EnvSpec, seed: int) -> Callable[[np.ndarray], np.ndarray]:
-    """``random`` or an imported ``module:function``.
+    """``random`` or an imported ``module:function``, as ``policy(obs) -> actions``: ``obs`` the
+    stacked observations [B, frame_stack, *frame_shape], actions [B, *spec.action_shape]
+    (int32 in [0, num_actions), or float32 in [-1, 1]). ``random`` draws uniformly, seeded by
+    ``seed``.
 
     Raises:
       ValueError: the name has no ``:``, the module does not import or has no such function.
@@ -63,9 +66,16 @@ def load_policy(name: str, spec: envs.EnvSpec, seed: int) -> Callable[[np.ndarra
 
 
 def record(config: Config, policy_name: str, num_episodes: int, out: Path,
-           num_envs: int = 1) -> list[Path]:
+           num_envs: int = 1) -> list[tuple[Path, float]]:
     """Run ``policy_name`` on the config's env until ``num_episodes`` episodes have ended and
-    write each to ``out`` (created if needed). Returns the written paths, in order."""
+    write each to ``out`` (created if needed).
+
+    Returns ``(path, raw return)`` of each written episode, in order.
+
+    Raises:
+      ValueError: a bad policy name (:func:`load_policy`), env settings ``envs.make_env``
+        refuses, or actions the collector refuses (wrong shape).
+    """
     env_cfg = config.env
     make_kwargs = dict(frame_skip=env_cfg.frame_skip, image_size=env_cfg.image_size,
                        max_episode_steps=env_cfg.max_episode_steps,
@@ -82,7 +92,7 @@ def record(config: Config, policy_name: str, num_episodes: int, out: Path,
                                       **make_kwargs)
     collector = envs.Collector(vector_env, spec, env_cfg.frame_stack, reward_clip=None)
     splitter = EpisodeSplitter(num_envs, meta)
-    written: list[Path] = []
+    written: list[tuple[Path, float]] = []
     bar = tqdm.tqdm(total=num_episodes, unit="episode", dynamic_ncols=True)
     try:
         collector.reset(seed=config.seed)
@@ -93,7 +103,7 @@ def record(config: Config, policy_name: str, num_episodes: int, out: Path,
                     break
                 path = episode_path(out, next_index + len(written))
                 save_episode(path, episode)
-                written.append(path)
+                written.append((path, episode.return_))
                 bar.update(1)
                 bar.set_postfix(length=episode.length, ret=f"{episode.return_:.1f}")
     finally:
@@ -124,12 +134,12 @@ def main(argv: list[str] | None = None) -> int:
                              f"{own.num_envs}")
         config = cli.parse(rest, prog="launch/record_demos.py").config
         envs.check_env_id(config.env.id, action_space=config.env.action_space)
-        paths = record(config, own.policy, own.episodes, Path(own.out), own.num_envs)
+        written = record(config, own.policy, own.episodes, Path(own.out), own.num_envs)
     except ValueError as e:  # ConfigError, EnvIdError, DemoError, a bad policy
         print(f"error: {e}", file=sys.stderr)
         return 2
-    returns = [float(np.sum(np.load(p)["reward"])) for p in paths]
-    print(f"wrote {len(paths)} episodes to {own.out} (return {np.mean(returns):.2f} +- "
+    returns = [r for _, r in written]
+    print(f"wrote {len(written)} episodes to {own.out} (return {np.mean(returns):.2f} +- "
           f"{np.std(returns):.2f}); train on them with --demos.path {own.out}")
     return 0
 

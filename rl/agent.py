@@ -76,7 +76,9 @@ learning rate, optimizer updates since the last hard target copy, relative dista
 ||online - target|| / ||online||, mean importance weight."""
 
 
-def _where_tree(cond: jax.Array, new: Any, old: Any) -> Any:
+def where_tree(cond: jax.Array, new: Any, old: Any) -> Any:
+    """Leaf-wise ``jnp.where(cond, new, old)`` over two pytrees of the same structure; ``cond``
+    is a bool scalar (a due-or-not switch inside a jitted step)."""
     return jax.tree.map(lambda n, o: jnp.where(cond, n, o), new, old)
 
 
@@ -212,9 +214,9 @@ class ValueAgent:
         if agent.target_update in ("soft", "both"):
             due = applied & (updates % agent.target_soft_period == 0)
             blended = optax.incremental_update(online, target, agent.target_tau)
-            target = _where_tree(due, blended, target)
+            target = where_tree(due, blended, target)
         if agent.target_update in ("hard", "both"):
-            target = _where_tree(applied & (updates % agent.target_update_period == 0),
+            target = where_tree(applied & (updates % agent.target_update_period == 0),
                                  online, target)
             age = updates % agent.target_update_period
         else:

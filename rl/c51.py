@@ -29,7 +29,7 @@ class C51(ValueAgent):
     @classmethod
     def build_network(cls, config: Config, num_actions: int, is_image: bool) -> ValueNetwork:
         return ValueNetwork(agent_lib.encoder(config, num_actions, is_image),
-                          agent_lib.head(config, num_actions, config.agent.num_atoms))
+                            agent_lib.head(config, num_actions, config.agent.num_atoms))
 
     @property
     def support(self) -> jax.Array:

@@ -27,7 +27,7 @@ class DQN(ValueAgent):
     @classmethod
     def build_network(cls, config: Config, num_actions: int, is_image: bool) -> ValueNetwork:
         return ValueNetwork(agent_lib.encoder(config, num_actions, is_image),
-                        agent_lib.head(config, num_actions, 1))
+                            agent_lib.head(config, num_actions, 1))
 
     def _q(self, params, batch_stats, obs, prev_actions, key, *, noisy):
         q, _ = self._apply(params, batch_stats, (obs,), prev_actions, key, train=False,

@@ -22,7 +22,8 @@ from nets import make_torso
 from nets.tqc import CriticEnsemble, TanhGaussianActor
 from replay import Batch, DeviceReplay, ReplayState
 from rl import losses
-from rl.agent import clip_by_global_norm, make_replay, sampled_updates, target_bound
+from rl.agent import (clip_by_global_norm, make_replay, sampled_updates, target_bound,
+                      where_tree)
 from rl.config import Config
 
 
@@ -198,12 +199,11 @@ class TQC:
             updates, alpha_opt_state = self.alpha_optimizer.update(
                 alpha_grad, state.alpha_opt_state, state.log_alpha)
             log_alpha = optax.apply_updates(state.log_alpha, updates)
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(due, n, o), new, old)
         state = state.replace(
-            actor_params=keep(actor_params, state.actor_params),
-            actor_opt_state=keep(actor_opt_state, state.actor_opt_state),
-            log_alpha=keep(log_alpha, state.log_alpha),
-            alpha_opt_state=keep(alpha_opt_state, state.alpha_opt_state),
+            actor_params=where_tree(due, actor_params, state.actor_params),
+            actor_opt_state=where_tree(due, actor_opt_state, state.actor_opt_state),
+            log_alpha=where_tree(due, log_alpha, state.log_alpha),
+            alpha_opt_state=where_tree(due, alpha_opt_state, state.alpha_opt_state),
             target_critic_params=optax.incremental_update(
                 critic_params, state.target_critic_params, agent.target_tau))
 
