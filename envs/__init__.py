@@ -13,9 +13,13 @@ from envs.make import (
     EnvSpec,
     check_env_id,
     env_spec,
+    join_obs,
     make_env,
     make_vector_env,
+    split_obs,
+    zeros_obs,
 )
+from envs.trackmania import GameConnectionError, is_trackmania
 
 __all__ = [
     "ACTION_SPACES",
@@ -30,12 +34,17 @@ __all__ = [
     "EnvSpec",
     "EpisodeStats",
     "FrameStacker",
+    "GameConnectionError",
     "check_env_id",
     "demo_slots",
     "env_spec",
     "evaluate",
+    "is_trackmania",
+    "join_obs",
     "load_demos",
     "make_env",
     "make_vector_env",
     "replay_reward",
+    "split_obs",
+    "zeros_obs",
 ]

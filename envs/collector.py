@@ -8,12 +8,13 @@ as :class:`FrameStacker` and :class:`ActionHistory`.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from envs.make import EnvSpec
+from envs.make import EnvSpec, join_obs, split_obs
 
 __all__ = ["ActionHistory", "Collector", "EpisodeStats", "FrameStacker", "SLOT_KEYS",
            "replay_reward"]
@@ -115,7 +116,9 @@ class Collector:
 
     A slot (one per env per vector step; every field an array with leading axis E = num_envs):
 
-    * ``obs`` [E, *frame_shape] (spec dtype): the frame o_t the action was chosen at.
+    * ``obs`` [E, *frame_shape] (spec dtype): the frame o_t the action was chosen at; with
+      ``spec.feature_size`` F > 0 the dict ``{"frame": [E, *frame_shape], "features": float32
+      [E, F]}`` (:func:`envs.make.join_obs`).
     * ``action`` a_t: int32 [E] for a discrete spec, float32 [E, d] (in [-1, 1]) for a
       continuous one (``spec.action_shape == (d,)``).
     * ``reward`` [E] float32: reward after a_t, times ``reward_scale``, then clipped to
@@ -129,7 +132,8 @@ class Collector:
 
     The policy input is :attr:`stacked_obs` and, with ``action_history`` h > 0 (discrete
     actions only), :attr:`prev_actions`; both match what the replay rebuilds for the slot of the
-    next step.
+    next step. :meth:`step` is :meth:`step_async` then :meth:`step_wait`; between the two the
+    caller may work (the learner trains) while asynchronous workers step.
 
     Episode statistics use raw rewards. Not thread-safe; one owner steps it.
     """
@@ -169,8 +173,13 @@ class Collector:
         self.total_env_steps = 0
         """Number of valid slots produced (agent steps actually taken) since construction."""
         self._stacker = FrameStacker(self.num_envs, frame_stack, spec.frame_shape, spec.frame_dtype)
+        self._feature_stacker = FrameStacker(self.num_envs, frame_stack, (spec.feature_size,),
+                                             np.float32)
         self._history = ActionHistory(self.num_envs, action_history)
-        self._obs: np.ndarray | None = None
+        self._obs: Any = None
+        self._pending: dict[str, np.ndarray] | None = None  # slot of a step_async in flight
+        self.last_info: dict[str, Any] = {}
+        """The vector env's info dict of the last step (per-env arrays, gymnasium layout)."""
         e = self.num_envs
         self._steps = np.zeros(e, np.int32)
         self._ended = np.zeros(e, bool)  # the last step ended the episode: next step autoresets
@@ -181,19 +190,30 @@ class Collector:
         """Reset every sub-env (sub-env i with seed ``seed + i``) and start new episodes."""
         obs, _ = self.envs.reset(seed=seed)
         self._obs = self._check_obs(obs)
-        self._stacker.reset(self._obs)
+        frames, features = split_obs(self.spec, self._obs)
+        self._stacker.reset(frames)
+        self._feature_stacker.reset(features)
         self._history.reset()
+        self._pending = None
         self._steps[:] = 0
         self._ended[:] = False
         self._return[:] = 0.0
         self._length[:] = 0
 
     @property
-    def stacked_obs(self) -> np.ndarray:
+    def stacked_obs(self) -> Any:
         """Policy input for the current frames: [E, frame_stack, *frame_shape], spec dtype,
-        oldest frame first, padded with each episode's first frame (see :class:`FrameStacker`)."""
+        oldest frame first, padded with each episode's first frame (see :class:`FrameStacker`);
+        with F > 0 features, ``{"frame": that, "features": float32 [E, frame_stack, F]}``
+        stacked the same way."""
         self._require_reset()
-        return self._stacker.stacks
+        return join_obs(self.spec, self._stacker.stacks, self._feature_stacker.stacks)
+
+    @property
+    def step_valid(self) -> np.ndarray:
+        """bool [E]: whether the next step (or the one in flight) is a real step of each env,
+        False where it is the autoreset step after an episode end."""
+        return ~self._ended
 
     @property
     def prev_actions(self) -> np.ndarray:
@@ -211,20 +231,49 @@ class Collector:
         Returns the slot dict for this step (keys :data:`SLOT_KEYS`; o_t is the frame before the
         step) and the episodes that ended in this step.
         """
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Send ``actions`` (as in :meth:`step`) to the envs without waiting for the result.
+
+        Raises:
+          ValueError: wrong action shape. RuntimeError: a step is already in flight, or no
+          reset yet.
+        """
         self._require_reset()
+        if self._pending is not None:
+            raise RuntimeError("step_async called twice without step_wait")
         # A copy: the slot must not alias the caller's array.
         actions = np.array(actions, dtype=self.spec.action_dtype)
         expected = (self.num_envs, *self.spec.action_shape)
         if actions.shape != expected:
             raise ValueError(f"actions must have shape {expected}, got {actions.shape}")
-        valid = ~self._ended
-        slot = {
+        # Vector envs without step_async (SyncVectorEnv) step in step_wait.
+        if hasattr(self.envs, "step_async"):
+            self.envs.step_async(actions)
+        self._pending = {
             "obs": self._obs,
             "action": actions,
             "steps_since_start": self._steps.copy(),
-            "valid": valid,
+            "valid": ~self._ended,
         }
-        obs, reward, terminated, truncated, _ = self.envs.step(actions)
+
+    def step_wait(self, **wait_kwargs: Any) -> tuple[dict[str, np.ndarray], list[EpisodeStats]]:
+        """Finish the step started by :meth:`step_async`; returns what :meth:`step` returns.
+        ``wait_kwargs`` go to the vector env's ``step_wait`` (e.g. ``timeout`` for an
+        ``AsyncVectorEnv``). If it raises, the step stays in flight: the envs are unusable
+        and the caller must replace this collector."""
+        if self._pending is None:
+            raise RuntimeError("step_wait called without step_async")
+        if hasattr(self.envs, "step_async"):
+            result = self.envs.step_wait(**wait_kwargs)
+        else:
+            result = self.envs.step(self._pending["action"])
+        obs, reward, terminated, truncated, info = result
+        slot, self._pending = self._pending, None
+        self.last_info = info
+        actions, valid = slot["action"], slot["valid"]
         obs = self._check_obs(obs)
         raw = np.asarray(reward, dtype=np.float64)
         terminated = np.asarray(terminated, dtype=bool)
@@ -253,7 +302,9 @@ class Collector:
         # Autoreset envs now show a reset frame (count 0, fresh stack); others continue.
         reset_now = ~valid
         self._steps = np.where(reset_now, 0, self._steps + 1).astype(np.int32)
-        self._stacker.push(obs, reset_now)
+        frames, features = split_obs(self.spec, obs)
+        self._stacker.push(frames, reset_now)
+        self._feature_stacker.push(features, reset_now)
         if self._history.h:  # never for continuous actions: ActionHistory holds [E] ints
             self._history.push(actions, reset_now)
         self._ended = ended
@@ -268,14 +319,17 @@ class Collector:
         if self._obs is None:
             raise RuntimeError("call Collector.reset(seed) before stepping or reading stacked_obs")
 
-    def _check_obs(self, obs: np.ndarray) -> np.ndarray:
+    def _check_obs(self, obs: Any) -> Any:
         # Own copy: slots are handed out and a vector env built with copy=False reuses its buffer.
-        obs = np.array(obs)
+        frames, features = split_obs(self.spec, obs)
+        frames, features = np.array(frames), np.array(features)
         expected = (self.num_envs, *self.spec.frame_shape)
-        if obs.shape != expected or obs.dtype != self.spec.frame_dtype:
+        if frames.shape != expected or frames.dtype != self.spec.frame_dtype \
+                or features.shape != (self.num_envs, self.spec.feature_size):
             raise ValueError(
-                f"vector env observations are {obs.dtype}{list(obs.shape)}, the spec says "
-                f"{np.dtype(self.spec.frame_dtype)}{list(expected)}: was the spec built with the "
-                "same make kwargs as the vector env?"
+                f"vector env observations are {frames.dtype}{list(frames.shape)} with features "
+                f"{list(features.shape)}, the spec says {np.dtype(self.spec.frame_dtype)}"
+                f"{list(expected)} with features {[self.num_envs, self.spec.feature_size]}: was "
+                "the spec built with the same make kwargs as the vector env?"
             )
-        return obs
+        return join_obs(self.spec, frames, features)

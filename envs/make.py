@@ -45,8 +45,11 @@ __all__ = [
     "EnvSpec",
     "check_env_id",
     "env_spec",
+    "join_obs",
     "make_env",
     "make_vector_env",
+    "split_obs",
+    "zeros_obs",
 ]
 
 # pygame (CarRacing's renderer) prints a banner on import, once per spawned worker.
@@ -56,6 +59,10 @@ _ATARI_EXTRA_HINT = "install the [atari] extra: pip install -e '.[atari]'"
 # Box2D's SWIG bindings warn while being imported; under `-W error` (our pytest config) the
 # warning is raised inside the extension's init and the interpreter segfaults.
 _SWIG_IMPORT_WARNING = r"builtin type (SwigPyPacked|SwigPyObject|swigvarlink) has no __module__"
+
+TRACKMANIA_ID = "trackmania"
+"""The env id of TrackMania 2020 through tmrl (``envs.trackmania``), which takes the
+``trackmania`` config section as the ``trackmania`` keyword of the functions below."""
 
 ACTION_SPACES = ("auto", "discrete", "continuous")
 """Allowed values of the ``action_space`` argument of :func:`make_env` and friends."""
@@ -91,6 +98,42 @@ class EnvSpec:
     max_episode_steps: int | None
     """Episode limit in agent steps (after frame skip) enforced by a TimeLimit, or None if there
     is none (Atari then still ends at ALE's own 108,000-frame cap)."""
+    feature_size: int = 0
+    """F, float32 features per step beside the frame (TrackMania: speed, gear, rpm and the
+    previous actions); 0 for gymnasium envs. With F > 0 an observation is the dict
+    ``{"frame": frame, "features": float32 [F]}`` (see :func:`join_obs`), else the frame."""
+
+
+def join_obs(spec: EnvSpec, frames: np.ndarray, features: np.ndarray) -> Any:
+    """The observation pytree of ``spec``: ``frames`` alone when ``spec.feature_size == 0``,
+    else ``{"frame": frames, "features": features}``. Leading axes are free (one step [F],
+    a batch [E, F], stacks [E, k, F])."""
+    return {"frame": frames, "features": features} if spec.feature_size else frames
+
+
+def split_obs(spec: EnvSpec, obs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, float32 features) of an observation pytree; features have a last axis of
+    size 0 when ``spec.feature_size == 0``.
+
+    Raises:
+      ValueError: the observation is not of the spec's kind (a dict exactly when F > 0).
+    """
+    if spec.feature_size:
+        if not isinstance(obs, dict) or set(obs) != {"frame", "features"}:
+            raise ValueError(f"{spec.env_id!r} observations must be dicts with keys 'frame' "
+                             f"and 'features', got {type(obs).__name__}")
+        return np.asarray(obs["frame"]), np.asarray(obs["features"], np.float32)
+    if isinstance(obs, dict):
+        raise ValueError(f"{spec.env_id!r} observations are frames, got a dict")
+    frames = np.asarray(obs)
+    return frames, np.zeros((*frames.shape[:frames.ndim - len(spec.frame_shape)], 0), np.float32)
+
+
+def zeros_obs(spec: EnvSpec, leading: tuple[int, ...] = ()) -> Any:
+    """An all-zero observation pytree with leading axes ``leading`` (e.g. ``(k,)`` for one
+    stack), in the spec's shapes and dtypes."""
+    return join_obs(spec, np.zeros((*leading, *spec.frame_shape), spec.frame_dtype),
+                    np.zeros((*leading, spec.feature_size), np.float32))
 
 
 def _is_atari(env_id: str) -> bool:
@@ -233,6 +276,8 @@ def check_env_id(env_id: str, *, action_space: str = "auto") -> None:
             non-Box observations.
     """
     _check_action_space(action_space)
+    if env_id == TRACKMANIA_ID:  # checked when the worker connects to the game
+        return
     _check_registered(env_id)
     env = _gym_make(env_id, disable_env_checker=True, **_raw_kwargs(env_id, action_space))
     try:
@@ -378,6 +423,7 @@ def make_env(
     max_episode_steps: int | None = None,
     seed: int | None = None,
     action_space: str = "auto",
+    trackmania: Any = None,
 ) -> gym.Env:
     """Build one preprocessed env emitting ONE frame per step (no frame stacking).
 
@@ -413,13 +459,20 @@ def make_env(
         seed: if given, used for the first ``reset()`` called without a seed, and for the
             action space.
         action_space: ``"auto"``, ``"discrete"`` or ``"continuous"``, as above.
+        trackmania: the ``trackmania`` config section, for ``env_id="trackmania"``
+            (:class:`envs.trackmania.TrackmaniaEnv`; frame_skip and seed do not apply).
 
     Raises:
-        EnvIdError: see :func:`check_env_id`.
+        EnvIdError: see :func:`check_env_id`; "trackmania" without its config section.
         ValueError: frame_skip, image_size or max_episode_steps out of range, or action_space not
             one of :data:`ACTION_SPACES`.
     """
     _check_make_args(frame_skip, image_size, max_episode_steps, action_space)
+    if env_id == TRACKMANIA_ID:
+        from envs.trackmania import TrackmaniaEnv
+
+        return TrackmaniaEnv(_tm_section(trackmania), image_size=image_size,
+                             max_episode_steps=max_episode_steps, action_space=action_space)
     _check_registered(env_id)
     # -1 removes the registered TimeLimit; ours (in agent steps) is added last.
     inner_limit = -1 if max_episode_steps is not None else None
@@ -482,9 +535,17 @@ def env_spec(
     max_episode_steps: int | None = None,
     seed: int | None = None,
     action_space: str = "auto",
+    trackmania: Any = None,
 ) -> EnvSpec:
     """The :class:`EnvSpec` of ``make_env(env_id, **same kwargs)``: builds one env, reads its
-    spaces, closes it. Raises like :func:`make_env`."""
+    spaces, closes it (TrackMania: from its config, without the game). Raises like
+    :func:`make_env`."""
+    if env_id == TRACKMANIA_ID:
+        from envs.trackmania import tm_spec
+
+        _check_make_args(frame_skip, image_size, max_episode_steps, action_space)
+        return tm_spec(_tm_section(trackmania), image_size=image_size,
+                       max_episode_steps=max_episode_steps, action_space=action_space)
     env = make_env(
         env_id,
         frame_skip=frame_skip,
@@ -525,6 +586,13 @@ def _spec_from_spaces(
     )
 
 
+def _tm_section(trackmania: Any) -> Any:
+    if trackmania is None:
+        raise EnvIdError("env id 'trackmania' needs the trackmania config section: pass "
+                         "trackmania=config.trackmania")
+    return trackmania
+
+
 def _worker_env(make_fn: Any) -> gym.Env:
     # Ctrl-C reaches the whole process group; the learner process handles it (checkpoint,
     # then close the workers), so a worker must not die mid-step.
@@ -539,6 +607,7 @@ def make_vector_env(
     *,
     asynchronous: bool,
     seed: int,
+    trackmania: Any = None,
     **make_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """``num_envs`` copies of :func:`make_env` in one vector env, autoreset mode NEXT_STEP.
@@ -552,13 +621,26 @@ def make_vector_env(
     action_space). Observations are batched on a leading axis of size ``num_envs``, and so are
     actions: int [num_envs] for discrete, float32 [num_envs, d] in [-1, 1] for continuous.
 
+    ``env_id="trackmania"`` (with its ``trackmania`` config section) gives the game in its
+    guarded worker (:func:`envs.trackmania.make_tm_vector_env`): one env, always in a worker.
+
     Raises:
         EnvIdError: see :func:`check_env_id` (raised in this process, before workers start:
-            both vector envs build the first env here).
+            both vector envs build the first env here); trackmania with num_envs != 1.
         ValueError: num_envs < 1 or bad make_kwargs (action_space included).
     """
     if int(num_envs) != num_envs or num_envs < 1:
         raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    if env_id == TRACKMANIA_ID:
+        from envs.trackmania import make_tm_vector_env
+
+        if num_envs != 1:
+            raise EnvIdError(f"trackmania runs one game per machine (fixed plugin port, window "
+                             f"and gamepad): env.num_envs must be 1, got {num_envs}")
+        make_kwargs.pop("frame_skip", None)
+        _check_make_args(1, make_kwargs.get("image_size", 64), make_kwargs.get("max_episode_steps"),
+                         make_kwargs.get("action_space", "auto"))
+        return make_tm_vector_env(_tm_section(trackmania), **make_kwargs)
     if "seed" in make_kwargs:
         raise ValueError("pass seed as make_vector_env's own argument, not in make_kwargs")
     # Module-level function + partial: picklable for spawned workers.

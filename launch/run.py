@@ -82,7 +82,11 @@ def default_run_dir(config: Config) -> Path:
 def _env_kwargs(config: Config) -> dict:
     return dict(frame_skip=config.env.frame_skip, image_size=config.env.image_size,
                 max_episode_steps=config.env.max_episode_steps,
-                action_space=config.env.action_space)
+                action_space=config.env.action_space, trackmania=config.trackmania)
+
+
+EXIT_GAME_LOST = 3
+"""Exit code when the TrackMania game cannot be reached (after a checkpoint was saved)."""
 
 
 DEMO_CHUNK = 1024
@@ -127,16 +131,14 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
         None; a replay restored from a checkpoint already holds them.
     """
     env_cfg, training = config.env, config.training
-    agent = make_agent(config, spec.num_actions, spec.is_image)
+    agent = make_agent(config, spec.num_actions, spec.is_image, spec.feature_size)
     replay = agent.replay
     checkpoints = RunCheckpoints(run_dir, training.keep_checkpoints)
 
     key = jax.random.PRNGKey(config.seed)
     k_init, act_key, eval_key = jax.random.split(key, 3)
-    stacked_example = np.zeros((env_cfg.frame_stack, *spec.frame_shape), spec.frame_dtype)
-    state = agent.init(k_init, stacked_example)
-    replay_state = replay.init(np.zeros(spec.frame_shape, spec.frame_dtype),
-                               np.zeros(spec.action_shape, spec.action_dtype))
+    state = agent.init(k_init, envs.zeros_obs(spec, (env_cfg.frame_stack,)))
+    replay_state = replay.init(envs.zeros_obs(spec), np.zeros(spec.action_shape, spec.action_dtype))
     loop = dict(env_steps=0, vector_steps=0, episodes=0, replay_slots=0, grad_credit=0.0,
                 best_eval_return=None, best_train_return=None, restarts=0)
 
@@ -160,13 +162,32 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             loop.setdefault("best_train_return", None)  # checkpoints from before it existed
             loop["restarts"] += 1
 
-    envs_ = envs.make_vector_env(env_cfg.id, env_cfg.num_envs,
-                                 asynchronous=env_cfg.asynchronous,
-                                 seed=config.seed + 7919 * loop["restarts"], **_env_kwargs(config))
     history = config.network.action_history
-    collector = envs.Collector(envs_, spec, env_cfg.frame_stack, env_cfg.reward_clip,
-                               reward_scale=env_cfg.reward_scale, action_history=history)
-    collector.reset(seed=config.seed + 7919 * loop["restarts"])
+    # The real-time game: the learner gets only what is left of each 50 ms step, episodes reach
+    # the replay whole (a crash drops the partial one), and lost connections are retried.
+    realtime = envs.is_trackmania(env_cfg.id)
+    tm = config.trackmania
+
+    def start_collector() -> envs.Collector:
+        seed = config.seed + 7919 * loop["restarts"]
+        vector_env = envs.make_vector_env(env_cfg.id, env_cfg.num_envs,
+                                          asynchronous=env_cfg.asynchronous, seed=seed,
+                                          **_env_kwargs(config))
+        new = envs.Collector(vector_env, spec, env_cfg.frame_stack, env_cfg.reward_clip,
+                             reward_scale=env_cfg.reward_scale, action_history=history)
+        try:
+            new.reset(seed=seed)
+        except BaseException:
+            new.close()
+            raise
+        return new
+
+    try:
+        collector = start_collector()
+    except envs.GameConnectionError as e:
+        log.error("cannot start the game: %s", e)
+        checkpoints.close()
+        return EXIT_GAME_LOST
 
     add = jax.jit(replay.add, donate_argnums=0)
     update = jax.jit(agent.update, donate_argnums=(0, 1))
@@ -216,6 +237,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                     disable=not config.logging.progress_bar, mininterval=1.0)
 
     def save(reason: str) -> None:
+        add_ready()  # a checkpointed replay must hold every slot before the saved step
         checkpoints.save(loop["env_steps"], state,
                          replay_state if training.save_replay else None, loop)
         log.info("checkpoint at env step %d (%s) in %s", loop["env_steps"], reason,
@@ -243,7 +265,57 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             loop["best_eval_return"] = mean
             checkpoints.save_best(step, state, loop, mean)
 
+    pending: list[dict] = []  # slots of the running episode (real time: added when it ends)
+    ready: collections.deque[dict] = collections.deque()  # slots waiting to enter the replay
+    late = dict(steps=0, late=0, timings={})
+    failures = 0
+
+    def add_ready(limit: float = math.inf) -> None:
+        nonlocal replay_state
+        while ready and limit > 0:
+            replay_state = add(replay_state, **ready.popleft())
+            loop["replay_slots"] += num_envs
+            limit -= 1
+
+    def learn(budget: float | None) -> None:
+        """Grad steps owed by the replay ratio; with a budget (seconds), only as many as fit."""
+        nonlocal state, replay_state, last_metrics, busy_time, grad_steps
+        start = time.perf_counter()
+        while loop["grad_credit"] >= training.grad_steps_per_call and (
+                budget is None or time.perf_counter() - start < budget):
+            beta = schedules.importance_exponent(config.replay, loop["env_steps"], total,
+                                                 grad_steps)
+            t0 = time.perf_counter()
+            state, replay_state, last_metrics = update(state, replay_state, beta)
+            jax.block_until_ready(state.grad_steps)
+            busy_time += time.perf_counter() - t0
+            loop["grad_credit"] -= training.grad_steps_per_call
+            grad_steps += training.grad_steps_per_call
+
+    def reconnect(error: Exception) -> bool:
+        """Drop the partial episode and restart the game worker; False when out of attempts."""
+        nonlocal collector, failures
+        failures += 1
+        dropped = sum(int(slot["valid"].sum()) for slot in pending)
+        pending.clear()
+        log.warning("game connection lost: %s; dropped the partial episode (%d steps)", error,
+                    dropped)
+        writer.add_scalar("perf/reconnects", failures, loop["env_steps"])
+        collector.close()
+        while failures <= tm.reconnect_attempts:
+            log.info("reconnecting to the game (attempt %d of %d)", failures,
+                     tm.reconnect_attempts)
+            loop["restarts"] += 1
+            try:
+                collector = start_collector()
+                return True
+            except envs.GameConnectionError as e:
+                log.warning("reconnect failed: %s", e)
+                failures += 1
+        return False
+
     stop = _StopOnSigint()
+    game_lost = False
     try:
         while loop["env_steps"] < total and not stop.requested:
             step = loop["env_steps"]
@@ -254,30 +326,51 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             prev_actions = collector.prev_actions if history else None
             actions = np.asarray(act(state, collector.stacked_obs, prev_actions, act_key,
                                      loop["vector_steps"], epsilon, noisy=True))
-            slot, finished = collector.step(actions)
-            replay_state = add(replay_state, **slot)
+            collector.step_async(actions)
+            # The learner works while the env workers step. In real time it keeps to its share
+            # of the time step, except while the game respawns the car (the autoreset step).
+            resetting = not collector.step_valid.all()
+            budget = tm.learner_budget * tm.time_step if realtime and not resetting else None
+            add_ready(limit=math.inf if budget is None else 8)
+            learn(budget)
+            try:
+                slot, finished = collector.step_wait()
+            except envs.GameConnectionError as e:
+                if not realtime or not reconnect(e):
+                    log.error("giving up on the game after %d attempts: %s", failures, e)
+                    game_lost = True
+                    break
+                continue
+            failures = 0
             loop["vector_steps"] += 1
             # Autoreset slots (the env ignored the action) are stored but are not env steps.
             taken = int(slot["valid"].sum())
             loop["env_steps"] += taken
-            loop["replay_slots"] += num_envs
+            if realtime:
+                pending.append(slot)
+                if not slot["valid"].all():  # the final frame: the episode is whole
+                    ready.extend(pending)
+                    pending.clear()
+                info = collector.last_info
+                late["steps"] += taken
+                late["late"] += int(np.sum(info.get("late_steps", 0)))
+                for key, value in info.items():
+                    if key.startswith("rtgym_"):
+                        late["timings"][key] = float(np.mean(value))
+            else:
+                ready.append(slot)
             for episode in finished:
                 loop["episodes"] += 1
                 recent_returns.append(episode.return_)
                 writer.add_scalar("episode/return", episode.return_, loop["env_steps"])
                 writer.add_scalar("episode/length", episode.length, loop["env_steps"])
+                if realtime and "progress" in collector.last_info:
+                    writer.add_scalar("episode/track_progress",
+                                      float(collector.last_info["progress"][episode.env_index]),
+                                      loop["env_steps"])
 
-            if loop["replay_slots"] >= learning_starts:
+            if loop["replay_slots"] + len(ready) * num_envs >= learning_starts:
                 loop["grad_credit"] += taken * training.replay_ratio
-                while loop["grad_credit"] >= training.grad_steps_per_call:
-                    beta = schedules.importance_exponent(config.replay, loop["env_steps"], total,
-                                                         grad_steps)
-                    t0 = time.perf_counter()
-                    state, replay_state, last_metrics = update(state, replay_state, beta)
-                    jax.block_until_ready(state.grad_steps)
-                    busy_time += time.perf_counter() - t0
-                    loop["grad_credit"] -= training.grad_steps_per_call
-                    grad_steps += training.grad_steps_per_call
 
             bar.update(taken)
             if loop["env_steps"] >= next_log:
@@ -295,6 +388,19 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                            "perf/transitions_learned_per_sec": grad_sps * training.batch_size,
                            "perf/learner_busy_share": busy_time / elapsed,
                            "train/grad_steps": grad_steps}
+                if realtime:
+                    share = late["late"] / max(late["steps"], 1)
+                    scalars.update({"perf/late_steps": late["late"], "perf/late_step_share": share,
+                                    "perf/grad_credit_backlog": loop["grad_credit"]})
+                    scalars.update({f"perf/{k}": v for k, v in late["timings"].items()})
+                    if share > tm.late_step_warning:
+                        log.warning("%.1f%% of the last %d steps were late (over %.0f ms): the "
+                                    "actor missed the game's 20 Hz clock; lower the learner's "
+                                    "load (trackmania.learner_budget, training.replay_ratio) or "
+                                    "free the CPU (see docs/trackmania.md, 'timeouts')",
+                                    100 * share, late["steps"],
+                                    1000 * tm.time_step * (1 + tm.time_step_timeout_factor))
+                    late.update(steps=0, late=0)
                 if last_metrics is not None:
                     scalars.update({f"train/{k}": float(v)
                                     for k, v in jax.device_get(last_metrics).items()})
@@ -313,6 +419,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                     best = loop["best_train_return"]
                     if best is None or train_return > best:
                         loop["best_train_return"] = train_return
+                        add_ready()
                         checkpoints.save_best(loop["env_steps"], state, loop, train_return,
                                               kind="train")
                 busy_time = 0.0
@@ -337,9 +444,9 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
     if interrupted:
         log.warning("interrupted at env step %d: saving a checkpoint", loop["env_steps"])
     try:
-        if interrupted or checkpoints.latest_step() != loop["env_steps"]:
-            save("interrupted" if interrupted else "final")
-        if interrupted:
+        if interrupted or game_lost or checkpoints.latest_step() != loop["env_steps"]:
+            save("interrupted" if interrupted else "game lost" if game_lost else "final")
+        if interrupted or game_lost:
             log.info("resume with: python launch/run.py --resume %s", run_dir)
         else:
             log.info("done: %d env steps, %d grad steps, %d episodes", loop["env_steps"],
@@ -351,7 +458,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             collector.close()
         except Exception as e:  # workers may already be gone after Ctrl-C
             log.warning("closing env workers: %s", e)
-    return 130 if interrupted else 0
+    return 130 if interrupted else EXIT_GAME_LOST if game_lost else 0
 
 
 def main(argv: list[str] | None = None) -> int:

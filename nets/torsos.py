@@ -1,4 +1,5 @@
-"""Feature extractors. Input is a stacked observation [B, k, *frame]; output float32 [B, F]."""
+"""Feature extractors. Input is a stacked observation [B, k, *frame] (or, for envs with float
+features, the dict {"frame": that, "features": [B, k, F]}); output float32 [B, F_out]."""
 
 from __future__ import annotations
 
@@ -142,12 +143,39 @@ def resolve_torso(name: str, is_image: bool) -> str:
     return name
 
 
-def make_torso(config, is_image: bool) -> nn.Module:
-    """Build the torso named by a ``rl.config.NetworkConfig`` (see :func:`resolve_torso`)."""
+class WithFeatures(nn.Module):
+    """A torso for observations ``{"frame": [B, k, *frame], "features": float [B, k, F]}``:
+    the inner torso's output on the frames (or the flattened frames when ``torso`` is None),
+    concatenated with ReLU(Dense(feature_dim)) of the flattened feature stack (Linesight feeds
+    its float inputs through a dense layer the same way).
+
+    Call args: obs dict as above; train (passed to the inner torso). Returns float32
+    [B, F_torso + feature_dim].
+    """
+
+    torso: nn.Module | None
+    feature_dim: int
+
+    @nn.compact
+    def __call__(self, obs: dict, train: bool) -> jax.Array:
+        frame = obs["frame"]
+        x = (frame.reshape(frame.shape[0], -1).astype(jnp.float32) if self.torso is None
+             else self.torso(frame, train))
+        f = obs["features"].reshape(frame.shape[0], -1).astype(jnp.float32)
+        f = nn.relu(nn.Dense(self.feature_dim, name="features")(f))
+        return jnp.concatenate([x, f], axis=-1)
+
+
+def make_torso(config, is_image: bool, feature_size: int = 0) -> nn.Module:
+    """Build the torso named by a ``rl.config.NetworkConfig`` (see :func:`resolve_torso`),
+    wrapped in :class:`WithFeatures` (``config.feature_dim`` wide) when the env has
+    ``feature_size`` > 0 float features."""
     name = resolve_torso(config.torso, is_image)
     if name == "impala":
-        return ImpalaCNN(tuple(config.impala_channels), config.width_scale,
-                         config.spectral_norm, config.pooled_size, config.norm)
-    if name == "small_cnn":
-        return SmallCNN(tuple(config.cnn_channels), config.norm)
-    return MLP(tuple(config.mlp_hidden), config.norm)
+        torso = ImpalaCNN(tuple(config.impala_channels), config.width_scale,
+                          config.spectral_norm, config.pooled_size, config.norm)
+    elif name == "small_cnn":
+        torso = SmallCNN(tuple(config.cnn_channels), config.norm)
+    else:
+        torso = MLP(tuple(config.mlp_hidden), config.norm)
+    return WithFeatures(torso, config.feature_dim) if feature_size else torso

@@ -109,7 +109,8 @@ class ValueAgent:
 
     # --- learner-specific --------------------------------------------------------------
     @classmethod
-    def build_network(cls, config: Config, num_actions: int, is_image: bool) -> nn.Module:
+    def build_network(cls, config: Config, num_actions: int, is_image: bool,
+                      feature_size: int = 0) -> nn.Module:
         """The learner's Flax network for a config (see :func:`encoder` and :func:`head`)."""
         raise NotImplementedError
 
@@ -158,10 +159,11 @@ class ValueAgent:
 
         Args:
           key: PRNG key (uint32 [2]).
-          obs_example: one stacked observation [k, *frame] (shape and dtype only).
+          obs_example: one stacked observation [k, *frame], or its pytree with features
+            (shapes and dtypes only).
         """
         k_params, k_noise, k_state = jax.random.split(key, 3)
-        obs = jnp.zeros((1, *obs_example.shape), obs_example.dtype)
+        obs = jax.tree.map(lambda x: jnp.zeros((1, *x.shape), x.dtype), obs_example)
         prev = jnp.full((1, self.config.network.action_history), -1, jnp.int32)
         variables = self.network.init({"params": k_params, "noise": k_noise},
                                       *self._init_inputs(obs), prev_actions=prev, train=False,
@@ -368,14 +370,20 @@ def target_bound(config: Config, num_actions: int) -> float | None:
     return per_step / (1.0 - agent.gamma)
 
 
-def encoder(config: Config, num_actions: int, is_image: bool) -> Encoder:
-    """The torso of network.torso plus the action-history embedding.
+def leading_size(obs) -> int:
+    """Batch size B of an observation pytree (its leaves share the leading axis)."""
+    return jax.tree.leaves(obs)[0].shape[0]
+
+
+def encoder(config: Config, num_actions: int, is_image: bool, feature_size: int = 0) -> Encoder:
+    """The torso of network.torso (with the embedding of ``feature_size`` float features, if
+    any) plus the action-history embedding.
 
     Raises:
       ValueError: a torso that does not fit the observations (see nets.resolve_torso).
     """
     net = config.network
-    return Encoder(make_torso(net, is_image), num_actions,
+    return Encoder(make_torso(net, is_image, feature_size), num_actions,
                    net.action_history_dim if net.action_history > 0 else 0)
 
 

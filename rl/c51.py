@@ -27,8 +27,9 @@ class C51(ValueAgent):
     it is also the PER priority (Hessel et al. 2018)."""
 
     @classmethod
-    def build_network(cls, config: Config, num_actions: int, is_image: bool) -> ValueNetwork:
-        return ValueNetwork(agent_lib.encoder(config, num_actions, is_image),
+    def build_network(cls, config: Config, num_actions: int, is_image: bool,
+                      feature_size: int = 0) -> ValueNetwork:
+        return ValueNetwork(agent_lib.encoder(config, num_actions, is_image, feature_size),
                             agent_lib.head(config, num_actions, config.agent.num_atoms))
 
     @property

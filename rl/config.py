@@ -24,6 +24,15 @@ TargetUpdate = Literal["hard", "soft", "both"]
 LrSchedule = Literal["constant", "linear", "cosine", "exponential"]
 OptimizerName = Literal["adam", "adamw", "radam"]
 ImportanceSchedule = Literal["linear", "increment"]
+TmInterface = Literal["images", "lidar", "lidar_progress"]
+TmBackend = Literal["game", "standin"]
+
+TM_ACTION_TOKENS = ("gas", "brake", "left", "right", "none")
+"""Words a TrackMania discrete action is written with, joined by '+': 'gas', 'brake+left'."""
+TM_DEFAULT_ACTIONS = ("gas", "gas+left", "gas+right", "none", "left", "right",
+                      "brake", "brake+left", "brake+right", "brake+gas", "brake+gas+left",
+                      "brake+gas+right")
+"""The 12 = {gas, nothing, brake, brake+gas} x {straight, left, right} (seeds 000/001)."""
 
 
 class ConfigError(ValueError):
@@ -163,6 +172,10 @@ class NetworkConfig:
     """Factorised NoisyDense heads (Fortunato et al. 2018)."""
     noisy_sigma0: float = 0.5
     """Initial noise scale sigma0 of NoisyDense (sigma = sigma0 / sqrt(fan_in)); > 0."""
+    feature_dim: int = 64
+    """Width of the Dense + ReLU embedding of the env's float features (TrackMania: speed,
+    gear, rpm, previous actions), concatenated to the torso output; unused by envs without
+    features; >= 1."""
 
     def __post_init__(self):
         _check_number_fields(self, "network")
@@ -174,6 +187,7 @@ class NetworkConfig:
         _positive_int("network.pooled_size", self.pooled_size)
         _positive_int("network.hidden_dim", self.hidden_dim)
         _positive_int("network.cosine_embedding_dim", self.cosine_embedding_dim)
+        _positive_int("network.feature_dim", self.feature_dim)
         _check(self.norm in typing.get_args(NormName), "network.norm", self.norm,
                f"must be one of {typing.get_args(NormName)}")
         _check(isinstance(self.action_history, int) and self.action_history >= 0,
@@ -478,6 +492,163 @@ class DemoConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrackmaniaConfig:
+    """TrackMania 2020 through tmrl (``env.id=trackmania``): game connection, observation and
+    action adapters, real-time stepping, the watchdog, and our reward (every key of seed 004's
+    REWARD_CONFIG, lower-cased). Setup and failure modes: ``docs/trackmania.md``.
+
+    Reward per step (``envs.tm_reward.TrackReward``): progress along the recorded trajectory
+    (tmrl's semantics: points 0.1 m apart, 1.0 per 10 m), times ``proximity_reward_shaping``
+    when the car is off the line, plus the speed bonus, minus the constant, off-track speed
+    and wall-hug penalties, plus ``end_of_track`` at the finish; then ``tanh(reward_scale *
+    r)`` when ``reward_scale`` is set. "Off the line": farther than
+    ``speed_safe_deviation_ratio * max_stray`` metres from the trajectory point matched."""
+
+    interface: TmInterface = "images"
+    """images: the newest grayscale frame (env.image_size, uint8) + features; lidar: 19 lidar
+    distances per frame (tmrl's LIDAR) + features; lidar_progress: lidar + track progress."""
+    action_history: int = 2
+    """Previous actions, as [gas, brake, steer], appended to the features (tmrl's
+    act_buf_len); >= 0."""
+    discrete_actions: tuple[str, ...] = TM_DEFAULT_ACTIONS
+    """Discrete action set for iqn / c51 / dqn, each pedals and steer joined by '+' from
+    gas, brake, left, right, none (left = steer -1, right = +1)."""
+    time_step: float = 0.05
+    """Real-time step in seconds (tmrl: 0.05 = 20 Hz); > 0."""
+    start_obs_capture: float = 0.04
+    """Seconds into a step at which the observation is captured (tmrl: 0.04); in (0,
+    time_step]."""
+    time_step_timeout_factor: float = 1.0
+    """A step later than time_step * (1 + this) breaks rtgym's clock and counts as late
+    (tmrl: 1.0); > 0."""
+    learner_budget: float = 0.8
+    """Share of each time step the learner may spend on grad steps while the game steps (the
+    rest is the actor's); unfinished grad steps carry over (logged as
+    perf/grad_credit_backlog); in (0, 1]."""
+    late_step_warning: float = 0.01
+    """Warn when more than this share of the steps in a log interval was late; in [0, 1]."""
+    watchdog_timeout: float = 15.0
+    """Seconds a reset or step may take before the game is declared hung; > 0."""
+    reconnect_attempts: int = 3
+    """Times the worker is restarted after a hang or crash before the run stops with an
+    error (the partial episode is always dropped); >= 0."""
+    host: str = "127.0.0.1"
+    """Address of the OpenPlanet TMRL_GrabData plugin (or of a stand-in game)."""
+    port: int = 9000
+    """TCP port of the plugin (tmrl's is fixed at 9000); 1..65535."""
+    gamepad: bool = True
+    """Drive through the virtual gamepad (analog; needs ViGEmBus on Windows) or, False, the
+    keyboard (binary steer)."""
+    trajectory: str | None = None
+    """Reward trajectory file (tmrl's reward.pkl or our .npy, [N, 3] points 0.1 m apart);
+    None: ~/TmrlData/reward/reward.pkl."""
+    backend: TmBackend = "game"
+    """game: the real game through tmrl; standin: the headless stand-in game of
+    ``envs.tm_standin`` (tests, demos without the game)."""
+    standin_address: str | None = None
+    """host:data_port:control_port of a stand-in game started elsewhere (tests); None starts
+    one inside the env worker. Only with backend=standin."""
+    end_of_track: float = 100.0
+    """END_OF_TRACK: bonus at the finish line (tmrl 100); >= 0."""
+    constant_penalty: float = 0.0005
+    """CONSTANT_PENALTY: subtracted every step (seed 004 recommended 0.0005; tmrl adds its
+    value instead, default 0); >= 0."""
+    check_forward: int = 500
+    """CHECK_FORWARD: trajectory points searched ahead for the matching point, so cuts up to
+    50 m pay (tmrl 500); >= 1."""
+    check_backward: int = 10
+    """CHECK_BACKWARD: points searched behind when there is no progress (tmrl 10); >= 1."""
+    failure_countdown: int = 9
+    """FAILURE_COUNTDOWN: consecutive no-progress steps that end the episode (seed 004
+    recommended 9; tmrl 10); >= 1."""
+    min_steps: int = 70
+    """MIN_STEPS: steps at the start of an episode during which no-progress steps are not
+    counted (tmrl 70 = 3.5 s); >= 0."""
+    max_stray: float = 50.0
+    """MAX_STRAY: metres from the trajectory beyond which progress is not counted (seed 004
+    recommended 50; tmrl 100); > 0."""
+    speed_safe_deviation_ratio: float = 0.15
+    """SPEED_SAFE_DEVIATION_RATIO: the "on the line" radius as a share of max_stray (seed 004
+    recommended 0.15, i.e. 7.5 m); in (0, 1]."""
+    reckless_speed_threshold: float = 45.0
+    """RECKLESS_SPEED_THRESHOLD: speed in km/h that scales the off-track speed penalty
+    (seed 004 recommended 45); > 0."""
+    reckless_penalty_factor: float = 0.006
+    """RECKLESS_PENALTY_FACTOR: off-track speed penalty per step, ``factor * (speed /
+    reckless_speed_threshold) * (deviation / safe radius)``, when off the line above 5 km/h
+    (seed 004 recommended 0.006); 0 disables; >= 0."""
+    speed_bonus: float = 0.0008
+    """SPEED_BONUS: reward per km/h on steps that progress on the line (seed 004 Run E
+    0.0008); 0 disables; >= 0."""
+    wall_hug_speed_threshold: float = 10.0
+    """WALL_HUG_SPEED_THRESHOLD: km/h above which a no-progress step off the line counts as
+    wall-hugging (seed 004: 10); >= 0."""
+    wall_hug_penalty_factor: float = 0.005
+    """WALL_HUG_PENALTY_FACTOR: wall-hug penalty ``factor * k * (deviation / safe radius)`` on
+    the k-th such step in a row; after failure_countdown * 3 of them the episode ends
+    (seed 004: 0.005); 0 disables the penalty, not the termination; >= 0."""
+    proximity_reward_shaping: float = 0.5
+    """PROXIMITY_REWARD_SHAPING: progress made off the line is multiplied by this (seed 004:
+    0.5); 1 disables; in [0, 1]."""
+    reward_scale: float | None = 3.0
+    """REWARD_SCALE: the reward becomes ``tanh(reward_scale * r)``, in (-1, 1) (seed 004:
+    3.0); None keeps the raw sum (tmrl)."""
+
+    def __post_init__(self):
+        _check_number_fields(self, "trackmania")
+        _check(self.interface in typing.get_args(TmInterface), "trackmania.interface",
+               self.interface, f"must be one of {typing.get_args(TmInterface)}")
+        _check(self.backend in typing.get_args(TmBackend), "trackmania.backend",
+               self.backend, f"must be one of {typing.get_args(TmBackend)}")
+        _check(isinstance(self.action_history, int) and self.action_history >= 0,
+               "trackmania.action_history", self.action_history, "must be an integer >= 0")
+        _check(isinstance(self.discrete_actions, tuple) and len(self.discrete_actions) >= 2,
+               "trackmania.discrete_actions", self.discrete_actions,
+               "must list at least 2 actions")
+        for action in self.discrete_actions:
+            words = action.split("+") if isinstance(action, str) else [None]
+            _check(all(w in TM_ACTION_TOKENS for w in words) and len(set(words)) == len(words)
+                   and not ("left" in words and "right" in words)
+                   and not ("none" in words and len(words) > 1),
+                   "trackmania.discrete_actions", action,
+                   f"each action joins distinct words of {TM_ACTION_TOKENS} with '+', at most "
+                   "one of left / right, 'none' alone")
+        for name in ("time_step", "time_step_timeout_factor", "watchdog_timeout", "max_stray",
+                     "reckless_speed_threshold"):
+            _check(getattr(self, name) > 0, f"trackmania.{name}", getattr(self, name),
+                   "must be > 0")
+        _check(0 < self.start_obs_capture <= self.time_step, "trackmania.start_obs_capture",
+               self.start_obs_capture, f"must be in (0, time_step={self.time_step}]")
+        _unit_interval("trackmania.late_step_warning", self.late_step_warning)
+        _unit_interval("trackmania.learner_budget", self.learner_budget, closed_low=False)
+        _check(isinstance(self.reconnect_attempts, int) and self.reconnect_attempts >= 0,
+               "trackmania.reconnect_attempts", self.reconnect_attempts,
+               "must be an integer >= 0")
+        _check(isinstance(self.port, int) and 1 <= self.port <= 65535, "trackmania.port",
+               self.port, "must be a TCP port in 1..65535")
+        _check(self.trajectory is None or isinstance(self.trajectory, str)
+               and self.trajectory != "", "trackmania.trajectory", self.trajectory,
+               "must be a file path or None")
+        _check(self.standin_address is None or self.backend == "standin"
+               and len(str(self.standin_address).split(":")) == 3,
+               "trackmania.standin_address", self.standin_address,
+               "must be host:data_port:control_port, and only with backend=standin")
+        for name in ("end_of_track", "constant_penalty", "reckless_penalty_factor",
+                     "speed_bonus", "wall_hug_speed_threshold", "wall_hug_penalty_factor"):
+            _check(getattr(self, name) >= 0, f"trackmania.{name}", getattr(self, name),
+                   "must be >= 0")
+        for name in ("check_forward", "check_backward", "failure_countdown"):
+            _positive_int(f"trackmania.{name}", getattr(self, name))
+        _check(isinstance(self.min_steps, int) and self.min_steps >= 0,
+               "trackmania.min_steps", self.min_steps, "must be an integer >= 0")
+        _unit_interval("trackmania.speed_safe_deviation_ratio",
+                       self.speed_safe_deviation_ratio, closed_low=False)
+        _unit_interval("trackmania.proximity_reward_shaping", self.proximity_reward_shaping)
+        _check(self.reward_scale is None or self.reward_scale > 0, "trackmania.reward_scale",
+               self.reward_scale, "must be > 0, or None for the raw reward")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """Loop sizes: steps, replay ratio, batch, evaluation and checkpoint cadence."""
 
@@ -553,6 +724,7 @@ class Config:
     tqc: TQCConfig = TQCConfig()
     replay: ReplayConfig = ReplayConfig()
     demos: DemoConfig = DemoConfig()
+    trackmania: TrackmaniaConfig = TrackmaniaConfig()
     training: TrainingConfig = TrainingConfig()
     logging: LoggingConfig = LoggingConfig()
 

@@ -25,8 +25,9 @@ class DQN(ValueAgent):
     or the target net; Huber (threshold kappa) or 0.5 * td^2 loss; priorities |td|."""
 
     @classmethod
-    def build_network(cls, config: Config, num_actions: int, is_image: bool) -> ValueNetwork:
-        return ValueNetwork(agent_lib.encoder(config, num_actions, is_image),
+    def build_network(cls, config: Config, num_actions: int, is_image: bool,
+                      feature_size: int = 0) -> ValueNetwork:
+        return ValueNetwork(agent_lib.encoder(config, num_actions, is_image, feature_size),
                             agent_lib.head(config, num_actions, 1))
 
     def _q(self, params, batch_stats, obs, prev_actions, key, *, noisy):

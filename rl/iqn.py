@@ -25,8 +25,9 @@ class IQN(ValueAgent):
     or Munchausen targets, priorities |TD| of the expected values."""
 
     @classmethod
-    def build_network(cls, config: Config, num_actions: int, is_image: bool) -> IQNNetwork:
-        return IQNNetwork(agent_lib.encoder(config, num_actions, is_image),
+    def build_network(cls, config: Config, num_actions: int, is_image: bool,
+                      feature_size: int = 0) -> IQNNetwork:
+        return IQNNetwork(agent_lib.encoder(config, num_actions, is_image, feature_size),
                           agent_lib.head(config, num_actions, 1),
                           num_cosines=config.network.cosine_embedding_dim)
 
@@ -34,7 +35,7 @@ class IQN(ValueAgent):
         return jax.random.uniform(key, (batch, n), jnp.float32)
 
     def _init_inputs(self, obs):
-        return obs, jnp.full((obs.shape[0], 1), 0.5)
+        return obs, jnp.full((agent_lib.leading_size(obs), 1), 0.5)
 
     def _dist(self, params, batch_stats, obs, prev_actions, taus, key, *, train, noisy):
         return self._apply(params, batch_stats, (obs, taus), prev_actions, key, train=train,
@@ -43,7 +44,8 @@ class IQN(ValueAgent):
     def _q(self, params, batch_stats, obs, prev_actions, key, *, noisy):
         """Q as the mean of num_quantile_samples quantiles: float32 [B, A]."""
         k_tau, k_noise = jax.random.split(key)
-        taus = self._taus(k_tau, obs.shape[0], self.config.agent.num_quantile_samples)
+        taus = self._taus(k_tau, agent_lib.leading_size(obs),
+                          self.config.agent.num_quantile_samples)
         dist, _ = self._dist(params, batch_stats, obs, prev_actions, taus, k_noise, train=False,
                              noisy=noisy)
         return dist.mean(axis=1)

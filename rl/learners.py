@@ -14,18 +14,20 @@ LEARNERS: dict[str, type[ValueAgent]] = {"iqn": IQN, "c51": C51, "dqn": DQN}
 """agent.learner -> ValueAgent subclass (discrete actions); tqc is built by make_tqc."""
 
 
-def make_agent(config: Config, num_actions: int, is_image: bool) -> ValueAgent | TQC:
+def make_agent(config: Config, num_actions: int, is_image: bool,
+               feature_size: int = 0) -> ValueAgent | TQC:
     """Build the learner named by ``config.agent.learner`` for an env's action count (the
-    action dimension for tqc) and observation kind (images or vectors).
+    action dimension for tqc), observation kind (images or vectors) and number of float
+    features beside the frames (``EnvSpec.feature_size``; 0: plain frames).
 
     Raises:
       ValueError: a torso that does not fit the observations (see nets.resolve_torso).
     """
     if config.agent.learner == "tqc":
-        return make_tqc(config, num_actions, is_image)
+        return make_tqc(config, num_actions, is_image, feature_size)
     cls = LEARNERS[config.agent.learner]
     lr_schedule = schedules.learning_rate(config.agent)
     return cls(config=config, num_actions=num_actions,
-               network=cls.build_network(config, num_actions, is_image),
+               network=cls.build_network(config, num_actions, is_image, feature_size),
                optimizer=make_optimizer(config, lr_schedule), lr_schedule=lr_schedule,
                replay=make_replay(config), target_bound=target_bound(config, num_actions))

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nets import make_torso
+from nets import WithFeatures, make_torso
 from nets.tqc import CriticEnsemble, TanhGaussianActor
 from replay import Batch, DeviceReplay, ReplayState
 from rl import losses
@@ -94,10 +94,11 @@ class TQC:
     def init(self, key: jax.Array, obs_example: jax.Array) -> TQCState:
         """Fresh state; every critic from its own key, the target critics a copy.
 
-        Args: key (uint32 [2]); obs_example: one stacked observation [k, *frame].
+        Args: key (uint32 [2]); obs_example: one stacked observation [k, *frame], or its
+        pytree with features.
         """
         k_actor, k_critic, k_state = jax.random.split(key, 3)
-        obs = jnp.zeros((1, *obs_example.shape), obs_example.dtype)
+        obs = jax.tree.map(lambda x: jnp.zeros((1, *x.shape), x.dtype), obs_example)
         actor_params = self.actor.init(k_actor, obs)["params"]
         critic_params = self.critic.init(k_critic, obs, jnp.zeros((1, self.action_dim)))["params"]
         log_alpha = jnp.log(jnp.float32(self.config.tqc.alpha))
@@ -233,17 +234,21 @@ class TQC:
         return sampled_updates(self, state, replay_state, importance_exponent)
 
 
-def make_tqc(config: Config, action_dim: int, is_image: bool) -> TQC:
+def make_tqc(config: Config, action_dim: int, is_image: bool, feature_size: int = 0) -> TQC:
     """Build TQC for an env with actions in [-1, 1]^action_dim.
 
     Image observations go through a torso (network.torso: impala or small_cnn; one per actor
-    and per critic); vector observations enter the MLPs directly.
+    and per critic); vector observations enter the MLPs directly. ``feature_size`` > 0 float
+    features beside the frames are embedded and concatenated (``nets.WithFeatures``).
 
     Raises:
       ValueError: a torso that does not fit the observations (see nets.resolve_torso).
     """
     tqc, agent = config.tqc, config.agent
-    torso = make_torso(config.network, is_image) if is_image else None
+    if is_image:
+        torso = make_torso(config.network, is_image, feature_size)
+    else:
+        torso = WithFeatures(None, config.network.feature_dim) if feature_size else None
     actor = TanhGaussianActor(action_dim, tuple(tqc.actor_hidden), torso, tqc.log_std_min,
                               tqc.log_std_max)
     critic = CriticEnsemble(tqc.num_critics, tqc.num_quantiles, tuple(tqc.critic_hidden), torso)
