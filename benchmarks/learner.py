@@ -66,7 +66,8 @@ def spaces(args, cfg):
     """(frame shape, frame dtype, is_image, action shape, action dtype, num_actions)."""
     if cfg.agent.learner == "tqc":
         spec = envs.env_spec(cfg.env.id, frame_skip=cfg.env.frame_skip,
-                             image_size=cfg.env.image_size, action_space=cfg.env.action_space)
+                             image_size=cfg.env.image_size, action_space=cfg.env.action_space,
+                             trackmania=cfg.trackmania)
         return (spec.frame_shape, spec.frame_dtype, spec.is_image, spec.action_shape,
                 np.float32, spec.num_actions)
     size = cfg.env.image_size

@@ -9,6 +9,10 @@ key           shape, dtype                meaning
 obs           [T + 1, *frame_shape]       the frames o_0 .. o_T exactly as ``make_env``
                                           emits them (one frame, no stack; uint8 images or
                                           float32 vectors); o_T is the final observation
+features      float32 [T + 1, F]          optional: the env's float features of o_0 .. o_T
+                                          (``EnvSpec.feature_size`` F > 0, TrackMania:
+                                          speed, gear, rpm, previous actions); absent
+                                          means F = 0
 action        [T, *action_shape]          a_t: int32 in [0, num_actions), or float32 in
                                           [-1, 1]^d (CarRacing / TrackMania continuous:
                                           [gas, brake, steer])
@@ -22,8 +26,10 @@ meta          0-d str (JSON object)       ``format`` (1), ``env_id``, ``frame_sk
 ============  ==========================  ================================================
 
 T >= 1, and exactly one of ``terminated`` / ``truncated`` is set, on the last step only.
+``features`` is written only when F > 0, so files of envs without features (and files written
+before the key existed) are the same format 1.
 ``launch/record_demos.py`` writes this format from any policy; other sources (a human-driven
-run) write it with :func:`save_episode`. Host-only numpy (no jax).
+run: ``--policy human``) write it with :func:`save_episode`. Host-only numpy (no jax).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from envs.collector import SLOT_KEYS, replay_reward
-from envs.make import EnvSpec
+from envs.make import EnvSpec, join_obs, split_obs
 
 __all__ = [
     "FORMAT_VERSION",
@@ -63,7 +69,10 @@ class DemoError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class DemoEpisode:
-    """One recorded episode (see the module docstring for the fields' shapes)."""
+    """One recorded episode (see the module docstring for the fields' shapes).
+
+    ``features`` may be left out (None): it becomes float32 [T + 1, 0], an env without
+    features (T + 1 taken from ``obs``)."""
 
     obs: np.ndarray
     action: np.ndarray
@@ -71,6 +80,12 @@ class DemoEpisode:
     terminated: np.ndarray
     truncated: np.ndarray
     meta: dict[str, Any]
+    features: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.features is None:  # frozen: set through object
+            rows = self.obs.shape[0] if np.ndim(self.obs) else 0
+            object.__setattr__(self, "features", np.zeros((rows, 0), np.float32))
 
     @property
     def length(self) -> int:
@@ -96,8 +111,11 @@ def save_episode(path: str | Path, episode: DemoEpisode) -> None:
     """
     _check_layout(episode, str(path))
     meta = dict(episode.meta, format=FORMAT_VERSION)
+    arrays = {k: getattr(episode, k) for k in _ARRAYS}
+    if episode.features.shape[1]:  # F = 0 stays absent: the file reads as before the key
+        arrays["features"] = episode.features
     with open(path, "wb") as f:
-        np.savez(f, **{k: getattr(episode, k) for k in _ARRAYS}, meta=np.asarray(json.dumps(meta)))
+        np.savez(f, **arrays, meta=np.asarray(json.dumps(meta)))
 
 
 def load_episode(path: str | Path) -> DemoEpisode:
@@ -126,7 +144,8 @@ def load_episode(path: str | Path) -> DemoEpisode:
     if meta.get("format") != FORMAT_VERSION:
         raise DemoError(f"{path}: meta.format is {meta.get('format')!r}; this version reads "
                         f"format {FORMAT_VERSION}")
-    episode = DemoEpisode(**{k: contents[k] for k in _ARRAYS}, meta=meta)
+    episode = DemoEpisode(**{k: contents[k] for k in _ARRAYS}, meta=meta,
+                          features=contents.get("features"))
     _check_layout(episode, str(path))
     return episode
 
@@ -140,6 +159,10 @@ def _check_layout(episode: DemoEpisode, where: str) -> None:
     if episode.obs.ndim < 1 or episode.obs.shape[0] != t + 1:
         raise DemoError(f"{where}: obs must have T + 1 = {t + 1} frames (o_0 .. o_T), got shape "
                         f"{list(episode.obs.shape)}")
+    features = episode.features
+    if features.ndim != 2 or features.shape[0] != t + 1 or features.dtype != np.float32:
+        raise DemoError(f"{where}: features must be float32 [T + 1, F] = [{t + 1}, F] (o_0 .. "
+                        f"o_T), got {features.dtype}{list(features.shape)}")
     for name in ("reward", "terminated", "truncated"):
         value = getattr(episode, name)
         if value.shape != (t,):
@@ -173,6 +196,10 @@ def _check_fits(episode: DemoEpisode, where: str, spec: EnvSpec, frame_skip: int
         raise DemoError(f"{where}: obs frames are {frames.dtype}{list(frames.shape[1:])}, this "
                         f"run's env emits {np.dtype(spec.frame_dtype)}{list(spec.frame_shape)} "
                         "(check env.image_size)")
+    if episode.features.shape[1] != spec.feature_size:
+        raise DemoError(f"{where}: features have {episode.features.shape[1]} values per step, "
+                        f"this run's env emits {spec.feature_size} (TrackMania: check "
+                        "trackmania.interface and trackmania.action_history)")
     action = episode.action
     if action.shape[1:] != spec.action_shape:
         raise DemoError(f"{where}: actions have shape {list(action.shape[1:])} per step, this "
@@ -204,8 +231,8 @@ def load_demos(directory: str | Path, spec: EnvSpec, *, frame_skip: int) -> list
 
     Raises:
       DemoError: the directory is missing or holds no episode file, or a file is unreadable,
-        breaks the format, or was recorded on another env, action kind, frame skip, frame shape
-        or action shape; the message names the file.
+        breaks the format, or was recorded on another env, action kind, frame skip, frame
+        shape, feature width or action shape; the message names the file.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -251,7 +278,9 @@ def demo_slots(
     Returns:
       dict with keys :data:`envs.collector.SLOT_KEYS` plus ``is_demo`` (True on demo slots,
       False on padding), each an array with leading axes [L, E] (L = the longest stream), in
-      the dtypes the collector emits; ready for ``DeviceReplay.add_sequence``.
+      the dtypes the collector emits; ``obs`` is the observation pytree
+      (:func:`envs.make.join_obs`: frames [L, E, *frame_shape], and with F > 0 the dict with
+      features float32 [L, E, F]). Ready for ``DeviceReplay.add_sequence``.
 
     Raises:
       ValueError: no episodes, num_streams < 1 or repeat < 1.
@@ -268,8 +297,10 @@ def demo_slots(
             streams[e].append(i)
             lengths[e] += episode.length + 1
     total = max(lengths)
+    frames = np.zeros((total, num_streams, *spec.frame_shape), spec.frame_dtype)
+    features = np.zeros((total, num_streams, spec.feature_size), np.float32)
     out = {
-        "obs": np.zeros((total, num_streams, *spec.frame_shape), spec.frame_dtype),
+        "obs": join_obs(spec, frames, features),
         "action": np.zeros((total, num_streams, *spec.action_shape), spec.action_dtype),
         "reward": np.zeros((total, num_streams), np.float32),
         "terminated": np.zeros((total, num_streams), bool),
@@ -283,7 +314,8 @@ def demo_slots(
         for i in order:
             ep = episodes[i]
             t, end = ep.length, t0 + ep.length
-            out["obs"][t0:end + 1, e] = ep.obs
+            frames[t0:end + 1, e] = ep.obs
+            features[t0:end + 1, e] = ep.features
             out["action"][t0:end, e] = ep.action
             out["reward"][t0:end, e] = replay_reward(ep.reward, reward_scale, reward_clip)
             out["terminated"][t0:end, e] = ep.terminated
@@ -303,29 +335,34 @@ class EpisodeSplitter:
       num_envs: E, the vector env's size.
       meta: the ``meta`` every episode gets (env_id, frame_skip, image_size, action_space,
         source).
+      spec: the env's spec; slot observations are its pytrees (:func:`envs.make.split_obs`).
     """
 
-    def __init__(self, num_envs: int, meta: dict[str, Any]):
+    def __init__(self, num_envs: int, meta: dict[str, Any], spec: EnvSpec):
         self.meta = dict(meta)
+        self.spec = spec
         self._open: list[list[dict[str, np.ndarray]]] = [[] for _ in range(num_envs)]
 
     def push(self, slot: dict[str, np.ndarray]) -> list[tuple[int, DemoEpisode]]:
         """Add one vector step's slot; returns ``(env_index, episode)`` for every episode
         whose final frame arrived in this slot (the collector's ``valid=False`` slot)."""
         done = []
+        frames, features = split_obs(self.spec, slot["obs"])
         for e, steps in enumerate(self._open):
             if slot["valid"][e]:
-                steps.append({k: slot[k][e] for k in SLOT_KEYS})
+                steps.append({k: slot[k][e] for k in SLOT_KEYS if k != "obs"}
+                             | {"frame": frames[e], "features": features[e]})
                 continue
             if not steps:  # the final frame of an episode that started before recording
                 continue
             episode = DemoEpisode(
-                obs=np.stack([s["obs"] for s in steps] + [slot["obs"][e]]),
+                obs=np.stack([s["frame"] for s in steps] + [frames[e]]),
                 action=np.stack([s["action"] for s in steps]),
                 reward=np.asarray([s["reward"] for s in steps], np.float32),
                 terminated=np.asarray([s["terminated"] for s in steps], bool),
                 truncated=np.asarray([s["truncated"] for s in steps], bool),
                 meta=dict(self.meta),
+                features=np.stack([s["features"] for s in steps] + [features[e]]),
             )
             steps.clear()
             done.append((e, episode))

@@ -299,6 +299,7 @@ def _interface_class():
             self.lidar = None
             self.last_data: tuple | None = None
             self.last_reward = None
+            self.error: BaseException | None = None
 
         def initialize(self):
             tm = self.tm
@@ -331,7 +332,8 @@ def _interface_class():
             else:
                 frame = cv2.cvtColor(cv2.resize(shot, self.resize_to, interpolation=cv2.INTER_AREA),
                                      cv2.COLOR_BGR2GRAY)
-            data = self.client.retrieve_data(timeout=self.tm.watchdog_timeout)
+            # Shorter than the watchdog, so the watchdog reports this precise error.
+            data = self.client.retrieve_data(timeout=0.8 * self.tm.watchdog_timeout)
             self.last_data = data
             return data, frame
 
@@ -344,13 +346,31 @@ def _interface_class():
                 car = [data[0], self.reward.progress]
             return [frame, np.array(car, np.float32)]
 
+        def _recorded(self, fn):
+            # rtgym calls these on its own thread and waits forever if they raise: keep the
+            # error for the env's watchdog to report.
+            try:
+                return fn()
+            except BaseException as e:
+                self.error = e
+                raise
+
         def reset(self, seed=None, options=None):
+            return self._recorded(self._reset)
+
+        def get_obs_rew_terminated_info(self):
+            return self._recorded(self._step)
+
+        def wait(self):
+            return self._recorded(super().wait)
+
+        def _reset(self):
             self.reset_common()
             data, frame = self._capture()
             self.reward.reset()
             return self._observation(data, frame), {}
 
-        def get_obs_rew_terminated_info(self):
+        def _step(self):
             data, frame = self._capture()
             result = self.reward.step(np.array(data[2:5], np.float64), float(data[0]),
                                       bool(data[8]))
@@ -444,6 +464,7 @@ class TrackmaniaEnv(gym.Env):
                 f"tmrl's data folder {Path.home() / 'TmrlData'} is missing or has no "
                 "config/config.json: run `python -m tmrl --install` once (it downloads the "
                 f"plugin and a default config), see {_DOCS}")
+        tm = self.tm  # the stand-in fills in its address
         trajectory = self._trajectory()
         self._late = _LateSteps()
         with warnings.catch_warnings():
@@ -515,6 +536,12 @@ class TrackmaniaEnv(gym.Env):
         box = {"done": threading.Event()}
         self._calls.put((fn, box))
         if not box["done"].wait(self.tm.watchdog_timeout):
+            failed = next((i.error for i in self._interfaces if i.error is not None), None)
+            if isinstance(failed, GameConnectionError):
+                raise GameConnectionError(str(failed)) from None
+            if failed is not None:
+                raise GameConnectionError(f"{what} failed in rtgym's thread: "
+                                          f"{type(failed).__name__}: {failed}") from failed
             raise GameConnectionError(
                 f"the game did not answer within {self.tm.watchdog_timeout:.0f} s while "
                 f"{what} (trackmania.watchdog_timeout): the plugin went silent or the game hung "
@@ -607,7 +634,11 @@ class GuardedVectorEnv:
 
     def _guard(self, fn, what: str):
         try:
-            return fn()
+            with warnings.catch_warnings():
+                # gymnasium reports a worker's error as a warning before raising it; the
+                # error we raise says the same.
+                warnings.filterwarnings("ignore", message=".*ERROR: ", category=UserWarning)
+                return fn()
         except GameConnectionError:
             self.close(terminate=True)
             raise

@@ -182,12 +182,6 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             raise
         return new
 
-    try:
-        collector = start_collector()
-    except envs.GameConnectionError as e:
-        log.error("cannot start the game: %s", e)
-        checkpoints.close()
-        return EXIT_GAME_LOST
 
     add = jax.jit(replay.add, donate_argnums=0)
     update = jax.jit(agent.update, donate_argnums=(0, 1))
@@ -200,7 +194,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             add_sequence = jax.jit(replay.add_sequence, donate_argnums=0)
             length = len(demo_slots["valid"])
             for start in range(0, length, DEMO_CHUNK):
-                chunk = {k: v[start:start + DEMO_CHUNK] for k, v in demo_slots.items()}
+                chunk = jax.tree.map(lambda v: v[start:start + DEMO_CHUNK], demo_slots)
                 replay_state = add_sequence(replay_state, chunk)
             per_stream = replay.capacity_per_stream
             log.info("injected %d demo transitions (%d slots per env stream, %d left for the "
@@ -211,6 +205,25 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
     def act(state, obs, prev_actions, key, step, epsilon, noisy):
         return agent.act(state, obs, jax.random.fold_in(key, step), epsilon, noisy=noisy,
                          prev_actions=prev_actions)
+
+    if realtime:
+        # Compile before the game's clock starts: a first call inside a 50 ms step is late.
+        e = env_cfg.num_envs
+        act(state, envs.zeros_obs(spec, (e, env_cfg.frame_stack)),
+            np.full((e, history), -1, np.int32) if history else None, act_key, 0, 1.0,
+            noisy=True).block_until_ready()
+        update = update.lower(state, replay_state, 0.4).compile()
+        add = add.lower(replay_state, obs=envs.zeros_obs(spec, (e,)),
+                        action=np.zeros((e, *spec.action_shape), spec.action_dtype),
+                        reward=np.zeros(e, np.float32), terminated=np.zeros(e, bool),
+                        truncated=np.zeros(e, bool), valid=np.ones(e, bool),
+                        steps_since_start=np.zeros(e, np.int32)).compile()
+    try:
+        collector = start_collector()
+    except envs.GameConnectionError as e:
+        log.error("cannot start the game: %s", e)
+        checkpoints.close()
+        return EXIT_GAME_LOST
 
     if config.agent.epsilon_unit == "episodes":
         log.warning("agent.epsilon_unit=episodes: epsilon decays per finished episode. Seed "

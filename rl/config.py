@@ -754,6 +754,12 @@ class Config:
         _check(not (self.agent.target_clamp == "auto" and self.env.reward_clip is None),
                "agent.target_clamp", "auto", "needs env.reward_clip (r_max) to compute the "
                "bound r_max / (1 - gamma); set a number or clip the rewards")
+        if self.env.id == "trackmania":
+            _check(self.env.num_envs == 1, "env.num_envs", self.env.num_envs,
+                   "must be 1 with env.id=trackmania (one game per machine)")
+            _check(self.training.eval_interval == 0, "training.eval_interval",
+                   self.training.eval_interval, "must be 0 with env.id=trackmania: evaluation "
+                   "would need a second game; watch episode/return instead")
         _check(self.training.batch_size <= self.replay.capacity, "training.batch_size",
                self.training.batch_size, f"must be <= replay.capacity ({self.replay.capacity})")
 

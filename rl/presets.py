@@ -193,9 +193,32 @@ def tqc() -> Config:
     )
 
 
+def iqn_tm20() -> Config:
+    """The seeds 000/001 working configuration (:func:`tm20_rainbow`) on TrackMania 2020:
+    64x64 grayscale frames stacked 4, speed / gear / rpm, the 12 discrete actions {gas,
+    nothing, brake, brake+gas} x {straight, left, right}, tmrl's reward (progress 1.0 per 10 m,
+    +100 at the finish, failure after 10 no-progress steps, strays beyond 100 m not counted;
+    none of seed 004's extras, no tanh), raw rewards in the replay, and no previous actions in
+    the input (the seeds' successful run had none). Evaluation is off: one game per machine.
+    """
+    base = tm20_rainbow()
+    return replace(base, algo="iqn_tm20",
+                   env=dict(id="trackmania", action_space="discrete"),
+                   trackmania=dict(action_history=0, constant_penalty=0.0, failure_countdown=10,
+                                   max_stray=100.0, reckless_penalty_factor=0.0, speed_bonus=0.0,
+                                   wall_hug_penalty_factor=0.0,
+                                   wall_hug_speed_threshold=1000.0,
+                                   proximity_reward_shaping=1.0, reward_scale=None),
+                   training=dict(eval_interval=0))
+
+
 def tqc_tm20() -> Config:
-    """TQC with seed 004's recommended settings, on CarRacing-v3 with TrackMania's continuous
-    [gas, brake, steer] actions and 64x64x4 grayscale images (the TrackMania env joins later).
+    """TQC with seed 004's recommended settings on TrackMania 2020: continuous [gas, brake,
+    steer] actions, 64x64x4 grayscale images with speed / gear / rpm and the 2 previous
+    actions, and seed 004's reward with its recommended REWARD_CONFIG (the
+    ``trackmania`` section's defaults: proximity shaping, wall-hug penalty and termination,
+    off-track speed penalty, speed bonus, tanh(3 r)). Run it on CarRacing-v3 with
+    ``--env CarRacing-v3`` (rewards clipped to 1 stand in for the tanh there).
 
     From seed 004: fixed alpha 0.01 (learned alpha ran away), gamma 0.99, 6 updates per env
     step, 8 top quantiles dropped per critic, n-step 1, grad clip 1.0 for actor and critics,
@@ -208,7 +231,7 @@ def tqc_tm20() -> Config:
     """
     return Config(
         algo="tqc_tm20",
-        env=EnvConfig(id="CarRacing-v3", action_space="continuous", num_envs=1, image_size=64,
+        env=EnvConfig(id="trackmania", action_space="continuous", num_envs=1, image_size=64,
                       frame_stack=4, reward_clip=1.0),
         network=NetworkConfig(torso="small_cnn", cnn_channels=(32, 64, 64), spectral_norm=False,
                               noisy=False, dueling=False),
@@ -223,13 +246,13 @@ def tqc_tm20() -> Config:
         replay=ReplayConfig(capacity=100_000, prioritized=False),
         demos=DemoConfig(injection_repeat=2, sampling_weight=2.5, weight_decay_samples=200_000),
         training=TrainingConfig(total_steps=1_000_000, learning_starts=5_000, replay_ratio=6.0,
-                                batch_size=256, eval_interval=25_000, eval_episodes=3),
+                                batch_size=256, eval_interval=0, eval_episodes=3),
     )
 
 
 PRESETS = {"iqn_btr": iqn_btr, "iqn": iqn, "dqn": dqn, "rainbow": rainbow,
-           "tm20_rainbow": tm20_rainbow, "linesight_a01": linesight_a01, "tqc": tqc,
-           "tqc_tm20": tqc_tm20}
+           "tm20_rainbow": tm20_rainbow, "iqn_tm20": iqn_tm20, "linesight_a01": linesight_a01,
+           "tqc": tqc, "tqc_tm20": tqc_tm20}
 
 
 def get(name: str) -> Config:

@@ -23,6 +23,13 @@ SPEC = envs.EnvSpec(env_id="Toy-v0", frame_shape=(2,), frame_dtype=np.dtype(np.f
                     num_actions=3, continuous=False, action_shape=(),
                     action_dtype=np.dtype(np.int32), is_image=False, max_episode_steps=None)
 META = dict(env_id="Toy-v0", frame_skip=4, image_size=84, action_space="discrete", source="test")
+# TrackMania-like: uint8 [6, 6] frames, 5 float features, continuous [gas, brake, steer].
+SPEC_F = envs.EnvSpec(env_id="trackmania", frame_shape=(6, 6), frame_dtype=np.dtype(np.uint8),
+                      num_actions=3, continuous=True, action_shape=(3,),
+                      action_dtype=np.dtype(np.float32), is_image=True, max_episode_steps=None,
+                      feature_size=5)
+META_F = dict(env_id="trackmania", frame_skip=4, image_size=6, action_space="continuous",
+              source="test")
 
 
 def toy_episode(ident: int, length: int, truncated: bool = False) -> DemoEpisode:
@@ -37,6 +44,22 @@ def toy_episode(ident: int, length: int, truncated: bool = False) -> DemoEpisode
                        meta=dict(META))
 
 
+def toy_feature_episode(ident: int, length: int) -> DemoEpisode:
+    """An episode of SPEC_F: frame t is all ``10 * ident + t``, features t are
+    [ident, t, 0, 0, 0], action t is [t / length, 0, -0.5]."""
+    t = np.arange(length + 1)
+    done = np.zeros(length, bool)
+    done[-1] = True
+    features = np.zeros((length + 1, 5), np.float32)
+    features[:, 0], features[:, 1] = ident, t
+    action = np.zeros((length, 3), np.float32)
+    action[:, 0], action[:, 2] = t[:-1] / length, -0.5
+    frames = np.broadcast_to((10 * ident + t)[:, None, None], (length + 1, 6, 6)).astype(np.uint8)
+    return DemoEpisode(obs=frames, action=action, reward=np.ones(length, np.float32),
+                       terminated=done, truncated=np.zeros(length, bool), meta=dict(META_F),
+                       features=features)
+
+
 # ------------------------------------------------------------------------ format, checks
 
 def test_save_load_round_trip_and_directory_order(tmp_path):
@@ -49,7 +72,28 @@ def test_save_load_round_trip_and_directory_order(tmp_path):
         for name in ("obs", "action", "reward", "terminated", "truncated"):
             np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
         assert got.meta == dict(META, format=1)
+        assert got.features.shape == (got.length + 1, 0) and got.features.dtype == np.float32
     assert loaded[1].return_ == pytest.approx(2 * 3 + 0.3)
+    with np.load(episode_path(tmp_path, 0)) as data:  # F = 0: no key, the file as before
+        assert "features" not in data.files
+
+
+def test_round_trip_with_features(tmp_path):
+    episode = toy_feature_episode(2, 4)
+    save_episode(episode_path(tmp_path, 0), episode)
+    (got,) = load_demos(tmp_path, SPEC_F, frame_skip=4)
+    for name in ("obs", "features", "action", "reward", "terminated", "truncated"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(episode, name))
+    assert got.features.dtype == np.float32 and got.obs.dtype == np.uint8
+
+
+def test_features_of_another_width_are_refused(tmp_path):
+    path = episode_path(tmp_path, 0)
+    save_episode(path, toy_feature_episode(1, 3))
+    with pytest.raises(DemoError, match="features have 5 values per step, this run's env "
+                                        "emits 4") as err:
+        load_demos(tmp_path, dataclasses.replace(SPEC_F, feature_size=4), frame_skip=4)
+    assert str(path) in str(err.value)
 
 
 @pytest.mark.parametrize("change, words", [
@@ -58,6 +102,9 @@ def test_save_load_round_trip_and_directory_order(tmp_path):
     (dict(terminated=np.zeros(4, bool)), "exactly one of terminated"),
     (dict(reward=np.array([0, np.nan, 0, 0], np.float32)), "reward must hold finite floats"),
     (dict(truncated=np.zeros(4, np.int8)), "truncated must be bool"),
+    (dict(features=np.zeros((4, 5), np.float32)), "features must be float32 [T + 1, F] = [5, F]"),
+    (dict(features=np.zeros((5, 5), np.float64)), "features must be float32 [T + 1, F]"),
+    (dict(features=np.zeros(5, np.float32)), "features must be float32 [T + 1, F]"),
 ])
 def test_layout_errors_name_the_file_and_field(tmp_path, change, words):
     path = tmp_path / "episode_000000.npz"
@@ -119,8 +166,31 @@ def test_demo_slots_worked_example():
     assert int(doubled["valid"].sum()) == 2 * int(slots["valid"].sum())
 
 
+def test_demo_slots_with_features_emit_observation_pytrees():
+    # ep0 (4 slots) -> stream 0, ep1 (3 slots) -> stream 1; L = 4.
+    episodes = [toy_feature_episode(1, 3), toy_feature_episode(2, 2)]
+    slots = demo_slots(episodes, SPEC_F, 2)
+    obs = slots["obs"]
+    assert set(obs) == {"frame", "features"}
+    assert obs["frame"].shape == (4, 2, 6, 6) and obs["frame"].dtype == np.uint8
+    assert obs["features"].shape == (4, 2, 5) and obs["features"].dtype == np.float32
+    assert slots["action"].shape == (4, 2, 3) and slots["action"].dtype == np.float32
+    np.testing.assert_array_equal(obs["frame"][:, :, 0, 0].T, [[10, 11, 12, 13], [20, 21, 22, 0]])
+    np.testing.assert_array_equal(obs["features"][:, :, 1].T, [[0, 1, 2, 3], [0, 1, 2, 0]])
+    np.testing.assert_array_equal(obs["features"][:, :, 0].T, [[1, 1, 1, 1], [2, 2, 2, 0]])
+    # The splitter turns these pytree slots back into the episodes.
+    splitter = EpisodeSplitter(2, META_F, SPEC_F)
+    rebuilt = [out for t in range(4)
+               for out in splitter.push({k: jax.tree.map(lambda v: v[t], slots[k])
+                                         for k in envs.SLOT_KEYS})]
+    assert [e for e, _ in rebuilt] == [1, 0]
+    for (_, got), want in zip(rebuilt, episodes[::-1]):
+        for name in ("obs", "features", "action", "reward", "terminated", "truncated"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+
+
 def test_episode_splitter_rebuilds_episodes_from_collector_slots():
-    splitter = EpisodeSplitter(2, META)
+    splitter = EpisodeSplitter(2, META, SPEC)
     ep_a, ep_b = toy_episode(5, 2), toy_episode(6, 3)
 
     def slot(t):
@@ -164,6 +234,7 @@ def test_record_demos_cartpole_scripted_never_overwrites(tmp_path, capsys):
     (["--policy", "no_such_module:f"], "cannot import module 'no_such_module'"),
     (["--policy", "cartpole"], "must be 'random' or 'module:function'"),
     (["--episodes", "0"], "--episodes and --num-envs must be >= 1"),
+    (["--policy", "human"], "needs --env trackmania, got env.id='CartPole-v1'"),
 ])
 def test_record_demos_bad_input(tmp_path, capsys, args, words):
     code = record_demos.main(["--algo", "dqn", "--env", "CartPole-v1", "--out", str(tmp_path),
