@@ -14,7 +14,7 @@ Observations (``interface``):
   frame (the replay rebuilds stacks) and speed / 400 km/h, gear / 6, rpm / 12,000, then the
   h = ``action_history`` previous actions as [gas, brake, steer] (oldest first).
 * ``lidar``: ``{"frame": float32 [19], "features": [1 + 3h]}``: tmrl's 19 lidar distances (in
-  pixels of the 256x128 window, / 100) and the normalised speed, then the previous actions.
+  pixels of the game window, / 100) and the normalised speed, then the previous actions.
 * ``lidar_progress``: as lidar, with the track progress in [0, 1] after the speed.
 
 Actions: continuous float32 [gas, brake, steer] in [-1, 1] (tmrl's layout: a pedal is pressed
@@ -36,6 +36,7 @@ import json
 import multiprocessing
 import os
 import queue
+import shutil
 import socket
 import struct
 import tempfile
@@ -219,7 +220,7 @@ class OpenPlanetClient:
             raise GameConnectionError(
                 f"connection refused at {self.address}: no OpenPlanet TMRL_GrabData plugin "
                 "listens there. Start TrackMania 2020 with OpenPlanet, enable the plugin "
-                f"(OpenPlanet menu > Developer > Load plugin > TMRL Grab Data), see {_DOCS}"
+                f"(OpenPlanet menu > Developer > (Re)load plugin > TMRL Grab Data), see {_DOCS}"
             ) from None
         except OSError as e:
             raise GameConnectionError(f"cannot connect to the plugin at {self.address}: {e} "
@@ -303,6 +304,12 @@ def _interface_class():
 
         def initialize(self):
             tm = self.tm
+            window = (tmrl_cfg.WINDOW_WIDTH, tmrl_cfg.WINDOW_HEIGHT)
+            if self.resize_to[0] > min(window):
+                raise GameConnectionError(
+                    f"env.image_size={self.resize_to[0]} is larger than the game window "
+                    f"{window[0]}x{window[1]} set in ~/TmrlData/config/config.json "
+                    "(ENV.WINDOW_WIDTH / WINDOW_HEIGHT): lower env.image_size or enlarge the window")
             if tm.backend == "standin":
                 from envs.tm_standin import StandinGamepad, StandinWindow
                 self.j = StandinGamepad(tm.standin_address)
@@ -448,6 +455,7 @@ class TrackmaniaEnv(gym.Env):
         self._rt = None
         self._interfaces: list = []
         self._standin = None
+        self._home: Path | None = None  # the stand-in's private TmrlData home
         self._late: _LateSteps | None = None
         self._late_seen = 0
         self._calls: queue.Queue | None = None
@@ -494,7 +502,7 @@ class TrackmaniaEnv(gym.Env):
         from envs.tm_standin import StandinGame, standin_track
 
         tm = self.tm
-        home = Path(tempfile.mkdtemp(prefix="tmrl_standin_home_"))
+        home = self._home = Path(tempfile.mkdtemp(prefix="tmrl_standin_home_"))
         write_tmrl_config(home, sleep_time_at_reset=0.1)
         os.environ["HOME"] = str(home)  # this worker process only: tmrl reads ~/TmrlData
         if tm.standin_address is None:
@@ -600,6 +608,9 @@ class TrackmaniaEnv(gym.Env):
         if self._standin is not None:
             self._standin.stop()
             self._standin = None
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
+            self._home = None
 
 
 def _worker_env(tm, kwargs) -> gym.Env:

@@ -350,7 +350,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                 slot, finished = collector.step_wait()
             except envs.GameConnectionError as e:
                 if not realtime or not reconnect(e):
-                    log.error("giving up on the game after %d attempts: %s", failures, e)
+                    log.error("giving up on the game (trackmania.reconnect_attempts=%d): %s",
+                              tm.reconnect_attempts, e)
                     game_lost = True
                     break
                 continue

@@ -217,15 +217,16 @@ def tqc_tm20() -> Config:
     steer] actions, 64x64x4 grayscale images with speed / gear / rpm and the 2 previous
     actions, and seed 004's reward with its recommended REWARD_CONFIG (the
     ``trackmania`` section's defaults: proximity shaping, wall-hug penalty and termination,
-    off-track speed penalty, speed bonus, tanh(3 r)). Run it on CarRacing-v3 with
-    ``--env CarRacing-v3`` (rewards clipped to 1 stand in for the tanh there).
+    off-track speed penalty, speed bonus, tanh(3 r)). On CarRacing-v3 (``--env
+    CarRacing-v3``) rewards clipped to 1 stand in for the tanh; evaluation is off in the
+    preset (one game per machine), so add ``--training.eval-interval N`` there.
 
     From seed 004: fixed alpha 0.01 (learned alpha ran away), gamma 0.99, 6 updates per env
     step, 8 top quantiles dropped per critic, n-step 1, grad clip 1.0 for actor and critics,
     backup clip 100 (= 1 / (1 - 0.99) for tanh rewards), 5,000 warm-up env steps, twin critics
     initialised independently. tmrl's SAC defaults for the rest: actor lr 1e-5, critic lr
     5e-5, batch 256, Polyak 0.005, actor and critic MLPs 2 x 256 (over Nature-CNN features).
-    Rewards clipped to 1 stand in for seed 004's tanh. Demonstrations, when given with
+    Demonstrations, when given with
     ``--demos.path DIR``: injected twice, sampling weight 2.5 decaying to 1 over 200k collected
     samples (seed 004's recommended PLAYER_RUNS values and its decay fix).
     """

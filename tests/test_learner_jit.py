@@ -18,7 +18,7 @@ def tiny(name, network=None, replay=None, **agent):
     cfg = presets.get(name)
     return presets.replace(
         cfg,
-        env=dict(num_envs=2, frame_stack=2),
+        env=dict(num_envs=1 if cfg.env.id == "trackmania" else 2, frame_stack=2),
         network=dict(impala_channels=(4, 8), width_scale=1, pooled_size=2, cnn_channels=(4, 8, 8),
                      mlp_hidden=(16,), hidden_dim=16, cosine_embedding_dim=8,
                      action_history_dim=8, **(network or {})),
