@@ -189,8 +189,8 @@ class Collector:
     def reset(self, seed: int) -> None:
         """Reset every sub-env (sub-env i with seed ``seed + i``) and start new episodes."""
         obs, _ = self.envs.reset(seed=seed)
-        self._obs = self._check_obs(obs)
-        frames, features = split_obs(self.spec, self._obs)
+        frames, features = self._check_obs(obs)
+        self._obs = join_obs(self.spec, frames, features)
         self._stacker.reset(frames)
         self._feature_stacker.reset(features)
         self._history.reset()
@@ -259,22 +259,25 @@ class Collector:
             "valid": ~self._ended,
         }
 
-    def step_wait(self, **wait_kwargs: Any) -> tuple[dict[str, np.ndarray], list[EpisodeStats]]:
+    def step_wait(self) -> tuple[dict[str, np.ndarray], list[EpisodeStats]]:
         """Finish the step started by :meth:`step_async`; returns what :meth:`step` returns.
-        ``wait_kwargs`` go to the vector env's ``step_wait`` (e.g. ``timeout`` for an
-        ``AsyncVectorEnv``). If it raises, the step stays in flight: the envs are unusable
-        and the caller must replace this collector."""
+        If it raises, the step stays in flight: the envs are unusable and the caller must
+        replace this collector.
+
+        Raises:
+          RuntimeError: no step in flight. ValueError: observations that do not fit the spec.
+          Whatever the vector env raises (e.g. ``envs.GameConnectionError``)."""
         if self._pending is None:
             raise RuntimeError("step_wait called without step_async")
         if hasattr(self.envs, "step_async"):
-            result = self.envs.step_wait(**wait_kwargs)
+            result = self.envs.step_wait()
         else:
             result = self.envs.step(self._pending["action"])
         obs, reward, terminated, truncated, info = result
         slot, self._pending = self._pending, None
         self.last_info = info
         actions, valid = slot["action"], slot["valid"]
-        obs = self._check_obs(obs)
+        frames, features = self._check_obs(obs)
         raw = np.asarray(reward, dtype=np.float64)
         terminated = np.asarray(terminated, dtype=bool)
         truncated = np.asarray(truncated, dtype=bool)
@@ -302,13 +305,12 @@ class Collector:
         # Autoreset envs now show a reset frame (count 0, fresh stack); others continue.
         reset_now = ~valid
         self._steps = np.where(reset_now, 0, self._steps + 1).astype(np.int32)
-        frames, features = split_obs(self.spec, obs)
         self._stacker.push(frames, reset_now)
         self._feature_stacker.push(features, reset_now)
         if self._history.h:  # never for continuous actions: ActionHistory holds [E] ints
             self._history.push(actions, reset_now)
         self._ended = ended
-        self._obs = obs
+        self._obs = join_obs(self.spec, frames, features)
         return {k: slot[k] for k in SLOT_KEYS}, episodes
 
     def close(self) -> None:
@@ -319,7 +321,8 @@ class Collector:
         if self._obs is None:
             raise RuntimeError("call Collector.reset(seed) before stepping or reading stacked_obs")
 
-    def _check_obs(self, obs: Any) -> Any:
+    def _check_obs(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(frames, features) of a vector observation, checked against the spec."""
         # Own copy: slots are handed out and a vector env built with copy=False reuses its buffer.
         frames, features = split_obs(self.spec, obs)
         frames, features = np.array(frames), np.array(features)
@@ -332,4 +335,4 @@ class Collector:
                 f"{list(expected)} with features {[self.num_envs, self.spec.feature_size]}: was "
                 "the spec built with the same make kwargs as the vector env?"
             )
-        return join_obs(self.spec, frames, features)
+        return frames, features

@@ -34,8 +34,9 @@ Conventions: the track lies in the x-z plane at constant y. ``heading`` is the y
 (x, z): heading 0 drives towards +z, and +steer increases the heading, i.e. turns right as seen
 from above with x to the right and z up (the view :class:`StandinWindow` renders).
 
-Host-only: numpy, cv2 and the standard library. It does not import tmrl (whose package import
-reads ``~/TmrlData/config/config.json``), jax or ``rl``.
+Host-only: numpy, cv2, the standard library and the record layout of ``envs.trackmania``. It
+does not import tmrl (whose package import reads ``~/TmrlData/config/config.json``), jax or
+``rl``.
 """
 
 from __future__ import annotations
@@ -44,16 +45,16 @@ import json
 import math
 import selectors
 import socket
-import struct
 import threading
 import time
 
 import cv2
 import numpy as np
 
+
+from envs.trackmania import RECORD  # the plugin's record layout, defined once
 __all__ = ["BUTTONS", "RECORD", "StandinGame", "StandinGamepad", "StandinWindow", "standin_track"]
 
-RECORD = struct.Struct("<11f")
 """One telemetry record of tmrl's OpenPlanet plugin: speed (km/h), distance (m), x, y, z (m),
 steer, gas, brake, finished (0/1), gear, rpm; little-endian float32, 44 bytes."""
 

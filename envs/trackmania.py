@@ -52,15 +52,18 @@ from gymnasium.vector import AutoresetMode
 
 from envs.make import EnvSpec
 
-__all__ = ["ENV_ID", "GameConnectionError", "TrackmaniaEnv", "OpenPlanetClient",
+__all__ = ["CAR_FEATURES", "ENV_ID", "GameConnectionError", "TrackmaniaEnv", "OpenPlanetClient",
            "adapt_observation", "controls_table", "driver_action", "is_trackmania",
-           "make_tm_vector_env", "tm_spec", "write_tmrl_config"]
+           "make_tm_vector_env", "RECORD", "tm_spec", "write_tmrl_config"]
 
 ENV_ID = "trackmania"
 """The ``env.id`` that selects this env."""
 SPEED_SCALE, GEAR_SCALE, RPM_SCALE, LIDAR_SCALE = 400.0, 6.0, 12_000.0, 100.0
 """Divisors that bring speed (km/h), gear, rpm and lidar distances (pixels) near [0, 1]."""
 LIDAR_BEAMS = 19
+CAR_FEATURES = {"images": 3, "lidar": 1, "lidar_progress": 2}
+"""Car values per interface before the previous actions: speed, gear, rpm (images); speed
+(lidar); speed, progress (lidar_progress)."""
 RECORD = struct.Struct("<11f")
 """One plugin record: speed, distance, x, y, z, steer, gas, brake, finished, gear, rpm."""
 DEFAULT_EPISODE_STEPS = 1000
@@ -111,8 +114,7 @@ def driver_action(controls: np.ndarray, inputs: np.ndarray) -> int:
 
 
 def _feature_size(tm) -> int:
-    base = {"images": 3, "lidar": 1, "lidar_progress": 2}[tm.interface]
-    return base + 3 * tm.action_history
+    return CAR_FEATURES[tm.interface] + 3 * tm.action_history
 
 
 def tm_spec(tm, *, image_size: int, max_episode_steps: int | None, action_space: str) -> EnvSpec:
@@ -299,7 +301,6 @@ def _interface_class():
             self.reward = TrackReward(trajectory, tm)
             self.lidar = None
             self.last_data: tuple | None = None
-            self.last_reward = None
             self.error: BaseException | None = None
 
         def initialize(self):
@@ -381,15 +382,14 @@ def _interface_class():
             data, frame = self._capture()
             result = self.reward.step(np.array(data[2:5], np.float64), float(data[0]),
                                       bool(data[8]))
-            self.last_reward = result
             return self._observation(data, frame), np.float32(result.reward), result.terminated, {}
 
         def get_observation_space(self):
             s = self.resize_to[0]
             frame = (gym.spaces.Box(0, 255, (s, s), np.uint8) if self.tm.interface == "images"
                      else gym.spaces.Box(0.0, np.inf, (LIDAR_BEAMS,), np.float32))
-            size = 3 if self.tm.interface == "images" else (1 if self.tm.interface == "lidar" else 2)
-            return gym.spaces.Tuple((frame, gym.spaces.Box(0.0, np.inf, (size,), np.float32)))
+            car = gym.spaces.Box(0.0, np.inf, (CAR_FEATURES[self.tm.interface],), np.float32)
+            return gym.spaces.Tuple((frame, car))
 
     return Interface
 
@@ -674,7 +674,7 @@ class GuardedVectorEnv:
         """Send the actions to the worker."""
         self._guard(lambda: self._envs.step_async(actions), "sending actions")
 
-    def step_wait(self, **_ignored):
+    def step_wait(self):
         """Wait for the step with the watchdog; raises GameConnectionError."""
         return self._guard(lambda: self._envs.step_wait(timeout=self._timeout), "stepping")
 

@@ -281,7 +281,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
     pending: list[dict] = []  # slots of the running episode (real time: added when it ends)
     ready: collections.deque[dict] = collections.deque()  # slots waiting to enter the replay
     late = dict(steps=0, late=0, timings={})
-    failures = 0
+    failures = reconnects = 0  # consecutive failed connections; reconnections in this process
 
     def add_ready(limit: float = math.inf) -> None:
         nonlocal replay_state
@@ -307,13 +307,12 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
 
     def reconnect(error: Exception) -> bool:
         """Drop the partial episode and restart the game worker; False when out of attempts."""
-        nonlocal collector, failures
+        nonlocal collector, failures, reconnects
         failures += 1
         dropped = sum(int(slot["valid"].sum()) for slot in pending)
         pending.clear()
         log.warning("game connection lost: %s; dropped the partial episode (%d steps)", error,
                     dropped)
-        writer.add_scalar("perf/reconnects", failures, loop["env_steps"])
         collector.close()
         while failures <= tm.reconnect_attempts:
             log.info("reconnecting to the game (attempt %d of %d)", failures,
@@ -321,6 +320,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             loop["restarts"] += 1
             try:
                 collector = start_collector()
+                reconnects += 1
+                writer.add_scalar("perf/reconnects", reconnects, loop["env_steps"])
                 return True
             except envs.GameConnectionError as e:
                 log.warning("reconnect failed: %s", e)
@@ -433,7 +434,6 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                     best = loop["best_train_return"]
                     if best is None or train_return > best:
                         loop["best_train_return"] = train_return
-                        add_ready()
                         checkpoints.save_best(loop["env_steps"], state, loop, train_return,
                                               kind="train")
                 busy_time = 0.0

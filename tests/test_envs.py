@@ -296,6 +296,37 @@ def test_prev_actions_match_replay_rebuild_on_cartpole():
     np.testing.assert_array_equal(next_seen[live], seen[:, 1:][live])
 
 
+def test_split_step_on_worker_processes_gives_the_slots_of_a_synchronous_step():
+    # step_async / step_wait on AsyncVectorEnv workers (what the training loop does, learning
+    # in between) against step() in-process, same seeds and actions, across episode ends.
+    spec = env_spec("CartPole-v1", max_episode_steps=9)
+    cols = [Collector(make_vector_env("CartPole-v1", 2, asynchronous=a, seed=4,
+                                      max_episode_steps=9), spec, 2, reward_clip=None)
+            for a in (True, False)]
+    rng = np.random.default_rng(1)
+    try:
+        for col in cols:
+            col.reset(seed=4)
+        for _ in range(25):
+            actions = rng.integers(0, 2, 2)
+            assert np.array_equal(cols[0].step_valid, cols[1].step_valid)
+            cols[0].step_async(actions)
+            with pytest.raises(RuntimeError, match="twice"):
+                cols[0].step_async(actions)
+            split, split_eps = cols[0].step_wait()
+            whole, whole_eps = cols[1].step(actions)
+            for key in SLOT_KEYS:
+                np.testing.assert_array_equal(split[key], whole[key], err_msg=key)
+            assert split_eps == whole_eps
+            np.testing.assert_array_equal(cols[0].stacked_obs, cols[1].stacked_obs)
+        assert cols[0].total_env_steps < 50  # autoreset steps happened in between
+        with pytest.raises(RuntimeError, match="without step_async"):
+            cols[0].step_wait()
+    finally:
+        for col in cols:
+            col.close()
+
+
 def test_collector_rejects_bad_use():
     col = fake_collector(num_envs=2, frame_stack=2, reward_clip=None)
     with pytest.raises(RuntimeError, match="reset"):

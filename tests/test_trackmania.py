@@ -3,7 +3,6 @@ watchdog, and a whole training run with a reconnection."""
 
 import importlib.util
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import envs
-from envs.trackmania import adapt_observation, controls_table, tm_spec
+from envs.trackmania import RECORD, adapt_observation, controls_table, tm_spec
 from rl import presets
 from rl.config import TM_DEFAULT_ACTIONS, ConfigError, TrackmaniaConfig
 
@@ -194,8 +193,8 @@ def _agent_driving(port: int, records: int, timeout: float) -> bool:
         buffer = b""
         while time.monotonic() < deadline:
             buffer += s.recv(4096)
-            while len(buffer) >= 44:
-                record, buffer = struct.unpack("<11f", buffer[:44]), buffer[44:]
+            while len(buffer) >= RECORD.size:
+                record, buffer = RECORD.unpack(buffer[:RECORD.size]), buffer[RECORD.size:]
                 records -= record[6] > 0
                 if records <= 0:
                     return True
