@@ -55,6 +55,24 @@ class RunCheckpoints:
                                                             loop=ocp.args.JsonSave(loop)),
                               metrics={"return": float(value)}, force=True)
 
+    def best_step(self, kind: str = "eval") -> int | None:
+        """Env step of the best-by-``kind`` checkpoint, or None when there is none yet."""
+        return self._best[kind].best_step()
+
+    def restore_best(self, kind: str, state_template: Any) -> tuple[Any, dict]:
+        """Restore (state, loop dict) of the best-by-``kind`` checkpoint.
+
+        Raises:
+          FileNotFoundError: there is no best-by-``kind`` checkpoint (see :meth:`best_step`).
+        """
+        step = self.best_step(kind)
+        if step is None:
+            raise FileNotFoundError(f"no {BEST_DIRS[kind]}/ checkpoint in "
+                                    f"{self._best[kind].directory.parent}")
+        restored = self._best[kind].restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(state_template), loop=ocp.args.JsonRestore()))
+        return restored["state"], restored["loop"]
+
     def latest_step(self) -> int | None:
         """Env step of the newest checkpoint, or None."""
         return self._last.latest_step()

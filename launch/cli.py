@@ -20,6 +20,8 @@ DESCRIPTION = """Train an agent. Everyday flags:
   --run-dir DIR      where the run is written (logging.run_dir)
   --resume RUN_DIR   continue a run from its latest checkpoint with its saved config
   --print-config     print the resolved config as JSON and exit (diff two presets with it)
+  --on-divergence A  warn | stop | rollback when the health monitor sees divergence
+                     (health.on_divergence; flags and thresholds: --health.*)
 Every config field below can be overridden too, e.g. --agent.learning-rate 3e-4."""
 
 
@@ -42,6 +44,7 @@ def _daily_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir")
     parser.add_argument("--resume")
     parser.add_argument("--print-config", action="store_true")
+    parser.add_argument("--on-divergence")
     return parser
 
 
@@ -79,6 +82,8 @@ def parse(argv: list[str], prog: str = "launch/run.py") -> Invocation:
         base = dataclasses.replace(base, seed=daily.seed)
     if daily.run_dir is not None:
         base = presets.replace(base, logging=dict(run_dir=daily.run_dir))
+    if daily.on_divergence is not None:
+        base = presets.replace(base, health=dict(on_divergence=daily.on_divergence))
     description = DESCRIPTION.format(presets=", ".join(sorted(presets.PRESETS)))
     config = tyro.cli(Config, default=base, args=rest, prog=prog, description=description)
     return Invocation(config=config, resume_dir=resume_dir, print_config=daily.print_config)

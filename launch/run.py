@@ -30,7 +30,9 @@ from tensorboardX import SummaryWriter
 import envs
 from launch import cli
 from launch.checkpoint import RunCheckpoints
+from rl import agent as agent_lib
 from rl import config as config_lib
+from rl import health as health_lib
 from rl import schedules
 from rl.config import Config, ConfigError
 from nets import resolve_torso
@@ -87,6 +89,9 @@ def _env_kwargs(config: Config) -> dict:
 
 EXIT_GAME_LOST = 3
 """Exit code when the TrackMania game cannot be reached (after a checkpoint was saved)."""
+EXIT_DIVERGED = 4
+"""Exit code when training diverged and health.on_divergence (stop, or rollback out of
+attempts) ended the run (after a checkpoint was saved)."""
 
 
 DEMO_CHUNK = 1024
@@ -119,9 +124,24 @@ def load_demo_slots(config: Config, spec: envs.EnvSpec) -> dict[str, np.ndarray]
     return slots
 
 
+def _earlier_health_events(path: Path) -> list[dict]:
+    """The events of a resumed run's health.json (none for a new run). An unreadable file is
+    kept aside as health.json.unreadable rather than overwritten."""
+    if not path.exists():
+        return []
+    try:
+        return list(json.loads(path.read_text())["events"])
+    except (ValueError, KeyError, TypeError) as e:
+        aside = path.with_name(path.name + ".unreadable")
+        path.rename(aside)
+        log.warning("%s is unreadable (%s); moved to %s and starting a new one", path, e, aside)
+        return []
+
+
 def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
           demo_slots: dict[str, np.ndarray] | None = None) -> int:
-    """Run (or continue) training; returns the process exit code (0 done, 130 interrupted).
+    """Run (or continue) training; returns the process exit code: 0 done, 3 game lost, 4
+    diverged (health.on_divergence), 130 interrupted.
 
     Args:
       config: the resolved config; spec: the env's spaces (``envs.env_spec``).
@@ -140,7 +160,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
     state = agent.init(k_init, envs.zeros_obs(spec, (env_cfg.frame_stack,)))
     replay_state = replay.init(envs.zeros_obs(spec), np.zeros(spec.action_shape, spec.action_dtype))
     loop = dict(env_steps=0, vector_steps=0, episodes=0, replay_slots=0, grad_credit=0.0,
-                best_eval_return=None, best_train_return=None, restarts=0)
+                best_eval_return=None, best_train_return=None, restarts=0, rollbacks=0,
+                lr_scale=1.0)
 
     if resume:
         step = checkpoints.latest_step()
@@ -159,7 +180,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                 log.info("resumed from env step %d; the checkpoint has no replay contents, so "
                          "the buffer is refilled (%d env steps of warm-up before learning)",
                          step, training.learning_starts)
-            loop.setdefault("best_train_return", None)  # checkpoints from before it existed
+            for key, value in dict(best_train_return=None, rollbacks=0, lr_scale=1.0).items():
+                loop.setdefault(key, value)  # checkpoints from before these existed
             loop["restarts"] += 1
 
     history = config.network.action_history
@@ -184,7 +206,19 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
 
 
     add = jax.jit(replay.add, donate_argnums=0)
-    update = jax.jit(agent.update, donate_argnums=(0, 1))
+    fold = jax.jit(agent_lib.fold_metrics, donate_argnums=0)
+    metric_names = jax.eval_shape(agent.update, state, replay_state, 0.4)[2]
+
+    def compile_update(lr_scale: float):
+        """The jitted update of the agent with its learning rates times ``lr_scale`` (1 but
+        after rollbacks); compiled at once in real time."""
+        learner = agent if lr_scale == 1.0 else make_agent(
+            health_lib.scale_learning_rates(config, lr_scale), spec.num_actions, spec.is_image,
+            spec.feature_size)
+        jitted = jax.jit(learner.update, donate_argnums=(0, 1))
+        return jitted.lower(state, replay_state, 0.4).compile() if realtime else jitted
+
+    update = compile_update(loop["lr_scale"])
     set_demo_weight = jax.jit(replay.set_demo_weight, donate_argnums=0)
     demo_weight = None
     if demo_slots is not None:
@@ -212,7 +246,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
         act(state, envs.zeros_obs(spec, (e, env_cfg.frame_stack)),
             np.full((e, history), -1, np.int32) if history else None, act_key, 0, 1.0,
             noisy=True).block_until_ready()
-        update = update.lower(state, replay_state, 0.4).compile()
+        fold = fold.lower(agent_lib.metrics_fold(metric_names), metric_names).compile()
         add = add.lower(replay_state, obs=envs.zeros_obs(spec, (e,)),
                         action=np.zeros((e, *spec.action_shape), spec.action_dtype),
                         reward=np.zeros(e, np.float32), terminated=np.zeros(e, bool),
@@ -239,7 +273,16 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                     loop["env_steps"])
     recent_returns: collections.deque[float] = collections.deque(maxlen=max(20, train_window))
     num_envs, total = env_cfg.num_envs, training.total_steps
-    busy_time, last_metrics = 0.0, None
+    busy_time = wait_time = 0.0
+    interval = agent_lib.metrics_fold(metric_names)  # learner metrics of this log interval
+    last_loss = None
+    health_path = run_dir / "health.json"
+    monitor = health_lib.HealthMonitor(
+        config.health, q_bound=agent_lib.value_bound(config, spec.num_actions),
+        total_steps=total, learning_starts=learning_starts,
+        epsilon_start=config.agent.epsilon_start, events=_earlier_health_events(health_path))
+    uses_epsilon = config.agent.learner != "tqc"
+    diverged = False
     window = dict(time=time.perf_counter(), env_steps=loop["env_steps"], grad_steps=0)
     next_log = loop["env_steps"] + config.logging.log_interval
     next_eval = (loop["env_steps"] // training.eval_interval + 1) * training.eval_interval \
@@ -267,6 +310,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                                 **_env_kwargs(config))
         mean = float(np.mean(returns))
         step = loop["env_steps"]
+        monitor.record_eval(step, mean)
         writer.add_scalar("eval/return_mean", mean, step)
         writer.add_scalar("eval/return_std", float(np.std(returns)), step)
         writer.add_scalar("eval/return_min", float(np.min(returns)), step)
@@ -292,14 +336,15 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
 
     def learn(budget: float | None) -> None:
         """Grad steps owed by the replay ratio; with a budget (seconds), only as many as fit."""
-        nonlocal state, replay_state, last_metrics, busy_time, grad_steps
+        nonlocal state, replay_state, interval, busy_time, grad_steps
         start = time.perf_counter()
         while loop["grad_credit"] >= training.grad_steps_per_call and (
                 budget is None or time.perf_counter() - start < budget):
             beta = schedules.importance_exponent(config.replay, loop["env_steps"], total,
                                                  grad_steps)
             t0 = time.perf_counter()
-            state, replay_state, last_metrics = update(state, replay_state, beta)
+            state, replay_state, metrics = update(state, replay_state, beta)
+            interval = fold(interval, metrics)
             jax.block_until_ready(state.grad_steps)
             busy_time += time.perf_counter() - t0
             loop["grad_credit"] -= training.grad_steps_per_call
@@ -328,6 +373,61 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                 failures += 1
         return False
 
+    def on_health(events: list[health_lib.HealthEvent]) -> None:
+        """Log flag changes (console, TensorBoard, health.json); act on divergence."""
+        nonlocal diverged
+        for event in events:
+            writer.add_scalar(f"health/{event.name}", float(event.raised), event.step)
+            if event.raised:
+                writer.add_text("health", f"{event.severity} {event.name}: {event.message}",
+                                event.step)
+                log.warning("health: %s %s at env step %d: %s", event.severity, event.name,
+                            event.step, event.message)
+            else:
+                log.info("health: %s cleared at env step %d (%s)", event.name, event.step,
+                         event.message)
+        divergence = [e for e in events if e.raised and e.severity == health_lib.DIVERGENCE]
+        if divergence and config.health.on_divergence == "stop":
+            log.error("training diverged (%s); stopping (health.on_divergence=stop)",
+                      ", ".join(e.name for e in divergence))
+            diverged = True
+        elif divergence and config.health.on_divergence == "rollback":
+            diverged = not rollback(divergence)
+        if events:
+            health_path.write_text(json.dumps(monitor.summary(), indent=2) + "\n")
+
+    def rollback(divergence: list[health_lib.HealthEvent]) -> bool:
+        """Restore the best checkpoint with lower learning rates; False when out of rollbacks
+        or without a best checkpoint."""
+        nonlocal state, update
+        cfg = config.health
+        kinds = [k for k in ("eval", "train") if checkpoints.best_step(k) is not None]
+        names = ", ".join(e.name for e in divergence)
+        if loop["rollbacks"] >= cfg.max_rollbacks or not kinds:
+            log.error("training diverged (%s) and cannot roll back: %s; stopping", names,
+                      f"health.max_rollbacks={cfg.max_rollbacks} used up" if kinds else
+                      "no best checkpoint yet (needs an evaluation or "
+                      "training.best_train_window finished episodes)")
+            return False
+        best_step = checkpoints.best_step(kinds[0])
+        restored, best_loop = checkpoints.restore_best(kinds[0], state)
+        loop["rollbacks"] += 1
+        loop["lr_scale"] *= cfg.rollback_lr_factor
+        state = restored
+        update = compile_update(loop["lr_scale"])
+        step = loop["env_steps"]
+        log.warning("health: rollback %d of %d for %s: restored the best-by-%s checkpoint of env "
+                    "step %d (return %.4g); learning rates now x%.3g of the config's", loop["rollbacks"],
+                    cfg.max_rollbacks, names, kinds[0], best_step,
+                    best_loop["best_eval_return" if kinds[0] == "eval" else "best_train_return"],
+                    loop["lr_scale"])
+        writer.add_scalar("health/rollbacks", loop["rollbacks"], step)
+        writer.add_scalar("health/lr_scale", loop["lr_scale"], step)
+        monitor.history.append(dict(name="rollback", step=step, restored_step=best_step,
+                                    kind=kinds[0], lr_scale=loop["lr_scale"], causes=names))
+        on_health(monitor.restart(step))
+        return True
+
     stop = _StopOnSigint()
     game_lost = False
     try:
@@ -348,7 +448,9 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             add_ready(limit=math.inf if budget is None else 8)
             learn(budget)
             try:
+                t_wait = time.perf_counter()
                 slot, finished = collector.step_wait()
+                wait_time += time.perf_counter() - t_wait
             except envs.GameConnectionError as e:
                 if not realtime or not reconnect(e):
                     log.error("giving up on the game (trackmania.reconnect_attempts=%d): %s",
@@ -377,6 +479,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             for episode in finished:
                 loop["episodes"] += 1
                 recent_returns.append(episode.return_)
+                monitor.record_episode(loop["env_steps"], episode.return_)
                 writer.add_scalar("episode/return", episode.return_, loop["env_steps"])
                 writer.add_scalar("episode/length", episode.length, loop["env_steps"])
                 if realtime and "progress" in collector.last_info:
@@ -402,6 +505,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                            "perf/grad_steps_per_sec": grad_sps,
                            "perf/transitions_learned_per_sec": grad_sps * training.batch_size,
                            "perf/learner_busy_share": busy_time / elapsed,
+                           "perf/env_wait_share": wait_time / elapsed,
                            "train/grad_steps": grad_steps}
                 if realtime:
                     share = late["late"] / max(late["steps"], 1)
@@ -416,9 +520,11 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                                     100 * share, late["steps"],
                                     1000 * tm.time_step * (1 + tm.time_step_timeout_factor))
                     late.update(steps=0, late=0)
-                if last_metrics is not None:
-                    scalars.update({f"train/{k}": float(v)
-                                    for k, v in jax.device_get(last_metrics).items()})
+                metrics = agent_lib.fold_means(interval)
+                interval = agent_lib.metrics_fold(metric_names)
+                scalars.update({f"train/{k}": v for k, v in metrics.items()})
+                if metrics:
+                    last_loss = metrics.get("loss", metrics.get("critic_loss"))
                 if demo_weight is not None:
                     weight = schedules.demo_sampling_weight(config.demos, loop["env_steps"])
                     if weight != demo_weight:
@@ -428,22 +534,29 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                 for tag, value in scalars.items():
                     writer.add_scalar(tag, value, loop["env_steps"])
                 window = dict(time=now, env_steps=loop["env_steps"], grad_steps=grad_steps)
-                # Checked once per log interval, so a run of improving episodes is one save.
-                if train_window and len(recent_returns) >= train_window:
+                on_health(monitor.check(loop["env_steps"], metrics,
+                                        epsilon if uses_epsilon else None))
+                if diverged:
+                    break
+                # Checked once per log interval, so a run of improving episodes is one save;
+                # none while a divergence flag is up (the mean spans episodes of before it).
+                if train_window and len(recent_returns) >= train_window and \
+                        not monitor.diverging():
                     train_return = float(np.mean(list(recent_returns)[-train_window:]))
                     best = loop["best_train_return"]
                     if best is None or train_return > best:
                         loop["best_train_return"] = train_return
                         checkpoints.save_best(loop["env_steps"], state, loop, train_return,
                                               kind="train")
-                busy_time = 0.0
+                busy_time = wait_time = 0.0
                 postfix = dict(env_sps=f"{env_sps:.0f}", grad_sps=f"{grad_sps:.1f}",
                                eps=f"{epsilon:.2f}")
                 if recent_returns:
                     postfix["return"] = f"{np.mean(recent_returns):.1f}"
-                if last_metrics is not None:
-                    loss_name = "loss" if "loss" in last_metrics else "critic_loss"
-                    postfix["loss"] = f"{float(last_metrics[loss_name]):.3f}"
+                if last_loss is not None:
+                    postfix["loss"] = f"{last_loss:.3f}"
+                if monitor.raised:
+                    postfix["health"] = ",".join(sorted(monitor.raised))
                 bar.set_postfix(postfix, refresh=False)
             if loop["env_steps"] >= next_eval:
                 next_eval += training.eval_interval
@@ -458,9 +571,12 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
     if interrupted:
         log.warning("interrupted at env step %d: saving a checkpoint", loop["env_steps"])
     try:
-        if interrupted or game_lost or checkpoints.latest_step() != loop["env_steps"]:
-            save("interrupted" if interrupted else "game lost" if game_lost else "final")
-        if interrupted or game_lost:
+        ended = "interrupted" if interrupted else "game lost" if game_lost else \
+            "diverged" if diverged else None
+        if ended or checkpoints.latest_step() != loop["env_steps"]:
+            save(ended or "final")
+        health_path.write_text(json.dumps(monitor.summary(), indent=2) + "\n")
+        if ended:
             log.info("resume with: python launch/run.py --resume %s", run_dir)
         else:
             log.info("done: %d env steps, %d grad steps, %d episodes", loop["env_steps"],
@@ -472,7 +588,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             collector.close()
         except Exception as e:  # workers may already be gone after Ctrl-C
             log.warning("closing env workers: %s", e)
-    return 130 if interrupted else EXIT_GAME_LOST if game_lost else 0
+    return 130 if interrupted else EXIT_GAME_LOST if game_lost else \
+        EXIT_DIVERGED if diverged else 0
 
 
 def main(argv: list[str] | None = None) -> int:

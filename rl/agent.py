@@ -308,17 +308,49 @@ def sampled_updates(agent, state, replay_state: ReplayState, importance_exponent
             replay_state = agent.replay.set_priorities(replay_state, batch.indices, priorities)
         steps.append(dict(metrics, demo_fraction=batch.is_demo.mean(dtype=jnp.float32)))
     stacked = {k: jnp.stack([m[k] for m in steps]) for k in steps[0]}
-    reduced = {}
-    for k, v in stacked.items():
-        if k in LAST_VALUE_METRICS:
-            reduced[k] = v[-1]
-        elif k.endswith("_min"):
-            reduced[k] = v.min()
-        elif k.endswith("_max"):
-            reduced[k] = v.max()
-        else:
-            reduced[k] = v.mean()
-    return state, replay_state, reduced
+    reduce = dict(last=lambda v: v[-1], min=jnp.min, max=jnp.max, mean=jnp.mean)
+    return state, replay_state, {k: reduce[_reduction(k)](v) for k, v in stacked.items()}
+
+
+def _reduction(name: str) -> str:
+    if name in LAST_VALUE_METRICS:
+        return "last"
+    return "min" if name.endswith("_min") else "max" if name.endswith("_max") else "mean"
+
+
+UPDATES_KEY = "_updates"
+"""Key of the update-call count in a metrics fold."""
+
+
+def metrics_fold(names) -> dict[str, jax.Array]:
+    """An empty fold of the scalar metrics ``names`` for :func:`fold_metrics`: +inf for
+    ``_min`` names, -inf for ``_max``, 0 otherwise, and a zero update count."""
+    start = dict(min=jnp.inf, max=-jnp.inf, last=0.0, mean=0.0)
+    fold = {k: jnp.float32(start[_reduction(k)]) for k in names}
+    fold[UPDATES_KEY] = jnp.float32(0)
+    return fold
+
+
+def fold_metrics(fold: dict[str, jax.Array], metrics: dict[str, jax.Array]
+                 ) -> dict[str, jax.Array]:
+    """Fold one update call's metrics into ``fold`` (:func:`metrics_fold`) on the device, by
+    the rules of :func:`sampled_updates`: running min / max, last value, or sum (divided by
+    the count in :func:`fold_means`). Jit it with the fold donated."""
+    rule = dict(min=jnp.minimum, max=jnp.maximum, last=lambda total, v: v,
+                mean=lambda total, v: total + v)
+    out = {k: rule[_reduction(k)](fold[k], v) for k, v in metrics.items()}
+    out[UPDATES_KEY] = fold[UPDATES_KEY] + 1
+    return out
+
+
+def fold_means(fold: dict[str, jax.Array]) -> dict[str, float]:
+    """The metrics of a log interval from its fold: means of the update calls' values, min
+    of ``_min``, max of ``_max``, last of LAST_VALUE_METRICS; {} when no update ran."""
+    host = {k: float(v) for k, v in jax.device_get(fold).items()}
+    count = host.pop(UPDATES_KEY)
+    if count == 0:
+        return {}
+    return {k: v / count if _reduction(k) == "mean" else v for k, v in host.items()}
 
 
 def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
@@ -357,17 +389,25 @@ def make_replay(config: Config) -> DeviceReplay:
                         action_history=config.network.action_history)
 
 
-def target_bound(config: Config, num_actions: int) -> float | None:
-    """The backup clamp bound of agent.target_clamp: None, the number, or for ``auto``
-    r_max / (1 - gamma) with r_max = env.reward_clip, plus munchausen_tau * log(num_actions)
-    per step with Munchausen (its soft value adds at most that entropy per step)."""
+def value_bound(config: Config, num_actions: int) -> float | None:
+    """Theoretical bound on |Q|: r_max / (1 - gamma) with r_max = env.reward_clip, plus
+    munchausen_tau * log(num_actions) per step with Munchausen (its soft value adds at most
+    that entropy per step); None when rewards are not clipped (no r_max)."""
     agent = config.agent
-    if agent.target_clamp != "auto":
-        return agent.target_clamp
+    if config.env.reward_clip is None:
+        return None
     per_step = config.env.reward_clip
     if agent.munchausen:
         per_step += agent.munchausen_tau * math.log(num_actions)
     return per_step / (1.0 - agent.gamma)
+
+
+def target_bound(config: Config, num_actions: int) -> float | None:
+    """The backup clamp bound of agent.target_clamp: None, the number, or for ``auto``
+    :func:`value_bound`."""
+    if config.agent.target_clamp != "auto":
+        return config.agent.target_clamp
+    return value_bound(config, num_actions)
 
 
 def leading_size(obs) -> int:

@@ -26,6 +26,13 @@ OptimizerName = Literal["adam", "adamw", "radam"]
 ImportanceSchedule = Literal["linear", "increment"]
 TmInterface = Literal["images", "lidar", "lidar_progress"]
 TmBackend = Literal["game", "standin"]
+DivergenceAction = Literal["warn", "stop", "rollback"]
+
+HEALTH_CHECKS = ("nonfinite", "q_above_bound", "q_below_floor", "q_range_jump", "loss_spike",
+                 "train_return_decline", "eval_return_decline", "alpha_runaway",
+                 "grad_norm_swing", "clipping_high", "epsilon_early", "critics_identical",
+                 "demo_fraction_stuck")
+"""Names of the health monitor's checks (``rl/health.py``); ``health.ignore`` takes these."""
 
 TM_ACTION_TOKENS = ("gas", "brake", "left", "right", "none")
 """Words a TrackMania discrete action is written with, joined by '+': 'gas', 'brake+left'."""
@@ -372,6 +379,9 @@ class TQCConfig:
 
     num_critics: int = 2
     """Critics in the ensemble (N; paper 5), each initialised independently; >= 1."""
+    shared_critic_init: bool = False
+    """Initialise every critic with the same weights: seed 004's bug (its twins shared a
+    seed, so q1 == q2 all run long), kept to reproduce it (benchmarks/stability.py)."""
     num_quantiles: int = 25
     """Quantiles per critic (M; paper 25); >= 1."""
     top_quantiles_to_drop: int = 2
@@ -695,6 +705,118 @@ class TrainingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class HealthConfig:
+    """Training-health monitor (``rl/health.py``): the red flags of the seeds, checked every
+    log interval on the learner's metrics and the episode returns. Defaults come from the
+    seeds; the trend checks look back ``window_steps`` env steps and arm ``warmup_steps``
+    after learning starts."""
+
+    on_divergence: DivergenceAction = "warn"
+    """What a divergence flag (non-finite values, Q out of bounds, Q range jump, loss spike,
+    return decline, alpha runaway) does: warn (log it), stop (checkpoint and exit with code
+    4), or rollback (restore the best checkpoint, scale the learning rates by
+    rollback_lr_factor, and continue). Warning flags (grad-norm swings, clipping, early
+    epsilon, identical critics, demo share) are only logged."""
+    ignore: tuple[str, ...] = ()
+    """Checks to skip, by name (see HEALTH_CHECKS), e.g. --health.ignore grad_norm_swing."""
+    window_steps: int = 50_000
+    """Env steps of history the trend checks (Q range, loss, grad norm, clipping, demo share)
+    compare against; >= 1."""
+    warmup_steps: int = 50_000
+    """Env steps after learning starts (or after a rollback) before the trend checks arm:
+    Q values and losses legitimately grow by orders of magnitude at first; >= 0."""
+    q_bound: float | Literal["auto"] | None = "auto"
+    """Upper bound on Q: auto is r_max / (1 - gamma) (r_max = env.reward_clip, plus
+    Munchausen's per-step entropy term) times 1 + q_bound_slack, and no check without
+    reward clipping; a number; None disables."""
+    q_floor: float | Literal["auto"] | None = "auto"
+    """Lower bound on Q: auto is minus the auto q_bound; a number (seeds 000/001 on
+    TrackMania's positive rewards: -10); None disables."""
+    q_bound_slack: float = 0.1
+    """Fractional slack on the auto bounds (function approximation overshoots a little);
+    >= 0."""
+    q_range_factor: float = 10.0
+    """Flag when the Q range (max - min over a log interval) grows or shrinks by more than
+    this factor within the window (seed 003: 324 -> 2000 -> 16); > 1."""
+    q_range_floor: float | Literal["auto"] = "auto"
+    """Ranges below this count as this in q_range_jump, so the growth from a near-zero range
+    while Q first learns the returns is no jump: auto is 10% of r_max / (1 - gamma) with
+    clipped rewards, else 1; or a number > 0."""
+    loss_spike_factor: float = 5.0
+    """Flag when the loss (mean over a log interval) exceeds this times its median over the
+    window (seeds 000/001: 3 -> 15); > 1."""
+    return_decline_episodes: int = 500
+    """Training episodes the return trend is fitted over (seeds 000/001: "episode rewards
+    decrease over 500+ episodes"); >= 3."""
+    eval_decline_points: int = 5
+    """Evaluations the evaluation-return trend is fitted over; >= 3."""
+    return_decline_t: float = 3.0
+    """Flag a return decline when the least-squares slope of return against env step is
+    below minus this many standard errors (the seeds' negative "DQN5M slope", made
+    significant); > 0."""
+    alpha_rise_factor: float = 10.0
+    """Flag when the entropy coefficient (TQC) exceeds this times its minimum since
+    learning started (seed 004: 0.015 -> 0.22); > 1."""
+    grad_norm_swing_factor: float = 4.0
+    """Flag when the grad norm (mean over a log interval) swings by more than this factor
+    (max / min) within the window (seed 003: "GradNorm still wild: swinging 2x or more";
+    2x is common in healthy runs, so 4x); > 1."""
+    clipped_share: float = 0.5
+    """Flag when more than this share of grad steps were clipped over the window (seed
+    003: clipping 43% of the time with ClipΔ down to 0.57); in (0, 1]."""
+    epsilon_floor: float = 0.5
+    """With epsilon_floor_fraction: flag epsilon below this too early (seeds 000/001:
+    "epsilon reaches < 0.5 before episode 10,000"); in [0, 1]."""
+    epsilon_floor_fraction: float = 0.02
+    """... i.e. before this fraction of training.total_steps (episode-based decay hit 0.01
+    after 1.5% of the seeds' 10M steps; their working step-based decay was above 0.5 past
+    3%); in [0, 1]."""
+    critics_identical_share: float = 0.5
+    """Flag when more than this share of a batch has two critics within 1e-6 of each other
+    (seed 004: q1 == q2, twins sharing a seed); in (0, 1]."""
+    demo_fraction_max: float = 0.9
+    """Flag when the mean share of demonstrations in sampled batches stays above this over
+    a whole window after warm-up (seed 004: stuck at 0.93); in (0, 1]."""
+    rollback_lr_factor: float = 0.5
+    """On rollback, every learning rate (agent.learning_rate, agent.lr_end and TQC's) is
+    multiplied by this (seed 003's fix: 3x lower); 1 keeps them; in (0, 1]."""
+    max_rollbacks: int = 3
+    """Rollbacks allowed in a run; the next divergence stops it; >= 1."""
+
+    def __post_init__(self):
+        _check_number_fields(self, "health")
+        _check(self.on_divergence in typing.get_args(DivergenceAction), "health.on_divergence",
+               self.on_divergence, f"must be one of {typing.get_args(DivergenceAction)}")
+        unknown = [name for name in self.ignore if name not in HEALTH_CHECKS]
+        _check(not unknown, "health.ignore", unknown, f"must name checks of {HEALTH_CHECKS}")
+        _positive_int("health.window_steps", self.window_steps)
+        _check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
+               "health.warmup_steps", self.warmup_steps, "must be an integer >= 0")
+        _check(isinstance(self.return_decline_episodes, int) and self.return_decline_episodes >= 3, "health.return_decline_episodes",
+               self.return_decline_episodes, "must be an integer >= 3")
+        _check(isinstance(self.eval_decline_points, int) and self.eval_decline_points >= 3, "health.eval_decline_points",
+               self.eval_decline_points, "must be an integer >= 3")
+        if self.q_bound not in (None, "auto") and self.q_floor not in (None, "auto"):
+            _check(self.q_floor < self.q_bound, "health.q_floor", self.q_floor,
+                   f"must be < health.q_bound ({self.q_bound})")
+        _check(self.q_bound_slack >= 0, "health.q_bound_slack", self.q_bound_slack,
+               "must be >= 0")
+        for name in ("q_range_factor", "loss_spike_factor", "alpha_rise_factor",
+                     "grad_norm_swing_factor"):
+            _check(getattr(self, name) > 1, f"health.{name}", getattr(self, name), "must be > 1")
+        _check(self.q_range_floor == "auto" or self.q_range_floor > 0, "health.q_range_floor",
+               self.q_range_floor, "must be auto or a number > 0")
+        _check(self.return_decline_t > 0, "health.return_decline_t", self.return_decline_t,
+               "must be > 0")
+        for name in ("clipped_share", "critics_identical_share", "demo_fraction_max",
+                     "rollback_lr_factor"):
+            _unit_interval(f"health.{name}", getattr(self, name), closed_low=False)
+        for name in ("epsilon_floor", "epsilon_floor_fraction"):
+            _unit_interval(f"health.{name}", getattr(self, name))
+        _positive_int("health.max_rollbacks", self.max_rollbacks)
+
+
+@dataclasses.dataclass(frozen=True)
 class LoggingConfig:
     """Where the run is written and how often metrics are logged."""
 
@@ -726,6 +848,7 @@ class Config:
     demos: DemoConfig = DemoConfig()
     trackmania: TrackmaniaConfig = TrackmaniaConfig()
     training: TrainingConfig = TrainingConfig()
+    health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def __post_init__(self):

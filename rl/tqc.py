@@ -92,7 +92,8 @@ class TQC:
 
     # --- init ------------------------------------------------------------------------
     def init(self, key: jax.Array, obs_example: jax.Array) -> TQCState:
-        """Fresh state; every critic from its own key, the target critics a copy.
+        """Fresh state; every critic from its own key (unless tqc.shared_critic_init), the target
+        critics a copy.
 
         Args: key (uint32 [2]); obs_example: one stacked observation [k, *frame], or its
         pytree with features.
@@ -101,6 +102,8 @@ class TQC:
         obs = jax.tree.map(lambda x: jnp.zeros((1, *x.shape), x.dtype), obs_example)
         actor_params = self.actor.init(k_actor, obs)["params"]
         critic_params = self.critic.init(k_critic, obs, jnp.zeros((1, self.action_dim)))["params"]
+        if self.config.tqc.shared_critic_init:  # seed 004's twins: every critic a copy of the first
+            critic_params = jax.tree.map(lambda p: jnp.broadcast_to(p[:1], p.shape), critic_params)
         log_alpha = jnp.log(jnp.float32(self.config.tqc.alpha))
         return TQCState(actor_params=actor_params, critic_params=critic_params,
                         target_critic_params=jax.tree.map(jnp.copy, critic_params),

@@ -1,0 +1,335 @@
+"""Training-health monitor: the red flags the seeds watched by hand, checked online.
+
+Fed once per log interval with the learner's metrics (means over the interval, ``_min`` /
+``_max`` as extremes) and with every finished training episode and evaluation. Each check
+compares against a threshold of :class:`rl.config.HealthConfig`; a flag is reported once when
+raised and once when cleared (:class:`HealthEvent`), and :meth:`HealthMonitor.summary` is the
+``health.json`` of a run. Sources of each check, by seed:
+
+- 000/001 (Rainbow on TrackMania, soft target every step, decaying lr, episode epsilon):
+  ``q_below_floor`` ("Q-values go negative below -10"), ``loss_spike`` ("loss spikes above
+  10"), ``train_return_decline`` ("episode rewards decrease over 500+ episodes"),
+  ``epsilon_early`` ("epsilon reaches < 0.5 before episode 10,000").
+- 003 (DQN on Tempest, lr 3e-3, tau 0.012, n-step 8): ``q_above_bound`` and ``q_range_jump``
+  (range [0, 324] -> [-13, 2000] -> [-3, 16]), ``eval_return_decline`` / the training one
+  (negative "DQN5M slope"), ``grad_norm_swing``, ``clipping_high`` (ClipΔ).
+- 004 (TQC on TrackMania): ``alpha_runaway`` (0.015 -> 0.22), ``critics_identical``
+  (q1 == q2), ``demo_fraction_stuck`` (0.93 throughout).
+- All: ``nonfinite`` (NaN / inf in any metric or return).
+
+The monitor is plain Python on the host (no jax): the loop hands it floats.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from typing import Mapping
+
+import numpy as np
+
+from rl import presets
+from rl.config import HEALTH_CHECKS, Config, HealthConfig
+
+DIVERGENCE, WARNING = "divergence", "warning"
+
+SEVERITY = {"nonfinite": DIVERGENCE, "q_above_bound": DIVERGENCE, "q_below_floor": DIVERGENCE,
+            "q_range_jump": DIVERGENCE, "loss_spike": DIVERGENCE,
+            "train_return_decline": DIVERGENCE, "eval_return_decline": DIVERGENCE,
+            "alpha_runaway": DIVERGENCE, "grad_norm_swing": WARNING, "clipping_high": WARNING,
+            "epsilon_early": WARNING, "critics_identical": WARNING,
+            "demo_fraction_stuck": WARNING}
+"""Check name -> divergence (acted on by health.on_divergence) or warning (logged only)."""
+
+MIN_WINDOW_POINTS = 5
+"""Log intervals a trend check needs in its window before it can raise."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthEvent:
+    """A flag raised or cleared at env step ``step``: the measured ``value`` against the
+    ``threshold``, and a one-line ``message`` for the console."""
+
+    name: str
+    raised: bool
+    step: int
+    severity: str
+    value: float
+    threshold: float
+    message: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _first(metrics: Mapping[str, float], *names: str) -> float | None:
+    for name in names:
+        if name in metrics:
+            return float(metrics[name])
+    return None
+
+
+def slope_t(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope of y on x and its t statistic (slope / standard error).
+
+    Args: x, y: float [n], n >= 3. Returns (slope, t); t is +-inf for a perfect fit and 0 for a
+    flat one (no variation in x or y).
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    n = len(x)
+    dx = x - x.mean()
+    sxx = float(dx @ dx)
+    if n < 3 or sxx == 0.0:
+        return 0.0, 0.0
+    slope = float(dx @ (y - y.mean())) / sxx
+    residual = y - y.mean() - slope * dx
+    se = math.sqrt(float(residual @ residual) / (n - 2) / sxx)
+    if se == 0.0:
+        return slope, 0.0 if slope == 0.0 else math.copysign(math.inf, slope)
+    return slope, slope / se
+
+
+class HealthMonitor:
+    """Online red-flag checks over a run (see the module docstring).
+
+    Args:
+      config: the health section.
+      q_bound: theoretical |Q| bound r_max / (1 - gamma) (:func:`rl.agent.value_bound`), or
+        None when unknown; used by the ``auto`` settings of q_bound / q_floor.
+      total_steps: training.total_steps (for epsilon_early).
+      learning_starts: env steps before the first grad step; trend checks arm
+        ``warmup_steps`` later.
+      epsilon_start: the schedule's first epsilon; epsilon_early only applies when it starts
+        above epsilon_floor (noisy-net presets start at 0).
+      events: earlier events of the run (a resumed health.json), kept in the summary.
+    """
+
+    def __init__(self, config: HealthConfig, *, q_bound: float | None, total_steps: int,
+                 learning_starts: int, epsilon_start: float = 1.0,
+                 events: list[dict] | None = None):
+        self.config = config
+        slack = 1.0 + config.q_bound_slack
+        auto = None if q_bound is None else q_bound * slack
+        self.q_upper = auto if config.q_bound == "auto" else config.q_bound
+        self.q_lower = (None if auto is None else -auto) if config.q_floor == "auto" \
+            else config.q_floor
+        self.q_range_floor = (0.1 * q_bound if q_bound is not None else 1.0) \
+            if config.q_range_floor == "auto" else config.q_range_floor
+        self.total_steps = total_steps
+        self.epsilon_start = epsilon_start
+        self.history = list(events or [])
+        self.raised: dict[str, HealthEvent] = {}
+        self._armed_from = learning_starts + config.warmup_steps
+        self._records: collections.deque[tuple[int, dict[str, float]]] = collections.deque()
+        self._returns: collections.deque[tuple[int, float]] = collections.deque(
+            maxlen=config.return_decline_episodes)
+        self._evals: collections.deque[tuple[int, float]] = collections.deque(
+            maxlen=config.eval_decline_points)
+        self._alpha_min = math.inf
+        self._nonfinite_return: float | None = None
+
+    # --- inputs ------------------------------------------------------------------------
+    def record_episode(self, step: int, episode_return: float) -> None:
+        """A finished training episode at env step ``step``."""
+        if not math.isfinite(episode_return):
+            self._nonfinite_return = episode_return
+        else:
+            self._returns.append((step, float(episode_return)))
+
+    def record_eval(self, step: int, mean_return: float) -> None:
+        """An evaluation's mean return at env step ``step``."""
+        if not math.isfinite(mean_return):
+            self._nonfinite_return = mean_return
+        else:
+            self._evals.append((step, float(mean_return)))
+
+    def restart(self, step: int) -> list[HealthEvent]:
+        """Forget the windows (after a rollback the old values describe another network) and
+        re-arm the trend checks ``warmup_steps`` from ``step``. Returns the clear events of
+        the flags that were raised."""
+        cleared = [self._event(flag.name, False, step, flag.value, flag.threshold,
+                               "cleared by the rollback") for flag in self.raised.values()]
+        self.raised.clear()
+        self._records.clear()
+        self._returns.clear()
+        self._evals.clear()
+        self._alpha_min = math.inf
+        self._armed_from = step + self.config.warmup_steps
+        return cleared
+
+    # --- the checks --------------------------------------------------------------------
+    def check(self, step: int, metrics: Mapping[str, float],
+              epsilon: float | None = None) -> list[HealthEvent]:
+        """Run every check at env step ``step`` on this log interval's learner ``metrics``
+        (empty before learning starts) and the exploration ``epsilon`` (None for learners
+        without one). Returns the flags raised or cleared by this call, in check order."""
+        cfg = self.config
+        while self._records and self._records[0][0] <= step - cfg.window_steps:
+            self._records.popleft()
+        armed = step >= self._armed_from
+        previous = [m for _, m in self._records]
+        results: dict[str, tuple[bool, float, float, str] | None] = {}
+
+        bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
+        if self._nonfinite_return is not None:
+            bad["return"] = self._nonfinite_return
+        if bad:
+            results["nonfinite"] = (True, math.nan, 0.0, "non-finite values: " + ", ".join(
+                f"{k}={v}" for k, v in sorted(bad.items())))
+        else:
+            results["nonfinite"] = (False, 0.0, 0.0, "")
+        self._nonfinite_return = None
+        finite = not bad
+
+        q_min, q_max = _first(metrics, "q_min"), _first(metrics, "q_max")
+        if finite and q_max is not None and self.q_upper is not None:
+            results["q_above_bound"] = (
+                q_max > self.q_upper, q_max, self.q_upper,
+                f"Q max {q_max:.4g} above the bound {self.q_upper:.4g} (r_max / (1 - gamma)): "
+                "Q is diverging; lower the learning rate, slow the target updates")
+        if finite and q_min is not None and self.q_lower is not None:
+            results["q_below_floor"] = (
+                q_min < self.q_lower, q_min, self.q_lower,
+                f"Q min {q_min:.4g} below the floor {self.q_lower:.4g}: Q is collapsing "
+                "(seeds 000/001: soft targets every step with a decaying learning rate)")
+        if finite and q_min is not None and q_max is not None and armed \
+                and len(previous) >= MIN_WINDOW_POINTS:
+            floor = self.q_range_floor
+            now = max(q_max - q_min, floor)
+            ranges = [max(m["q_max"] - m["q_min"], floor) for m in previous
+                      if "q_max" in m and "q_min" in m]
+            if ranges:
+                ratio = max(now / min(ranges), max(ranges) / now)
+                results["q_range_jump"] = (
+                    ratio > cfg.q_range_factor, ratio, cfg.q_range_factor,
+                    f"Q range [{q_min:.4g}, {q_max:.4g}] changed {ratio:.1f}x within "
+                    f"{cfg.window_steps} env steps (seed 003's divergence)")
+
+        loss = _first(metrics, "loss", "critic_loss")
+        losses = [v for v in (_first(m, "loss", "critic_loss") for m in previous) if v is not None]
+        if finite and loss is not None and armed and len(losses) >= MIN_WINDOW_POINTS:
+            median = float(np.median(losses))
+            ratio = loss / median if median > 0 else math.inf
+            results["loss_spike"] = (
+                ratio > cfg.loss_spike_factor, ratio, cfg.loss_spike_factor,
+                f"loss {loss:.4g} is {ratio:.1f}x its median {median:.4g} over the last "
+                f"{cfg.window_steps} env steps")
+
+        if armed and len(self._returns) == cfg.return_decline_episodes:
+            results["train_return_decline"] = self._decline(
+                self._returns, "training return", f"{cfg.return_decline_episodes} episodes")
+        if armed and len(self._evals) == cfg.eval_decline_points:
+            results["eval_return_decline"] = self._decline(
+                self._evals, "evaluation return", f"{cfg.eval_decline_points} evaluations")
+
+        alpha = _first(metrics, "alpha")
+        if finite and alpha is not None and alpha > 0:
+            self._alpha_min = min(self._alpha_min, alpha)
+            ratio = alpha / self._alpha_min
+            results["alpha_runaway"] = (
+                ratio > cfg.alpha_rise_factor, ratio, cfg.alpha_rise_factor,
+                f"entropy coefficient alpha {alpha:.4g} is {ratio:.1f}x its minimum "
+                f"{self._alpha_min:.4g} (seed 004: learned alpha ran away; lower "
+                "tqc.target_entropy or fix alpha with --tqc.no-learn-alpha)")
+
+        norm_key = "grad_norm" if "grad_norm" in metrics else "critic_grad_norm"
+        norms = [m[norm_key] for m in previous if norm_key in m]
+        if finite and norm_key in metrics and armed and len(norms) >= MIN_WINDOW_POINTS:
+            norms.append(float(metrics[norm_key]))
+            low = max(min(norms), 1e-12)
+            ratio = max(norms) / low
+            results["grad_norm_swing"] = (
+                ratio > cfg.grad_norm_swing_factor, ratio, cfg.grad_norm_swing_factor,
+                f"{norm_key} swung {ratio:.1f}x ({low:.3g} to {max(norms):.3g}) within "
+                f"{cfg.window_steps} env steps (seed 003)")
+
+        shares = [m["clipped_fraction"] for m in previous if "clipped_fraction" in m]
+        if finite and "clipped_fraction" in metrics and len(shares) >= MIN_WINDOW_POINTS:
+            share = float(np.mean(shares + [float(metrics["clipped_fraction"])]))
+            results["clipping_high"] = (
+                share > cfg.clipped_share, share, cfg.clipped_share,
+                f"{100 * share:.0f}% of grad steps were clipped over the last "
+                f"{cfg.window_steps} env steps (seed 003's ClipΔ); the updates are large: "
+                "lower the learning rate or raise agent.max_grad_norm")
+
+        if epsilon is not None and self.epsilon_start > cfg.epsilon_floor:
+            early = cfg.epsilon_floor_fraction * self.total_steps
+            results["epsilon_early"] = (
+                epsilon < cfg.epsilon_floor and step < early, epsilon, cfg.epsilon_floor,
+                f"epsilon {epsilon:.3f} is below {cfg.epsilon_floor} after {step} of "
+                f"{self.total_steps} env steps (seeds 000/001: episode-based decay ended "
+                "exploration after 1.5% of training; prefer agent.epsilon_unit=steps)")
+
+        identical = _first(metrics, "critics_identical_fraction")
+        if finite and identical is not None:
+            results["critics_identical"] = (
+                identical > cfg.critics_identical_share, identical, cfg.critics_identical_share,
+                f"{100 * identical:.0f}% of the batch has two critics within 1e-6 (seed 004: "
+                "twin critics sharing a seed learn nothing from each other)")
+
+        demo = [m["demo_fraction"] for m in previous if "demo_fraction" in m]
+        if finite and "demo_fraction" in metrics and armed and len(demo) >= MIN_WINDOW_POINTS:
+            share = float(np.mean(demo + [float(metrics["demo_fraction"])]))
+            results["demo_fraction_stuck"] = (
+                share > cfg.demo_fraction_max, share, cfg.demo_fraction_max,
+                f"demonstrations were {100 * share:.0f}% of sampled batches over the last "
+                f"{cfg.window_steps} env steps (seed 004: stuck at 93%); lower "
+                "demos.sampling_weight or demos.weight_decay_samples")
+
+        if finite and metrics:
+            self._records.append((step, {k: float(v) for k, v in metrics.items()}))
+        return self._transitions(step, results)
+
+    def _decline(self, points, what: str, span: str) -> tuple[bool, float, float, str]:
+        steps, values = np.array(points, np.float64).T
+        slope, t = slope_t(steps, values)
+        threshold = -self.config.return_decline_t
+        return (t < threshold, t, threshold,
+                f"{what} is falling over the last {span}: slope {slope * 1e6:.4g} per 1M env "
+                f"steps (t = {t:.1f})")
+
+    def _event(self, name, raised, step, value, threshold, message) -> HealthEvent:
+        event = HealthEvent(name, raised, int(step), SEVERITY[name], float(value),
+                            float(threshold), message)
+        self.history.append(event.to_dict())
+        return event
+
+    def _transitions(self, step, results) -> list[HealthEvent]:
+        events = []
+        for name in HEALTH_CHECKS:
+            result = results.get(name)
+            if result is None or name in self.config.ignore:
+                continue
+            bad, value, threshold, message = result
+            if bad and name not in self.raised:
+                self.raised[name] = self._event(name, True, step, value, threshold, message)
+                events.append(self.raised[name])
+            elif not bad and name in self.raised:
+                del self.raised[name]
+                events.append(self._event(name, False, step, value, threshold, "back in band"))
+        return events
+
+    def diverging(self) -> bool:
+        """Whether a divergence flag is raised now."""
+        return any(flag.severity == DIVERGENCE for flag in self.raised.values())
+
+    # --- output ------------------------------------------------------------------------
+    def summary(self) -> dict:
+        """The run's health.json: thresholds, flags raised now, and every event so far."""
+        return dict(config=dataclasses.asdict(self.config),
+                    q_upper=self.q_upper, q_lower=self.q_lower,
+                    raised=sorted(self.raised), events=list(self.history))
+
+
+def scale_learning_rates(config: Config, factor: float) -> Config:
+    """The config with every learning rate times ``factor`` (agent.learning_rate and lr_end;
+    TQC's actor, critic and alpha rates): what a rollback with health.rollback_lr_factor
+    applies. The optimizer states keep their structure, so a train state fits either."""
+    agent, tqc = config.agent, config.tqc
+    return presets.replace(
+        config, agent=dict(learning_rate=agent.learning_rate * factor,
+                           lr_end=agent.lr_end * factor),
+        tqc=dict(actor_learning_rate=tqc.actor_learning_rate * factor,
+                 critic_learning_rate=tqc.critic_learning_rate * factor,
+                 alpha_learning_rate=tqc.alpha_learning_rate * factor))
