@@ -421,8 +421,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                     cfg.max_rollbacks, names, kinds[0], best_step,
                     best_loop["best_eval_return" if kinds[0] == "eval" else "best_train_return"],
                     loop["lr_scale"])
-        writer.add_scalar("health/rollbacks", loop["rollbacks"], step)
-        writer.add_scalar("health/lr_scale", loop["lr_scale"], step)
+        writer.add_scalar("charts/rollbacks", loop["rollbacks"], step)
+        writer.add_scalar("charts/lr_scale", loop["lr_scale"], step)
         monitor.history.append(dict(name="rollback", step=step, restored_step=best_step,
                                     kind=kinds[0], lr_scale=loop["lr_scale"], causes=names))
         on_health(monitor.restart(step))
