@@ -4,7 +4,9 @@ Synchronous loop, reproducible by seed: inject recorded demonstrations (``--demo
 a fresh replay, then act on the stacked observations of all envs, step the env workers, add
 the slots to the device replay, and after the warm-up run jitted grad steps at the configured
 replay ratio (decaying the demo sampling weight once per log interval); evaluate, log to
-TensorBoard and checkpoint periodically. Ctrl-C saves a checkpoint and exits.
+TensorBoard and checkpoint periodically. Every log interval the health monitor
+(``rl/health.py``) checks the seeds' red flags and, on divergence, warns, stops or rolls back
+to the best checkpoint (``health.on_divergence``). Ctrl-C saves a checkpoint and exits.
 """
 
 from __future__ import annotations
@@ -277,10 +279,18 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
     interval = agent_lib.metrics_fold(metric_names)  # learner metrics of this log interval
     last_loss = None
     health_path = run_dir / "health.json"
+    agent_cfg = config.agent
     monitor = health_lib.HealthMonitor(
-        config.health, q_bound=agent_lib.value_bound(config, spec.num_actions),
-        total_steps=total, learning_starts=learning_starts,
-        epsilon_start=config.agent.epsilon_start, events=_earlier_health_events(health_path))
+        config.health, gamma=agent_cfg.gamma, total_steps=total, learning_starts=learning_starts,
+        bonus_range=(agent_cfg.munchausen_alpha * agent_cfg.munchausen_clip,
+                     agent_cfg.munchausen_tau * math.log(spec.num_actions))
+        if agent_cfg.munchausen else (0.0, 0.0),
+        epsilon_start=agent_cfg.epsilon_start, events=_earlier_health_events(health_path))
+    if loop.get("reward_range"):  # a resumed run: the rewards its replay held
+        monitor.record_rewards(*loop["reward_range"])
+    if demo_slots is not None:
+        monitor.record_rewards(float(demo_slots["reward"].min()),
+                               float(demo_slots["reward"].max()))
     uses_epsilon = config.agent.learner != "tqc"
     diverged = False
     window = dict(time=time.perf_counter(), env_steps=loop["env_steps"], grad_steps=0)
@@ -294,6 +304,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
 
     def save(reason: str) -> None:
         add_ready()  # a checkpointed replay must hold every slot before the saved step
+        loop["reward_range"] = monitor.reward_range
         checkpoints.save(loop["env_steps"], state,
                          replay_state if training.save_replay else None, loop)
         log.info("checkpoint at env step %d (%s) in %s", loop["env_steps"], reason,
@@ -417,8 +428,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
         update = compile_update(loop["lr_scale"])
         step = loop["env_steps"]
         log.warning("health: rollback %d of %d for %s: restored the best-by-%s checkpoint of env "
-                    "step %d (return %.4g); learning rates now x%.3g of the config's", loop["rollbacks"],
-                    cfg.max_rollbacks, names, kinds[0], best_step,
+                    "step %d (return %.4g); learning rates now x%.3g of the config's",
+                    loop["rollbacks"], cfg.max_rollbacks, names, kinds[0], best_step,
                     best_loop["best_eval_return" if kinds[0] == "eval" else "best_train_return"],
                     loop["lr_scale"])
         writer.add_scalar("charts/rollbacks", loop["rollbacks"], step)
@@ -460,6 +471,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                 continue
             failures = 0
             loop["vector_steps"] += 1
+            monitor.record_rewards(float(slot["reward"].min()), float(slot["reward"].max()))
             # Autoreset slots (the env ignored the action) are stored but are not env steps.
             taken = int(slot["valid"].sum())
             loop["env_steps"] += taken

@@ -389,25 +389,17 @@ def make_replay(config: Config) -> DeviceReplay:
                         action_history=config.network.action_history)
 
 
-def value_bound(config: Config, num_actions: int) -> float | None:
-    """Theoretical bound on |Q|: r_max / (1 - gamma) with r_max = env.reward_clip, plus
-    munchausen_tau * log(num_actions) per step with Munchausen (its soft value adds at most
-    that entropy per step); None when rewards are not clipped (no r_max)."""
+def target_bound(config: Config, num_actions: int) -> float | None:
+    """The backup clamp bound of agent.target_clamp: None, the number, or for ``auto``
+    r_max / (1 - gamma) with r_max = env.reward_clip, plus munchausen_tau * log(num_actions)
+    per step with Munchausen (its soft value adds at most that entropy per step)."""
     agent = config.agent
-    if config.env.reward_clip is None:
-        return None
+    if agent.target_clamp != "auto":
+        return agent.target_clamp
     per_step = config.env.reward_clip
     if agent.munchausen:
         per_step += agent.munchausen_tau * math.log(num_actions)
     return per_step / (1.0 - agent.gamma)
-
-
-def target_bound(config: Config, num_actions: int) -> float | None:
-    """The backup clamp bound of agent.target_clamp: None, the number, or for ``auto``
-    :func:`value_bound`."""
-    if config.agent.target_clamp != "auto":
-        return config.agent.target_clamp
-    return value_bound(config, num_actions)
 
 
 def leading_size(obs) -> int:

@@ -721,27 +721,29 @@ class HealthConfig:
     """Checks to skip, by name (see HEALTH_CHECKS), e.g. --health.ignore grad_norm_swing."""
     window_steps: int = 50_000
     """Env steps of history the trend checks (Q range, loss, grad norm, clipping, demo share)
-    compare against; >= 1."""
+    compare against; only values logged after the warm-up enter it; >= 1."""
     warmup_steps: int = 50_000
     """Env steps after learning starts (or after a rollback) before the trend checks arm:
     Q values and losses legitimately grow by orders of magnitude at first; >= 0."""
     q_bound: float | Literal["auto"] | None = "auto"
-    """Upper bound on Q: auto is r_max / (1 - gamma) (r_max = env.reward_clip, plus
-    Munchausen's per-step entropy term) times 1 + q_bound_slack, and no check without
-    reward clipping; a number; None disables."""
+    """Upper bound on Q: auto is the most a discounted return of the rewards stored so far
+    can be, max(0, r_max) / (1 - gamma) (plus Munchausen's per-step entropy term), widened by
+    q_bound_slack times the width of the return range; a number; None disables."""
     q_floor: float | Literal["auto"] | None = "auto"
-    """Lower bound on Q: auto is minus the auto q_bound; a number (seeds 000/001 on
-    TrackMania's positive rewards: -10); None disables."""
-    q_bound_slack: float = 0.1
-    """Fractional slack on the auto bounds (function approximation overshoots a little);
-    >= 0."""
+    """Lower bound on Q: auto is min(0, r_min) / (1 - gamma) widened the same way (so Q well
+    below 0 on positive rewards is flagged: seed 000's Q of -40,000); a number (seeds 000/001
+    on TrackMania: -10); None disables."""
+    q_bound_slack: float = 0.5
+    """Widening of the auto bounds, as a fraction of the return range: Q estimates near a
+    bound overshoot it a little (DQN on CartPole peaks near 1.3x r_max / (1 - gamma)),
+    divergence by far (seeds: 6-100x); >= 0."""
+    q_range_floor: float | Literal["auto"] = "auto"
+    """Ranges below this count as this in q_range_jump, so the growth from a near-zero range
+    while Q first learns the returns is no jump: auto is 10% of the return range (1 before any
+    nonzero reward), or a number > 0."""
     q_range_factor: float = 10.0
     """Flag when the Q range (max - min over a log interval) grows or shrinks by more than
     this factor within the window (seed 003: 324 -> 2000 -> 16); > 1."""
-    q_range_floor: float | Literal["auto"] = "auto"
-    """Ranges below this count as this in q_range_jump, so the growth from a near-zero range
-    while Q first learns the returns is no jump: auto is 10% of r_max / (1 - gamma) with
-    clipped rewards, else 1; or a number > 0."""
     loss_spike_factor: float = 5.0
     """Flag when the loss (mean over a log interval) exceeds this times its median over the
     window (seeds 000/001: 3 -> 15); > 1."""
@@ -757,10 +759,10 @@ class HealthConfig:
     alpha_rise_factor: float = 10.0
     """Flag when the entropy coefficient (TQC) exceeds this times its minimum since
     learning started (seed 004: 0.015 -> 0.22); > 1."""
-    grad_norm_swing_factor: float = 4.0
-    """Flag when the grad norm (mean over a log interval) swings by more than this factor
-    (max / min) within the window (seed 003: "GradNorm still wild: swinging 2x or more";
-    2x is common in healthy runs, so 4x); > 1."""
+    grad_norm_swing_factor: float = 1.5
+    """Flag when the grad norm (mean over a log interval) typically changes by more than
+    this factor from one log interval to the next (the median over the window; seed 003:
+    4.8 <-> 8.8 between reports, "swinging 2x or more"); steady growth is no swing; > 1."""
     clipped_share: float = 0.5
     """Flag when more than this share of grad steps were clipped over the window (seed
     003: clipping 43% of the time with ClipΔ down to 0.57); in (0, 1]."""
@@ -792,10 +794,11 @@ class HealthConfig:
         _positive_int("health.window_steps", self.window_steps)
         _check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
                "health.warmup_steps", self.warmup_steps, "must be an integer >= 0")
-        _check(isinstance(self.return_decline_episodes, int) and self.return_decline_episodes >= 3, "health.return_decline_episodes",
-               self.return_decline_episodes, "must be an integer >= 3")
-        _check(isinstance(self.eval_decline_points, int) and self.eval_decline_points >= 3, "health.eval_decline_points",
-               self.eval_decline_points, "must be an integer >= 3")
+        _check(isinstance(self.return_decline_episodes, int) and self.return_decline_episodes >= 3,
+               "health.return_decline_episodes", self.return_decline_episodes,
+               "must be an integer >= 3")
+        _check(isinstance(self.eval_decline_points, int) and self.eval_decline_points >= 3,
+               "health.eval_decline_points", self.eval_decline_points, "must be an integer >= 3")
         if self.q_bound not in (None, "auto") and self.q_floor not in (None, "auto"):
             _check(self.q_floor < self.q_bound, "health.q_floor", self.q_floor,
                    f"must be < health.q_bound ({self.q_bound})")

@@ -93,10 +93,17 @@ def slope_t(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 class HealthMonitor:
     """Online red-flag checks over a run (see the module docstring).
 
+    The ``auto`` Q bounds come from the rewards the replay holds (:meth:`record_rewards`):
+    no return of rewards in [r_min, r_max] leaves [min(0, r_min), max(0, r_max)] / (1 - gamma),
+    so a Q outside that range (widened by q_bound_slack times its width) was not learned from
+    the data (seed 000: Q of -40,000 on positive rewards).
+
     Args:
       config: the health section.
-      q_bound: theoretical |Q| bound r_max / (1 - gamma) (:func:`rl.agent.value_bound`), or
-        None when unknown; used by the ``auto`` settings of q_bound / q_floor.
+      gamma: the discount.
+      bonus_range: (lowest, highest) a target adds per step beside the reward (Munchausen:
+        its bonus down to alpha * clip_min, its soft value up to tau * log(num_actions));
+        (0, 0) otherwise.
       total_steps: training.total_steps (for epsilon_early).
       learning_starts: env steps before the first grad step; trend checks arm
         ``warmup_steps`` later.
@@ -105,17 +112,12 @@ class HealthMonitor:
       events: earlier events of the run (a resumed health.json), kept in the summary.
     """
 
-    def __init__(self, config: HealthConfig, *, q_bound: float | None, total_steps: int,
-                 learning_starts: int, epsilon_start: float = 1.0,
-                 events: list[dict] | None = None):
+    def __init__(self, config: HealthConfig, *, gamma: float, total_steps: int,
+                 learning_starts: int, bonus_range: tuple[float, float] = (0.0, 0.0),
+                 epsilon_start: float = 1.0, events: list[dict] | None = None):
         self.config = config
-        slack = 1.0 + config.q_bound_slack
-        auto = None if q_bound is None else q_bound * slack
-        self.q_upper = auto if config.q_bound == "auto" else config.q_bound
-        self.q_lower = (None if auto is None else -auto) if config.q_floor == "auto" \
-            else config.q_floor
-        self.q_range_floor = (0.1 * q_bound if q_bound is not None else 1.0) \
-            if config.q_range_floor == "auto" else config.q_range_floor
+        self.gamma, self.bonus_range = gamma, bonus_range
+        self.reward_range: tuple[float, float] | None = None
         self.total_steps = total_steps
         self.epsilon_start = epsilon_start
         self.history = list(events or [])
@@ -130,6 +132,42 @@ class HealthMonitor:
         self._nonfinite_return: float | None = None
 
     # --- inputs ------------------------------------------------------------------------
+    def record_rewards(self, low: float, high: float) -> None:
+        """Rewards in [low, high] entered the replay (as stored: scaled and clipped)."""
+        if self.reward_range is None:
+            self.reward_range = (low, high)
+        else:
+            self.reward_range = (min(self.reward_range[0], low), max(self.reward_range[1], high))
+
+    def return_range(self) -> tuple[float, float] | None:
+        """[lower, upper] of the discounted returns of the rewards seen so far, or None."""
+        if self.reward_range is None:
+            return None
+        horizon = 1.0 / (1.0 - self.gamma)
+        low, high = self.reward_range
+        return ((min(0.0, low) + self.bonus_range[0]) * horizon,
+                (max(0.0, high) + self.bonus_range[1]) * horizon)
+
+    def q_bounds(self) -> tuple[float | None, float | None]:
+        """(upper, lower) Q bounds in force: numbers from the config, or for ``auto`` the
+        return range widened by q_bound_slack times its width (None before any reward)."""
+        cfg, returns = self.config, self.return_range()
+        slack = None if returns is None else cfg.q_bound_slack * (returns[1] - returns[0])
+        upper = cfg.q_bound if cfg.q_bound != "auto" else \
+            None if returns is None else returns[1] + slack
+        lower = cfg.q_floor if cfg.q_floor != "auto" else \
+            None if returns is None else returns[0] - slack
+        return upper, lower
+
+    def q_range_floor(self) -> float:
+        """Q ranges below this count as this in q_range_jump: 10% of the return range for
+        ``auto`` (1 before any nonzero reward), else the configured number."""
+        if self.config.q_range_floor != "auto":
+            return self.config.q_range_floor
+        returns = self.return_range()
+        width = 0.0 if returns is None else returns[1] - returns[0]
+        return 0.1 * width if width > 0 else 1.0
+
     def record_episode(self, step: int, episode_return: float) -> None:
         """A finished training episode at env step ``step``."""
         if not math.isfinite(episode_return):
@@ -183,19 +221,23 @@ class HealthMonitor:
         finite = not bad
 
         q_min, q_max = _first(metrics, "q_min"), _first(metrics, "q_max")
-        if finite and q_max is not None and self.q_upper is not None:
+        upper, lower = self.q_bounds()
+        returns = self.return_range()
+        seen = "" if returns is None else \
+            f"; returns of the replayed rewards lie in [{returns[0]:.4g}, {returns[1]:.4g}]"
+        if finite and q_max is not None and upper is not None:
             results["q_above_bound"] = (
-                q_max > self.q_upper, q_max, self.q_upper,
-                f"Q max {q_max:.4g} above the bound {self.q_upper:.4g} (r_max / (1 - gamma)): "
-                "Q is diverging; lower the learning rate, slow the target updates")
-        if finite and q_min is not None and self.q_lower is not None:
+                q_max > upper, q_max, upper,
+                f"Q max {q_max:.4g} above the bound {upper:.4g}{seen}: Q is diverging (seed "
+                "003); lower the learning rate, slow the target updates")
+        if finite and q_min is not None and lower is not None:
             results["q_below_floor"] = (
-                q_min < self.q_lower, q_min, self.q_lower,
-                f"Q min {q_min:.4g} below the floor {self.q_lower:.4g}: Q is collapsing "
-                "(seeds 000/001: soft targets every step with a decaying learning rate)")
+                q_min < lower, q_min, lower,
+                f"Q min {q_min:.4g} below the floor {lower:.4g}{seen}: Q is collapsing (seeds "
+                "000/001: soft targets every step with a decaying learning rate)")
         if finite and q_min is not None and q_max is not None and armed \
                 and len(previous) >= MIN_WINDOW_POINTS:
-            floor = self.q_range_floor
+            floor = self.q_range_floor()
             now = max(q_max - q_min, floor)
             ranges = [max(m["q_max"] - m["q_min"], floor) for m in previous
                       if "q_max" in m and "q_min" in m]
@@ -236,13 +278,16 @@ class HealthMonitor:
         norm_key = "grad_norm" if "grad_norm" in metrics else "critic_grad_norm"
         norms = [m[norm_key] for m in previous if norm_key in m]
         if finite and norm_key in metrics and armed and len(norms) >= MIN_WINDOW_POINTS:
-            norms.append(float(metrics[norm_key]))
-            low = max(min(norms), 1e-12)
-            ratio = max(norms) / low
+            # A swing is an up-and-down between log intervals, not the steady growth of the
+            # grad norm with the Q scale: the median factor between neighbours.
+            norms = np.maximum(np.array(norms + [float(metrics[norm_key])]), 1e-12)
+            factors = np.exp(np.abs(np.diff(np.log(norms))))
+            swing = float(np.median(factors))
             results["grad_norm_swing"] = (
-                ratio > cfg.grad_norm_swing_factor, ratio, cfg.grad_norm_swing_factor,
-                f"{norm_key} swung {ratio:.1f}x ({low:.3g} to {max(norms):.3g}) within "
-                f"{cfg.window_steps} env steps (seed 003)")
+                swing > cfg.grad_norm_swing_factor, swing, cfg.grad_norm_swing_factor,
+                f"{norm_key} swings by {swing:.2f}x between log intervals (median over the "
+                f"last {cfg.window_steps} env steps; range {norms.min():.3g} to "
+                f"{norms.max():.3g}; seed 003's 4.8 <-> 8.8): lower the learning rate")
 
         shares = [m["clipped_fraction"] for m in previous if "clipped_fraction" in m]
         if finite and "clipped_fraction" in metrics and len(shares) >= MIN_WINDOW_POINTS:
@@ -277,7 +322,7 @@ class HealthMonitor:
                 f"{cfg.window_steps} env steps (seed 004: stuck at 93%); lower "
                 "demos.sampling_weight or demos.weight_decay_samples")
 
-        if finite and metrics:
+        if finite and metrics and armed:  # the windows hold post-warm-up values only
             self._records.append((step, {k: float(v) for k, v in metrics.items()}))
         return self._transitions(step, results)
 
@@ -317,8 +362,9 @@ class HealthMonitor:
     # --- output ------------------------------------------------------------------------
     def summary(self) -> dict:
         """The run's health.json: thresholds, flags raised now, and every event so far."""
-        return dict(config=dataclasses.asdict(self.config),
-                    q_upper=self.q_upper, q_lower=self.q_lower,
+        upper, lower = self.q_bounds()
+        return dict(config=dataclasses.asdict(self.config), reward_range=self.reward_range,
+                    q_upper=upper, q_lower=lower,
                     raised=sorted(self.raised), events=list(self.history))
 
 
