@@ -38,7 +38,7 @@ from rl import health as health_lib
 from rl import schedules
 from rl.config import Config, ConfigError
 from nets import resolve_torso
-from rl.learners import make_agent
+from rl.learners import make_agent, update_metric_names
 
 log = logging.getLogger("launch")
 
@@ -209,7 +209,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
 
     add = jax.jit(replay.add, donate_argnums=0)
     fold = jax.jit(agent_lib.fold_metrics, donate_argnums=0)
-    metric_names = jax.eval_shape(agent.update, state, replay_state, 0.4)[2]
+    metric_names = update_metric_names(config)
 
     def compile_update(lr_scale: float):
         """The jitted update of the agent with its learning rates times ``lr_scale`` (1 but
@@ -248,7 +248,9 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
         act(state, envs.zeros_obs(spec, (e, env_cfg.frame_stack)),
             np.full((e, history), -1, np.int32) if history else None, act_key, 0, 1.0,
             noisy=True).block_until_ready()
-        fold = fold.lower(agent_lib.metrics_fold(metric_names), metric_names).compile()
+        scalar = jax.ShapeDtypeStruct((), np.float32)
+        fold = fold.lower(agent_lib.metrics_fold(metric_names),
+                          {k: scalar for k in metric_names}).compile()
         add = add.lower(replay_state, obs=envs.zeros_obs(spec, (e,)),
                         action=np.zeros((e, *spec.action_shape), spec.action_dtype),
                         reward=np.zeros(e, np.float32), terminated=np.zeros(e, bool),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from rl import schedules
-from rl.agent import ValueAgent, make_optimizer, make_replay, target_bound
+from rl import tqc as tqc_lib
+from rl.agent import (METRIC_NAMES, SAMPLING_METRIC_NAMES, ValueAgent, make_optimizer,
+                      make_replay, target_bound)
 from rl.c51 import C51
 from rl.config import Config
 from rl.dqn import DQN
@@ -31,3 +33,10 @@ def make_agent(config: Config, num_actions: int, is_image: bool,
                network=cls.build_network(config, num_actions, is_image, feature_size),
                optimizer=make_optimizer(config, lr_schedule), lr_schedule=lr_schedule,
                replay=make_replay(config), target_bound=target_bound(config, num_actions))
+
+
+def update_metric_names(config: Config) -> tuple[str, ...]:
+    """Names of the float32 scalar metrics an update call of ``config.agent.learner`` returns:
+    the learner's METRIC_NAMES plus :data:`rl.agent.SAMPLING_METRIC_NAMES`."""
+    names = tqc_lib.METRIC_NAMES if config.agent.learner == "tqc" else METRIC_NAMES
+    return (*names, *SAMPLING_METRIC_NAMES)

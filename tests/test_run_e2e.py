@@ -88,6 +88,7 @@ def test_resume_without_replay_refills_and_says_so(tmp_path):
     run_dir = tmp_path / "run"
     run("--algo", "iqn", "--env", "CartPole-v1", "--env.no-asynchronous", "--total-steps", "400",
         "--run-dir", str(run_dir), "--training.learning-starts", "100",
+        "--network.mlp-hidden", "16", "--network.hidden-dim", "16",
         "--training.no-save-replay", "--logging.no-progress-bar")
     first = max(int(p.name) for p in (run_dir / "checkpoints").iterdir())
     assert not (run_dir / "checkpoints" / str(first) / "replay").exists()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rl import losses, presets
-from rl.learners import make_agent
+from rl.learners import make_agent, update_metric_names
 from rl.agent import SAMPLING_METRIC_NAMES
 from rl.tqc import METRIC_NAMES
 
@@ -101,7 +101,8 @@ def test_jit_tqc_update_shapes_finite_no_retrace():
         state, replay_state, metrics = update(state, replay_state, jnp.float32(0.4))
     assert len(traces) == 1 and int(state.grad_steps) == 3
     assert jax.tree.map(lambda x: (x.shape, x.dtype), (state, replay_state)) == shapes
-    assert set(metrics) == set(METRIC_NAMES) | set(SAMPLING_METRIC_NAMES)
+    assert set(metrics) == set(METRIC_NAMES) | set(SAMPLING_METRIC_NAMES) \
+        == set(update_metric_names(cfg))
     for name, value in metrics.items():
         assert value.shape == () and np.isfinite(float(value)), name
     chex.assert_tree_all_finite((state.actor_params, state.critic_params))
