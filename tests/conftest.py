@@ -1,4 +1,4 @@
-"""Test-session setup: one XLA compilation cache for the session.
+"""Test-session setup: one XLA compilation cache for the session, shared by its workers.
 
 Many tests compile the same small networks again (a fresh ``jax.jit`` per test, and every
 ``launch/run.py`` subprocess and its resume); with a persistent cache in a fresh temporary
@@ -11,8 +11,13 @@ import os
 import shutil
 import tempfile
 
-_CACHE = tempfile.mkdtemp(prefix="jax-compilation-cache-")
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+# The pytest-xdist workers inherit the controller's variable and share its directory; only
+# the process that made it removes it.
+_CACHE = os.environ.get("TMRL_JAX_TEST_CACHE")
+if _CACHE is None:
+    _CACHE = tempfile.mkdtemp(prefix="jax-compilation-cache-")
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    os.environ["TMRL_JAX_TEST_CACHE"] = _CACHE
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
