@@ -70,6 +70,17 @@ def _first(metrics: Mapping[str, float], *names: str) -> float | None:
     return None
 
 
+def _window_mean(previous: list[dict[str, float]], metrics: Mapping[str, float],
+                 name: str) -> float | None:
+    """Mean of ``name`` over the window's records and this interval's; None when this
+    interval lacks it or the window holds fewer than MIN_WINDOW_POINTS of it (the window
+    fills only after the warm-up)."""
+    values = [m[name] for m in previous if name in m]
+    if name not in metrics or len(values) < MIN_WINDOW_POINTS:
+        return None
+    return float(np.mean(values + [float(metrics[name])]))
+
+
 def slope_t(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Least-squares slope of y on x and its t statistic (slope / standard error).
 
@@ -289,9 +300,8 @@ class HealthMonitor:
                 f"last {cfg.window_steps} env steps; range {norms.min():.3g} to "
                 f"{norms.max():.3g}; seed 003's 4.8 <-> 8.8): lower the learning rate")
 
-        shares = [m["clipped_fraction"] for m in previous if "clipped_fraction" in m]
-        if finite and "clipped_fraction" in metrics and len(shares) >= MIN_WINDOW_POINTS:
-            share = float(np.mean(shares + [float(metrics["clipped_fraction"])]))
+        share = _window_mean(previous, metrics, "clipped_fraction")
+        if finite and share is not None:
             results["clipping_high"] = (
                 share > cfg.clipped_share, share, cfg.clipped_share,
                 f"{100 * share:.0f}% of grad steps were clipped over the last "
@@ -313,9 +323,8 @@ class HealthMonitor:
                 f"{100 * identical:.0f}% of the batch has two critics within 1e-6 (seed 004: "
                 "twin critics sharing a seed learn nothing from each other)")
 
-        demo = [m["demo_fraction"] for m in previous if "demo_fraction" in m]
-        if finite and "demo_fraction" in metrics and armed and len(demo) >= MIN_WINDOW_POINTS:
-            share = float(np.mean(demo + [float(metrics["demo_fraction"])]))
+        share = _window_mean(previous, metrics, "demo_fraction")
+        if finite and share is not None:
             results["demo_fraction_stuck"] = (
                 share > cfg.demo_fraction_max, share, cfg.demo_fraction_max,
                 f"demonstrations were {100 * share:.0f}% of sampled batches over the last "
