@@ -137,10 +137,12 @@ def onset(run: compare.Run, band: dict[str, tuple[float, float]]) -> tuple[int, 
 
 
 def learning_starts(run_dir: Path) -> int:
+    """training.learning_starts of a run (env steps), from its config.json."""
     return json.loads((run_dir / "config.json").read_text())["training"]["learning_starts"]
 
 
 def main() -> int:
+    """Run the cases, print the table; returns 0 when every case behaved, else 1."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(c.name for c in CASES),
                         help="comma-separated case names")

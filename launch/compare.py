@@ -317,12 +317,19 @@ def summarize(metric: Metric, values: np.ndarray) -> dict[str, float] | None:
         return dict(best=float(np.max(values)), mean=float(np.mean(values)),
                     std=float(np.std(values)), count=len(values))
     if metric.kind == "episode":
-        out = dict(mean=float(np.mean(values[-EPISODE_WINDOW:])), episodes=len(values))
+        means = _running_mean(values)
+        out = dict(mean=float(means[-1]), episodes=len(values))
         if len(values) >= EPISODE_WINDOW:
-            sums = np.convolve(values, np.ones(EPISODE_WINDOW), mode="valid")
-            out["best"] = float(np.max(sums) / EPISODE_WINDOW)
+            out["best"] = float(np.max(means[EPISODE_WINDOW - 1:]))
         return out
     return dict(value=float(values[-1]))
+
+
+def _running_mean(values: np.ndarray) -> np.ndarray:
+    """Mean of the last EPISODE_WINDOW values at each position (fewer at the start)."""
+    sums = np.cumsum(values)
+    counts = np.minimum(np.arange(1, len(values) + 1), EPISODE_WINDOW)
+    return (sums - np.concatenate([np.zeros(EPISODE_WINDOW), sums])[:len(values)]) / counts
 
 
 def format_value(value: float) -> str:
@@ -545,9 +552,7 @@ def _plot_series(run: Run, metric: Metric) -> Scalar | None:
     scalar = run.scalars[tag]
     values = scalar.values
     if metric.kind == "episode":
-        sums = np.cumsum(values)
-        counts = np.minimum(np.arange(1, len(values) + 1), EPISODE_WINDOW)
-        values = (sums - np.concatenate([np.zeros(EPISODE_WINDOW), sums])[:len(values)]) / counts
+        values = _running_mean(values)
     elif metric.percent:
         values = 100 * values
     return Scalar(scalar.steps, values, scalar.wall_minutes)

@@ -436,8 +436,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                     loop["lr_scale"])
         writer.add_scalar("charts/rollbacks", loop["rollbacks"], step)
         writer.add_scalar("charts/lr_scale", loop["lr_scale"], step)
-        monitor.history.append(dict(name="rollback", step=step, restored_step=best_step,
-                                    kind=kinds[0], lr_scale=loop["lr_scale"], causes=names))
+        monitor.record_rollback(step, best_step, kinds[0], loop["lr_scale"], names)
         on_health(monitor.restart(step))
         return True
 

@@ -60,6 +60,7 @@ class HealthEvent:
     message: str
 
     def to_dict(self) -> dict:
+        """The event as a JSON-ready dict (a health.json ``events`` entry)."""
         return dataclasses.asdict(self)
 
 
@@ -192,6 +193,14 @@ class HealthMonitor:
             self._nonfinite_return = mean_return
         else:
             self._evals.append((step, float(mean_return)))
+
+    def record_rollback(self, step: int, restored_step: int, kind: str, lr_scale: float,
+                        causes: str) -> None:
+        """A rollback at env step ``step`` to the best-by-``kind`` checkpoint of
+        ``restored_step``, with the learning rates now ``lr_scale`` times the config's, for
+        the flags ``causes``; kept in the summary's events (name "rollback")."""
+        self.history.append(dict(name="rollback", step=step, restored_step=restored_step,
+                                 kind=kind, lr_scale=lr_scale, causes=causes))
 
     def restart(self, step: int) -> list[HealthEvent]:
         """Forget the windows (after a rollback the old values describe another network) and
