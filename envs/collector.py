@@ -216,6 +216,11 @@ class Collector:
         return ~self._ended
 
     @property
+    def steps_since_start(self) -> np.ndarray:
+        """int32 [E]: episode step of each env's current frame (0 at a reset frame), a copy."""
+        return self._steps.copy()
+
+    @property
     def prev_actions(self) -> np.ndarray:
         """Actions taken before the current frames: int32 [E, action_history], oldest first, -1
         before each episode's start (all -1 right after a reset or autoreset; see

@@ -129,6 +129,16 @@ def split_obs(spec: EnvSpec, obs: Any) -> tuple[np.ndarray, np.ndarray]:
     return frames, np.zeros((*frames.shape[:frames.ndim - len(spec.frame_shape)], 0), np.float32)
 
 
+def make_kwargs(config: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`make_env` / :func:`env_spec` / :func:`make_vector_env`
+    for a run config (``rl.config.Config``; read: its ``env`` section's frame_skip,
+    image_size, max_episode_steps, action_space, and the ``trackmania`` section)."""
+    env = config.env
+    return dict(frame_skip=env.frame_skip, image_size=env.image_size,
+                max_episode_steps=env.max_episode_steps, action_space=env.action_space,
+                trackmania=config.trackmania)
+
+
 def zeros_obs(spec: EnvSpec, leading: tuple[int, ...] = ()) -> Any:
     """An all-zero observation pytree with leading axes ``leading`` (e.g. ``(k,)`` for one
     stack), in the spec's shapes and dtypes."""
@@ -174,6 +184,13 @@ def _check_registered(env_id: str) -> None:
             gym.register_envs(ale_py)
         except ImportError:
             pass
+    if env_id not in gym.registry and parse_env_id(env_id)[1] == "Tempest":
+        raise EnvIdError(
+            f"unknown environment id {env_id!r}: the Arcade Learning Environment has no Tempest "
+            "(seed 003 played the arcade game in an emulator of its own). The tempest_seed003 "
+            "presets run on 'ALE/BeamRider-v5', the closest ALE game (a lane shooter); a "
+            "Tempest env registered with gymnasium under another id works with --env."
+        )
     if env_id not in gym.registry:
         candidates = [i for i in gym.registry if not _is_legacy_atari(i)]
         matches = difflib.get_close_matches(env_id, candidates, n=3, cutoff=0.6)

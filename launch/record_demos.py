@@ -28,9 +28,7 @@ recorded actions, as the env would have shown them to an agent that took them.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,40 +42,8 @@ import envs
 from envs.demos import EpisodeSplitter, episode_path, save_episode
 from envs.trackmania import GameConnectionError, controls_table, driver_action, is_trackmania
 from launch import cli
+from launch.experts import load_policy
 from rl.config import Config
-
-
-def load_policy(name: str, spec: envs.EnvSpec, seed: int) -> Callable[[np.ndarray], np.ndarray]:
-    """``random`` or an imported ``module:function``, as ``policy(obs) -> actions``: ``obs`` the
-    stacked observations [B, frame_stack, *frame_shape] (with features, the pytree of
-    :func:`envs.make.join_obs`), actions [B, *spec.action_shape] (int32 in [0, num_actions), or
-    float32 in [-1, 1]). ``random`` draws uniformly, seeded by ``seed``.
-
-    Raises:
-      ValueError: the name has no ``:``, the module does not import or has no such function.
-    """
-    if name == "random":
-        rng = np.random.default_rng(seed)
-
-        def random_policy(obs: Any) -> np.ndarray:
-            batch = envs.split_obs(spec, obs)[0].shape[0]
-            if spec.continuous:
-                return rng.uniform(-1.0, 1.0, (batch, *spec.action_shape)).astype(np.float32)
-            return rng.integers(0, spec.num_actions, batch).astype(np.int32)
-
-        return random_policy
-    module_name, sep, attr = name.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"--policy {name!r}: must be 'random' or 'module:function', e.g. "
-                         "envs.scripted:cartpole")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"--policy {name!r}: cannot import module {module_name!r} ({e})") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ValueError(f"--policy {name!r}: module {module_name!r} has no function {attr!r}")
-    return fn
 
 
 class HumanLabels:
@@ -159,14 +125,12 @@ def record(config: Config, policy_name: str, num_episodes: int, out: Path,
       envs.trackmania.GameConnectionError: the game cannot be reached or stops answering.
     """
     env_cfg = config.env
-    make_kwargs = dict(frame_skip=env_cfg.frame_skip, image_size=env_cfg.image_size,
-                       max_episode_steps=env_cfg.max_episode_steps,
-                       action_space=env_cfg.action_space)
+    make_kwargs = envs.make_kwargs(config)
     human = policy_name == "human"
     if human and not is_trackmania(env_cfg.id):
         raise ValueError(f"--policy human records a person driving TrackMania: it needs "
                          f"--env trackmania, got env.id={env_cfg.id!r}")
-    spec = envs.env_spec(env_cfg.id, trackmania=config.trackmania, **make_kwargs)
+    spec = envs.env_spec(env_cfg.id, **make_kwargs)
     if human:
         labels = HumanLabels(spec, config.trackmania, num_envs)
         make_kwargs["passive"] = True
@@ -183,7 +147,7 @@ def record(config: Config, policy_name: str, num_episodes: int, out: Path,
                 max_episode_steps=env_cfg.max_episode_steps,
                 source="human" if human else f"policy {policy_name}")
     vector_env = envs.make_vector_env(env_cfg.id, num_envs, asynchronous=False, seed=config.seed,
-                                      trackmania=config.trackmania, **make_kwargs)
+                                      **make_kwargs)
     collector = envs.Collector(vector_env, spec, env_cfg.frame_stack, reward_clip=None)
     splitter = EpisodeSplitter(num_envs, meta, spec)
     written: list[tuple[Path, float]] = []

@@ -1,8 +1,9 @@
 """Train an agent: ``python launch/run.py --algo=iqn_btr [--env ID] [--resume RUN_DIR]``.
 
 Synchronous loop, reproducible by seed: inject recorded demonstrations (``--demos.path``) into
-a fresh replay, then act on the stacked observations of all envs, step the env workers, add
-the slots to the device replay, and after the warm-up run jitted grad steps at the configured
+a fresh replay, then act on the stacked observations of all envs (an expert takes each step
+with the curriculum's probability, ``--expert.*``), step the env workers, add the slots to the
+device replay, and after the warm-up run jitted grad steps at the configured
 replay ratio (decaying the demo sampling weight once per log interval); evaluate, log to
 TensorBoard and checkpoint periodically. Every log interval the health monitor
 (``rl/health.py``) checks the seeds' red flags and, on divergence, warns, stops or rolls back
@@ -32,8 +33,10 @@ from tensorboardX import SummaryWriter
 import envs
 from launch import cli
 from launch.checkpoint import RunCheckpoints
+from launch.experts import build_expert
 from rl import agent as agent_lib
 from rl import config as config_lib
+from rl import curriculum
 from rl import health as health_lib
 from rl import schedules
 from rl.config import Config, ConfigError
@@ -81,12 +84,6 @@ def default_run_dir(config: Config) -> Path:
     """runs/<algo>-<env>-s<seed>-<YYYYmmdd-HHMMSS>, with '/' in env ids replaced."""
     env = config.env.id.replace("/", "_")
     return Path("runs") / f"{config.algo}-{env}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _env_kwargs(config: Config) -> dict:
-    return dict(frame_skip=config.env.frame_skip, image_size=config.env.image_size,
-                max_episode_steps=config.env.max_episode_steps,
-                action_space=config.env.action_space, trackmania=config.trackmania)
 
 
 EXIT_GAME_LOST = 3
@@ -141,7 +138,7 @@ def _earlier_health_events(path: Path) -> list[dict]:
 
 
 def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
-          demo_slots: dict[str, np.ndarray] | None = None) -> int:
+          demo_slots: dict[str, np.ndarray] | None = None, expert=None) -> int:
     """Run (or continue) training; returns the process exit code: 0 done, 3 game lost, 4
     diverged (health.on_divergence), 130 interrupted.
 
@@ -151,6 +148,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
         checkpoint.
       demo_slots: demonstrations to inject (:func:`load_demo_slots`) into a fresh replay, or
         None; a replay restored from a checkpoint already holds them.
+      expert: the curriculum's expert (``launch.experts.build_expert``), or None.
     """
     env_cfg, training = config.env, config.training
     agent = make_agent(config, spec.num_actions, spec.is_image, spec.feature_size)
@@ -163,7 +161,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
     replay_state = replay.init(envs.zeros_obs(spec), np.zeros(spec.action_shape, spec.action_dtype))
     loop = dict(env_steps=0, vector_steps=0, episodes=0, replay_slots=0, grad_credit=0.0,
                 best_eval_return=None, best_train_return=None, restarts=0, rollbacks=0,
-                lr_scale=1.0)
+                lr_scale=1.0, expert_floor_raise=None)
 
     if resume:
         step = checkpoints.latest_step()
@@ -182,7 +180,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                 log.info("resumed from env step %d; the checkpoint has no replay contents, so "
                          "the buffer is refilled (%d env steps of warm-up before learning)",
                          step, training.learning_starts)
-            for key, value in dict(best_train_return=None, rollbacks=0, lr_scale=1.0).items():
+            for key, value in dict(best_train_return=None, rollbacks=0, lr_scale=1.0,
+                                   expert_floor_raise=None).items():
                 loop.setdefault(key, value)  # checkpoints from before these existed
             loop["restarts"] += 1
 
@@ -196,7 +195,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
         seed = config.seed + 7919 * loop["restarts"]
         vector_env = envs.make_vector_env(env_cfg.id, env_cfg.num_envs,
                                           asynchronous=env_cfg.asynchronous, seed=seed,
-                                          **_env_kwargs(config))
+                                          **envs.make_kwargs(config))
         new = envs.Collector(vector_env, spec, env_cfg.frame_stack, env_cfg.reward_clip,
                              reward_scale=env_cfg.reward_scale, action_history=history)
         try:
@@ -255,7 +254,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                         action=np.zeros((e, *spec.action_shape), spec.action_dtype),
                         reward=np.zeros(e, np.float32), terminated=np.zeros(e, bool),
                         truncated=np.zeros(e, bool), valid=np.ones(e, bool),
-                        steps_since_start=np.zeros(e, np.int32)).compile()
+                        steps_since_start=np.zeros(e, np.int32),
+                        is_expert=np.zeros(e, bool)).compile()
     try:
         collector = start_collector()
     except envs.GameConnectionError as e:
@@ -294,6 +294,18 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
         monitor.record_rewards(float(demo_slots["reward"].min()),
                                float(demo_slots["reward"].max()))
     uses_epsilon = config.agent.learner != "tqc"
+    logging_cfg = config.logging
+    returns = curriculum.ReturnStats(num_envs, logging_cfg.return_windows,
+                                     logging_cfg.reward_slope_episodes)
+    mixer = curriculum.ExpertMixer(num_envs, config.expert.mode,
+                                   seed=config.seed + 104_729 * (loop["restarts"] + 1))
+    floor_raise = loop["expert_floor_raise"] = schedules.expert_floor_raise(
+        config.expert, loop["expert_floor_raise"], loop["env_steps"])
+    if floor_raise is not None:
+        log.info("expert: floor raised to %.3g from env step %d to %d", floor_raise["floor"],
+                 floor_raise["start"], floor_raise["start"] + floor_raise["steps"])
+    next_summary = loop["env_steps"] + logging_cfg.summary_interval \
+        if logging_cfg.summary_interval else math.inf
     diverged = False
     window = dict(time=time.perf_counter(), env_steps=loop["env_steps"], grad_steps=0)
     next_log = loop["env_steps"] + config.logging.log_interval
@@ -320,7 +332,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
         returns = envs.evaluate(policy, env_cfg.id, num_episodes=training.eval_episodes,
                                 seed=config.seed + 100_003 + loop["env_steps"],
                                 frame_stack=env_cfg.frame_stack, action_history=history,
-                                **_env_kwargs(config))
+                                **envs.make_kwargs(config))
         mean = float(np.mean(returns))
         step = loop["env_steps"]
         monitor.record_eval(step, mean)
@@ -450,8 +462,19 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             else:
                 epsilon = schedules.epsilon(config.agent, step, total, loop["episodes"])
             prev_actions = collector.prev_actions if history else None
-            actions = np.asarray(act(state, collector.stacked_obs, prev_actions, act_key,
-                                     loop["vector_steps"], epsilon, noisy=True))
+            obs = collector.stacked_obs
+            actions = np.asarray(act(state, obs, prev_actions, act_key, loop["vector_steps"],
+                                     epsilon, noisy=True))
+            expert_ratio = schedules.expert_ratio(config.expert, step, floor_raise)
+            is_expert = np.zeros(num_envs, bool)
+            if expert is not None:
+                steps_since_start = collector.steps_since_start
+                is_expert = mixer.choose(expert_ratio, steps_since_start, collector.step_valid)
+                if is_expert.any():
+                    expert_actions, available = expert.act(obs, prev_actions, steps_since_start)
+                    is_expert &= available
+                    mask = is_expert.reshape(-1, *[1] * (actions.ndim - 1))
+                    actions = np.where(mask, expert_actions, actions)
             collector.step_async(actions)
             # The learner works while the env workers step. In real time it keeps to its share
             # of the time step, except while the game respawns the car (the autoreset step).
@@ -471,6 +494,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                     break
                 continue
             failures = 0
+            slot["is_expert"] = is_expert & slot["valid"]
+            returns.record_step(slot["is_expert"], slot["valid"])
             loop["vector_steps"] += 1
             monitor.record_rewards(float(slot["reward"].min()), float(slot["reward"].max()))
             # Autoreset slots (the env ignored the action) are stored but are not env steps.
@@ -493,8 +518,15 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                 loop["episodes"] += 1
                 recent_returns.append(episode.return_)
                 monitor.record_episode(loop["env_steps"], episode.return_)
+                agent_only, expert_share = returns.record_episode(
+                    episode.env_index, loop["env_steps"], episode.return_)
                 writer.add_scalar("episode/return", episode.return_, loop["env_steps"])
                 writer.add_scalar("episode/length", episode.length, loop["env_steps"])
+                if expert is not None:
+                    kind = "agent_only" if agent_only else "mixed"
+                    writer.add_scalar(f"episode/{kind}_return", episode.return_,
+                                      loop["env_steps"])
+                    writer.add_scalar("episode/expert_share", expert_share, loop["env_steps"])
                 if realtime and "progress" in collector.last_info:
                     writer.add_scalar("episode/track_progress",
                                       float(collector.last_info["progress"][episode.env_index]),
@@ -536,6 +568,13 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                 metrics = agent_lib.fold_means(interval)
                 interval = agent_lib.metrics_fold(metric_names)
                 scalars.update({f"train/{k}": v for k, v in metrics.items()})
+                scalars.update(returns.scalars(loop["env_steps"]))
+                if expert is not None:
+                    scalars["expert/ratio"] = schedules.expert_ratio(
+                        config.expert, loop["env_steps"], floor_raise)
+                    share = returns.expert_step_share()
+                    if share is not None:
+                        scalars["expert/step_share"] = share
                 if metrics:
                     last_loss = metrics.get("loss", metrics.get("critic_loss"))
                 if demo_weight is not None:
@@ -571,6 +610,12 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                 if monitor.raised:
                     postfix["health"] = ",".join(sorted(monitor.raised))
                 bar.set_postfix(postfix, refresh=False)
+                if loop["env_steps"] >= next_summary:
+                    next_summary += logging_cfg.summary_interval
+                    hard = config.agent.target_update in ("hard", "both") and uses_epsilon
+                    log.info(curriculum.summary_line(
+                        loop["env_steps"], total, scalars, logging_cfg.return_windows,
+                        config.agent.target_update_period if hard else None))
             if loop["env_steps"] >= next_eval:
                 next_eval += training.eval_interval
                 evaluate()
@@ -617,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(config_lib.to_dict(config), indent=2))
             return 0
         envs.check_env_id(config.env.id, action_space=config.env.action_space)
-        spec = envs.env_spec(config.env.id, **_env_kwargs(config))
+        spec = envs.env_spec(config.env.id, **envs.make_kwargs(config))
         resolve_torso(config.network.torso, spec.is_image)
         if spec.continuous != (config.agent.learner == "tqc"):
             kind = "continuous" if spec.continuous else "discrete"
@@ -626,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
                               "continuous actions, iqn / c51 / dqn discrete ones (see "
                               "env.action_space)")
         demo_slots = load_demo_slots(config, spec)
+        expert = build_expert(config, spec)
         run_dir = invocation.resume_dir or Path(config.logging.run_dir or default_run_dir(config))
         if invocation.resume_dir is None and (run_dir / "config.json").exists():
             raise ConfigError("logging.run_dir", str(run_dir),
@@ -639,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(run_dir)
     log.info("run directory %s (tensorboard --logdir %s)", run_dir, run_dir.parent)
     return train(config, spec, run_dir, resume=invocation.resume_dir is not None,
-                 demo_slots=demo_slots)
+                 demo_slots=demo_slots, expert=expert)
 
 
 if __name__ == "__main__":

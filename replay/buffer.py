@@ -47,6 +47,8 @@ class ReplayState:
       valid: bool ``[E, C]``, False for autoreset (final-observation) slots.
       steps_since_start: int32 ``[E, C]``, steps since the episode began for ``obs``.
       is_demo: bool ``[E, C]``, the slot comes from a recorded demonstration.
+      is_expert: bool ``[E, C]``, an expert policy took the slot's action (the expert
+        curriculum, ``rl/curriculum.py``).
       sum_tree: float32 ``[2L]`` sampling weights, leaf ``stream * C + ring_index``:
         ``(priority + eps) ** alpha`` (1 when uniform), times ``demo_weight`` for demo
         slots; 0 for positions that may not be sampled.
@@ -64,6 +66,7 @@ class ReplayState:
     valid: jax.Array
     steps_since_start: jax.Array
     is_demo: jax.Array
+    is_expert: jax.Array
     sum_tree: jax.Array
     max_priority: jax.Array
     demo_weight: jax.Array
@@ -91,6 +94,7 @@ class Batch:
       weights: float32 ``[B]`` importance weights, max-normalised within the batch
         (all 1 in uniform mode).
       is_demo: bool ``[B]``, the start slot comes from a recorded demonstration.
+      is_expert: bool ``[B]``, an expert policy took the start slot's action.
     """
 
     obs: Any
@@ -104,6 +108,7 @@ class Batch:
     indices: jax.Array
     weights: jax.Array
     is_demo: jax.Array
+    is_expert: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +225,7 @@ class DeviceReplay:
             valid=jnp.zeros(lead, jnp.bool_),
             steps_since_start=jnp.zeros(lead, jnp.int32),
             is_demo=jnp.zeros(lead, jnp.bool_),
+            is_expert=jnp.zeros(lead, jnp.bool_),
             sum_tree=sum_tree.init(self.num_leaves),
             max_priority=jnp.ones((), jnp.float32),
             demo_weight=jnp.ones((), jnp.float32),
@@ -238,6 +244,7 @@ class DeviceReplay:
         valid: jax.Array,
         steps_since_start: jax.Array,
         is_demo: jax.Array | None = None,
+        is_expert: jax.Array | None = None,
     ) -> ReplayState:
         """Writes one slot per stream at ring index ``count % C`` and updates the tree.
 
@@ -252,6 +259,7 @@ class DeviceReplay:
           steps_since_start: int ``[E]``.
           is_demo: bool ``[E]``, the slot comes from a demonstration; None means all
             False.
+          is_expert: bool ``[E]``, an expert policy took ``action``; None means all False.
 
         Every input is cast to the stored dtype.
 
@@ -273,8 +281,10 @@ class DeviceReplay:
         )
         if is_demo is None:
             is_demo = jnp.zeros((num_streams,), jnp.bool_)
-        chex.assert_shape((reward, terminated, truncated, valid, steps_since_start, is_demo),
-                          (num_streams,))
+        if is_expert is None:
+            is_expert = jnp.zeros((num_streams,), jnp.bool_)
+        chex.assert_shape((reward, terminated, truncated, valid, steps_since_start, is_demo,
+                           is_expert), (num_streams,))
         t = state.count
         write = t % capacity
 
@@ -315,6 +325,7 @@ class DeviceReplay:
             valid=new_valid,
             steps_since_start=put(state.steps_since_start, steps_since_start),
             is_demo=new_is_demo,
+            is_expert=put(state.is_expert, is_expert),
             sum_tree=sum_tree.set(state.sum_tree, indices, values),
             count=t + 1,
         )
@@ -326,7 +337,7 @@ class DeviceReplay:
 
         Args:
           state: current state.
-          slots: dict of :meth:`add`'s keyword arguments (``obs`` .. ``is_demo``), each
+          slots: dict of :meth:`add`'s keyword arguments (``obs`` .. ``is_expert``), each
             with leading axes ``[L, E]``.
 
         Returns:
@@ -433,6 +444,7 @@ class DeviceReplay:
             indices=indices,
             weights=jnp.ones(indices.shape, jnp.float32),
             is_demo=state.is_demo[stream, start],
+            is_expert=state.is_expert[stream, start],
         )
 
     def sample(

@@ -281,9 +281,10 @@ class ValueAgent:
 LAST_VALUE_METRICS = ("learning_rate", "target_age", "target_param_gap", "alpha")
 """Metrics an update call reports from its last grad step instead of averaging."""
 
-SAMPLING_METRIC_NAMES = ("demo_fraction",)
+SAMPLING_METRIC_NAMES = ("demo_fraction", "expert_fraction")
 """Metrics of the sampled batches that every learner's update adds: the share of
-demonstration transitions (seed 004's demo_fraction_in_batch)."""
+demonstration transitions (seed 004's demo_fraction_in_batch) and of transitions an expert
+policy took (the expert curriculum)."""
 
 
 def sampled_updates(agent, state, replay_state: ReplayState, importance_exponent: jax.Array):
@@ -291,7 +292,8 @@ def sampled_updates(agent, state, replay_state: ReplayState, importance_exponent
     ``agent.replay`` and writing the new priorities back (prioritized replay).
 
     ``agent`` is any learner with ``config``, ``replay`` and ``learn_step(state, batch, key) ->
-    (state, metrics, priorities)``; ``state`` has an ``rng`` field. The learner's metrics plus
+    (state, metrics, priorities)``; ``state`` has an ``rng`` field. Expert transitions have
+    their importance weights multiplied by ``expert.loss_weight``. The learner's metrics plus
     SAMPLING_METRIC_NAMES are averaged over the steps, except names ending in ``_min`` /
     ``_max`` (min / max) and LAST_VALUE_METRICS (last).
     """
@@ -303,10 +305,14 @@ def sampled_updates(agent, state, replay_state: ReplayState, importance_exponent
         rng, k_sample, k_loss = jax.random.split(state.rng, 3)
         batch = agent.replay.sample(replay_state, k_sample, cfg.training.batch_size,
                                     importance_exponent)
+        if cfg.expert.loss_weight != 1.0:
+            batch = batch.replace(weights=batch.weights * jnp.where(
+                batch.is_expert, jnp.float32(cfg.expert.loss_weight), jnp.float32(1.0)))
         state, metrics, priorities = agent.learn_step(state.replace(rng=rng), batch, k_loss)
         if cfg.replay.prioritized:
             replay_state = agent.replay.set_priorities(replay_state, batch.indices, priorities)
-        steps.append(dict(metrics, demo_fraction=batch.is_demo.mean(dtype=jnp.float32)))
+        steps.append(dict(metrics, demo_fraction=batch.is_demo.mean(dtype=jnp.float32),
+                          expert_fraction=batch.is_expert.mean(dtype=jnp.float32)))
     stacked = {k: jnp.stack([m[k] for m in steps]) for k in steps[0]}
     reduce = dict(last=lambda v: v[-1], min=jnp.min, max=jnp.max, mean=jnp.mean)
     return state, replay_state, {k: reduce[_reduction(k)](v) for k, v in stacked.items()}

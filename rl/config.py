@@ -27,6 +27,9 @@ ImportanceSchedule = Literal["linear", "increment"]
 TmInterface = Literal["images", "lidar", "lidar_progress"]
 TmBackend = Literal["game", "standin"]
 DivergenceAction = Literal["warn", "stop", "rollback"]
+ExpertKind = Literal["none", "scripted", "checkpoint", "playback"]
+ExpertMode = Literal["step", "episode"]
+RatioSchedule = Literal["linear", "exponential"]
 
 HEALTH_CHECKS = ("nonfinite", "q_above_bound", "q_below_floor", "q_range_jump", "loss_spike",
                  "train_return_decline", "eval_return_decline", "alpha_runaway",
@@ -502,6 +505,72 @@ class DemoConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExpertConfig:
+    """Expert curriculum (seed 003): during collection an expert policy takes each env step
+    with probability ``expert_ratio(step)`` (``rl.schedules.expert_ratio``), the agent the
+    others; the transitions are stored with an ``is_expert`` flag and learned from like any
+    other (times loss_weight). How to set it up: ``docs/expert.md``."""
+
+    kind: ExpertKind = "none"
+    """none; scripted: an imported ``module:function`` policy (obs -> actions, batched; e.g.
+    envs.scripted:cartpole); checkpoint: the policy of another run of this project (any
+    preset) on the same env; playback: the actions of recorded demonstrations replayed open
+    loop from each episode's start (deterministic envs: TrackMania time trials)."""
+    source: str | None = None
+    """What the kind names: the ``module:function``, the run directory (its best-by-
+    evaluation checkpoint, else best-by-training, else the latest), or the demo directory
+    (``envs/demos.py`` format)."""
+    mode: ExpertMode = "step"
+    """step: every env step is drawn (episodes mix expert and agent steps); episode: the
+    driver of each whole episode is drawn at its start (agent-only or expert episodes)."""
+    ratio_start: float = 0.95
+    """Probability of an expert step (or episode) at env step 0 (seed 003: 0.95); in [0, 1]."""
+    ratio_floor: float = 0.10
+    """The ratio never falls below this (seed 003: 0.10, later 0.05); in [0, ratio_start]."""
+    ratio_decay_steps: int = 1_000_000
+    """Env steps of the decay: linear from ratio_start to ratio_floor over them;
+    exponential: floor + (start - floor) * exp(-t / ratio_decay_steps); >= 1."""
+    ratio_schedule: RatioSchedule = "linear"
+    """Shape of the decay: linear or exponential."""
+    floor_raise: float | None = None
+    """A temporarily higher floor (seed 003: "increase expert ratio temporarily 10% -> 20%"),
+    for floor_raise_steps env steps from the step the run starts or resumes with it, e.g.
+    ``--resume RUN --expert.floor-raise 0.2``; None: no raise; in [0, 1]."""
+    floor_raise_steps: int = 1_000_000
+    """Env steps the raised floor lasts; >= 1."""
+    loss_weight: float = 1.0
+    """Loss weight of expert transitions relative to the agent's (times the PER importance
+    weight); 1 treats them as ordinary data; >= 0."""
+
+    def __post_init__(self):
+        _check_number_fields(self, "expert")
+        _check(self.kind in typing.get_args(ExpertKind), "expert.kind", self.kind,
+               f"must be one of {typing.get_args(ExpertKind)}")
+        if self.kind == "none":
+            _check(self.source is None, "expert.source", self.source,
+                   "is set but expert.kind is none: set --expert.kind scripted | checkpoint | "
+                   "playback, or drop the source")
+        else:
+            examples = dict(scripted="a module:function such as envs.scripted:cartpole",
+                            checkpoint="a run directory of launch/run.py",
+                            playback="a directory of recorded demo episodes")
+            _check(isinstance(self.source, str) and self.source.strip() != "", "expert.source",
+                   self.source, f"is needed with expert.kind={self.kind}: {examples[self.kind]}")
+        _check(self.mode in typing.get_args(ExpertMode), "expert.mode", self.mode,
+               f"must be one of {typing.get_args(ExpertMode)}")
+        _check(self.ratio_schedule in typing.get_args(RatioSchedule), "expert.ratio_schedule",
+               self.ratio_schedule, f"must be one of {typing.get_args(RatioSchedule)}")
+        _unit_interval("expert.ratio_start", self.ratio_start)
+        _check(0.0 <= self.ratio_floor <= self.ratio_start, "expert.ratio_floor",
+               self.ratio_floor, f"must be in [0, expert.ratio_start = {self.ratio_start}]")
+        _positive_int("expert.ratio_decay_steps", self.ratio_decay_steps)
+        if self.floor_raise is not None:
+            _unit_interval("expert.floor_raise", self.floor_raise)
+        _positive_int("expert.floor_raise_steps", self.floor_raise_steps)
+        _check(self.loss_weight >= 0, "expert.loss_weight", self.loss_weight, "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrackmaniaConfig:
     """TrackMania 2020 through tmrl (``env.id=trackmania``): game connection, observation and
     action adapters, real-time stepping, the watchdog, and our reward (every key of seed 004's
@@ -830,9 +899,28 @@ class LoggingConfig:
     """Env steps between TensorBoard scalar writes; >= 1."""
     progress_bar: bool = True
     """Show a tqdm progress bar with env steps/s, grad steps/s and recent returns."""
+    summary_interval: int = 10_000
+    """Env steps between one-line training summaries in the console (expert ratio, agent-only
+    returns and their slopes, Q range, loss, grad norm, clip ratio, target age; seed 003's
+    status line); 0 disables; >= 0."""
+    return_windows: tuple[int, int] = (1_000_000, 5_000_000)
+    """Env steps of the short and long windows of the episode-return means and slopes
+    (seed 003's DQN1M and DQN5M); each >= 1, short < long."""
+    reward_slope_episodes: int = 20
+    """Most recent episodes the reward slope (return per episode) is fitted over (seed 003's
+    RwdSlope); >= 3."""
 
     def __post_init__(self):
         _positive_int("logging.log_interval", self.log_interval)
+        _check(isinstance(self.summary_interval, int) and self.summary_interval >= 0,
+               "logging.summary_interval", self.summary_interval, "must be an integer >= 0")
+        windows = self.return_windows
+        _check(len(windows) == 2 and all(isinstance(w, int) and w > 0 for w in windows)
+               and windows[0] < windows[1], "logging.return_windows", windows,
+               "must be two integers > 0, short < long (env steps)")
+        _check(isinstance(self.reward_slope_episodes, int) and self.reward_slope_episodes >= 3,
+               "logging.reward_slope_episodes", self.reward_slope_episodes,
+               "must be an integer >= 3")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -849,6 +937,7 @@ class Config:
     tqc: TQCConfig = TQCConfig()
     replay: ReplayConfig = ReplayConfig()
     demos: DemoConfig = DemoConfig()
+    expert: ExpertConfig = ExpertConfig()
     trackmania: TrackmaniaConfig = TrackmaniaConfig()
     training: TrainingConfig = TrainingConfig()
     health: HealthConfig = HealthConfig()

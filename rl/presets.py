@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
-from rl.config import (AgentConfig, Config, ConfigError, DemoConfig, EnvConfig, NetworkConfig,
-                       ReplayConfig, TQCConfig, TrainingConfig)
+from rl.config import (AgentConfig, Config, ConfigError, DemoConfig, EnvConfig, ExpertConfig,
+                       NetworkConfig, ReplayConfig, TQCConfig, TrainingConfig)
 
 
 def iqn_btr() -> Config:
@@ -254,9 +254,65 @@ def tqc_tm20() -> Config:
     )
 
 
+def tempest_seed003() -> Config:
+    """Seed 003's fixed DQN with its expert curriculum (``docs/expert.md``).
+
+    From the seed: DQN, Adam lr 1e-3 (the fix; 3e-3 before), soft target tau 0.005 per update
+    (0.012 before) plus a hard refresh every 25k updates (its status line's target age
+    "/25k"), n-step 5 (8 before), gamma 0.995, gradient accumulation 4 (1 before), 8 training
+    steps per env step (replay ratio 8), uniform replay (PER was off, "4x faster"), gradient
+    clip 5 (its ClipΔ of 0.569 at grad norm 8.79), expert ratio 0.95 falling linearly to a
+    0.10 floor over 4.25M env steps (17M frames at frame skip 4). Target clamping (its
+    "emergency brake", 50 on Tempest's rewards) is off and available: ``--agent.target-clamp
+    auto`` (r_max / (1 - gamma) = 200 on clipped rewards) or a number; the temporary higher
+    floor: ``--resume RUN --expert.floor-raise 0.2``.
+
+    Batch: the seed's 16,384 is for a large GPU (``--training.batch-size 16384``); the
+    default here, 512, suits a CPU or a small GPU. The Arcade Learning Environment has no
+    Tempest, so the env is ALE/BeamRider-v5, a lane shooter like Tempest, with the scripted
+    expert ``envs.scripted:beam_rider`` (always fire, steer toward the nearest enemy's lane);
+    a stronger expert is any checkpoint of this project on the same env
+    (``--expert.kind checkpoint --expert.source RUN_DIR``). Ours, not the seed's: the Nature
+    DQN torso with double Q and Huber loss, epsilon 0.1 -> 0.01 over 1M env steps for the
+    agent's own steps, 8 envs, replay 262,144 (1.8 GiB of frames), Atari rewards clipped to 1.
+    Needs the [atari] extra.
+    """
+    return Config(
+        algo="tempest_seed003",
+        env=EnvConfig(id="ALE/BeamRider-v5", num_envs=8),
+        network=NetworkConfig(torso="small_cnn", spectral_norm=False, noisy=False,
+                              dueling=False, hidden_dim=512),
+        agent=AgentConfig(learner="dqn", munchausen=False, double_q=True, td_loss="huber",
+                          gamma=0.995, n_step=5, learning_rate=1e-3, adam_eps=1.5e-4,
+                          max_grad_norm=5.0, grad_accumulation=4, target_update="both",
+                          target_tau=0.005, target_soft_period=1, target_update_period=25_000,
+                          epsilon_schedule="linear", epsilon_start=0.1, epsilon_end=0.01,
+                          epsilon_decay_steps=1_000_000, epsilon_off_fraction=None,
+                          eval_epsilon=0.001),
+        replay=ReplayConfig(capacity=262_144, prioritized=False),
+        expert=ExpertConfig(kind="scripted", source="envs.scripted:beam_rider",
+                            ratio_start=0.95, ratio_floor=0.10, ratio_decay_steps=4_250_000,
+                            ratio_schedule="linear"),
+        training=TrainingConfig(total_steps=10_000_000, learning_starts=50_000, replay_ratio=8.0,
+                                batch_size=512, grad_steps_per_call=8, eval_interval=100_000),
+    )
+
+
+def tempest_seed003_unstable() -> Config:
+    """:func:`tempest_seed003` with seed 003's settings before the fix, which diverged once the
+    expert ratio reached its floor (Q range [0.15, 325] -> [-1.6, 2000] -> [-3.4, 16], DQN5M
+    slope +1.13 -> -0.19 per million frames): lr 3e-3, soft target tau 0.012, n-step 8, no
+    gradient accumulation. For comparison runs (``launch/compare.py``)."""
+    base = tempest_seed003()
+    return replace(base, algo="tempest_seed003_unstable",
+                   agent=dict(learning_rate=3e-3, target_tau=0.012, n_step=8,
+                              grad_accumulation=1))
+
+
 PRESETS = {"iqn_btr": iqn_btr, "iqn": iqn, "dqn": dqn, "rainbow": rainbow,
            "tm20_rainbow": tm20_rainbow, "iqn_tm20": iqn_tm20, "linesight_a01": linesight_a01,
-           "tqc": tqc, "tqc_tm20": tqc_tm20}
+           "tqc": tqc, "tqc_tm20": tqc_tm20, "tempest_seed003": tempest_seed003,
+           "tempest_seed003_unstable": tempest_seed003_unstable}
 
 
 def get(name: str) -> Config:

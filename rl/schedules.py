@@ -1,5 +1,6 @@
-"""Schedules: exploration, PER beta and the demo sampling weight on the host (from the loop's
-counters), learning rate as an optax schedule of optimizer updates (inside the jitted learner)."""
+"""Schedules: exploration, PER beta, the demo sampling weight and the expert ratio on the host
+(from the loop's counters), learning rate as an optax schedule of optimizer updates (inside the
+jitted learner)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 
 import optax
 
-from rl.config import AgentConfig, DemoConfig, ReplayConfig
+from rl.config import AgentConfig, DemoConfig, ExpertConfig, ReplayConfig
 
 
 def epsilon(agent: AgentConfig, env_step: int, total_steps: int, episodes: int = 0) -> float:
@@ -50,6 +51,49 @@ def demo_sampling_weight(demos: DemoConfig, collected: int) -> float:
     ``1 + (w0 - 1) * (1 - min(1, collected / weight_decay_samples))``, w0 = sampling_weight."""
     w0 = demos.sampling_weight
     return 1.0 + (w0 - 1.0) * (1.0 - min(1.0, collected / demos.weight_decay_samples))
+
+
+def expert_ratio(expert: ExpertConfig, env_step: int, floor_raise: dict | None = None) -> float:
+    """Probability that the expert takes an env step (or drives an episode) at ``env_step``
+    (seed 003's curriculum: 0.95 falling to a 0.10 floor).
+
+    linear: ``start + (floor - start) * min(1, t / decay_steps)``; exponential: ``floor +
+    (start - floor) * exp(-t / decay_steps)``. Inside a raised-floor window
+    (:func:`expert_floor_raise`), at least the raised floor. 0 with ``expert.kind`` none.
+
+    Args:
+      expert: the expert config; env_step: env steps so far (t).
+      floor_raise: the window ``{"floor", "steps", "start"}`` or None.
+    Returns a float in [0, 1].
+    """
+    if expert.kind == "none":
+        return 0.0
+    start, floor, t = expert.ratio_start, expert.ratio_floor, env_step
+    if expert.ratio_schedule == "exponential":
+        ratio = floor + (start - floor) * math.exp(-t / expert.ratio_decay_steps)
+    else:
+        ratio = start + (floor - start) * min(1.0, t / expert.ratio_decay_steps)
+    if floor_raise is not None and \
+            floor_raise["start"] <= t < floor_raise["start"] + floor_raise["steps"]:
+        ratio = max(ratio, floor_raise["floor"])
+    return ratio
+
+
+def expert_floor_raise(expert: ExpertConfig, previous: dict | None, env_step: int
+                       ) -> dict | None:
+    """The raised-floor window in force for a run (re)starting at ``env_step``.
+
+    A window ``{"floor", "steps", "start"}`` is kept in the run's checkpoints. A config whose
+    ``floor_raise`` / ``floor_raise_steps`` match the saved window continues it (resuming
+    again does not restart the clock); new values start a window at ``env_step`` (``--resume
+    RUN --expert.floor-raise 0.2``); ``floor_raise`` None ends it.
+    """
+    if expert.floor_raise is None:
+        return None
+    wanted = dict(floor=float(expert.floor_raise), steps=int(expert.floor_raise_steps))
+    if previous is not None and all(previous.get(k) == v for k, v in wanted.items()):
+        return previous
+    return dict(wanted, start=int(env_step))
 
 
 def learning_rate(agent: AgentConfig) -> optax.Schedule:

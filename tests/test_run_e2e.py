@@ -84,21 +84,42 @@ def test_car_racing_trains_writes_events_checkpoints_and_resumes(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["training"]["total_steps"] == 384
 
 
-def test_resume_without_replay_refills_and_says_so(tmp_path):
+def test_expert_curriculum_and_resume_with_a_raised_floor_and_no_saved_replay(tmp_path):
+    """DQN on CartPole with the scripted expert: the ratio decays to its floor, expert steps
+    reach the batches, the seed 003 status line is printed; a resume without saved replay
+    refills the buffer and says so, and --expert.floor-raise lifts the ratio from there."""
     run_dir = tmp_path / "run"
-    run("--algo", "iqn", "--env", "CartPole-v1", "--env.no-asynchronous", "--total-steps", "400",
-        "--run-dir", str(run_dir), "--training.learning-starts", "100",
-        "--network.mlp-hidden", "16", "--network.hidden-dim", "16",
-        "--training.no-save-replay", "--logging.no-progress-bar")
+    common = ["--logging.no-progress-bar", "--logging.log-interval", "50",
+              "--logging.summary-interval", "200", "--logging.return-windows", "200", "400"]
+    result = run("--algo", "dqn", "--env", "CartPole-v1", "--env.no-asynchronous",
+                 "--total-steps", "400", "--run-dir", str(run_dir),
+                 "--training.learning-starts", "100", "--network.mlp-hidden", "16",
+                 "--network.hidden-dim", "16", "--training.no-save-replay",
+                 "--expert.kind", "scripted", "--expert.source", "envs.scripted:cartpole",
+                 "--expert.ratio-start", "0.9", "--expert.ratio-floor", "0.2",
+                 "--expert.ratio-decay-steps", "200", *common)
+    assert "step 400/400 | expert 20%" in result.stderr  # the status line
     first = max(int(p.name) for p in (run_dir / "checkpoints").iterdir())
     assert not (run_dir / "checkpoints" / str(first) / "replay").exists()
-    result = run("--resume", str(run_dir), "--total-steps", "600")
+    tags = scalars(run_dir)
+    for step, ratio in tags["expert/ratio"]:
+        assert ratio == pytest.approx(max(0.2, 0.9 - 0.7 * step / 200), abs=0.02), step
+    assert all(0 < v < 1 for _, v in tags["train/expert_fraction"])
+    assert "episode/mixed_return" in tags and "returns/mixed_mean_200" in tags
+
+    result = run("--resume", str(run_dir), "--total-steps", "600", "--expert.floor-raise",
+                 "0.9", "--expert.floor-raise-steps", "100", *common)
     assert "the buffer is refilled" in result.stderr
+    assert f"floor raised to 0.9 from env step {first} to {first + 100}" in result.stderr
     last = max(int(p.name) for p in (run_dir / "checkpoints").iterdir())
     counters = loop_counters(run_dir, last)
+    assert counters["expert_floor_raise"] == dict(floor=0.9, steps=100, start=first)
     # The refilled buffer holds only the slots written since the resume.
     assert counters["env_steps"] >= 600
     assert counters["env_steps"] - first <= counters["replay_slots"] < counters["env_steps"]
+    ratios = dict(scalars(run_dir)["expert/ratio"])
+    assert all(ratios[s] == pytest.approx(0.9) for s in ratios if first < s < first + 100)
+    assert all(ratios[s] == pytest.approx(0.2) for s in ratios if s >= first + 100)
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
@@ -194,6 +215,8 @@ def test_tqc_trains_on_pendulum_and_keeps_the_best_training_policy(tmp_path):
                  "--training.batch-size", "32", "--training.eval-interval", "350",
                  "--training.eval-episodes", "1", "--training.best-train-window", "2",
                  "--env.max-episode-steps", "100", "--logging.log-interval", "100",
+                 "--expert.kind", "scripted", "--expert.source", "envs.scripted:pendulum",
+                 "--expert.ratio-start", "0.3", "--expert.ratio-floor", "0.3",
                  "--logging.no-progress-bar")
     assert "eval at env step 350" in result.stderr
     tags = scalars(run_dir)
@@ -202,6 +225,9 @@ def test_tqc_trains_on_pendulum_and_keeps_the_best_training_policy(tmp_path):
                 "train/critics_identical_fraction", "eval/return_mean"):
         assert tag in tags, tag
     assert all(v == 0.0 for _, v in tags["train/critics_identical_fraction"])
+    # Continuous actions from the scripted expert on 30% of the steps.
+    assert all(0.1 < v < 0.5 for _, v in tags["expert/step_share"])
+    assert all(0 < v < 1 for _, v in tags["train/expert_fraction"])
     demo_weights_follow_the_decay(tags, 2.0, 600)
     # Random warm-up, then the learned temperature moves away from its start of 1.
     assert tags["train/alpha"][-1][1] < 1.0
