@@ -6,9 +6,13 @@ read back from its TensorBoard events. Prints ``seed=S steps_to_target=N`` (or `
 seed, then a summary line, and exits 1 when fewer than ``--required`` seeds reach the target.
 
     python benchmarks/sample_efficiency.py --algo rainbow --env CartPole-v1
+    python benchmarks/sample_efficiency.py --algo dqn --env CartPole-v1 --expert scripted
 
 Presets built for pixels and long runs get the changes in SMALL_ENV_OVERRIDES on these envs
-(printed with the results); any other flag can follow ``--``.
+(printed with the results); any other flag can follow ``--``. ``--expert scripted`` trains
+with the expert curriculum (EXPERT_CURRICULUM: the env's scripted expert of
+``envs/scripted.py`` takes 90% of the steps at first, 10% from 20k env steps on); the
+evaluations are always the agent's own.
 """
 
 from __future__ import annotations
@@ -50,6 +54,14 @@ SMALL_ENV_OVERRIDES = {
 }
 
 
+# env id -> the expert curriculum of --expert scripted.
+EXPERT_CURRICULUM = {
+    env_id: ["--expert.kind", "scripted", "--expert.source", f"envs.scripted:{name}",
+             "--expert.ratio-start", "0.9", "--expert.ratio-floor", "0.1",
+             "--expert.ratio-decay-steps", "20000"]
+    for env_id, name in (("CartPole-v1", "cartpole"), ("Pendulum-v1", "pendulum"))}
+
+
 def eval_returns(run_dir: Path) -> list[tuple[int, float]]:
     """(env step, eval/return_mean) of every evaluation of a run."""
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
@@ -72,11 +84,17 @@ def run_seed(args: argparse.Namespace, seed: int, budget: int, out: Path) -> Pat
            "--training.eval-interval", str(args.eval_interval),
            "--training.eval-episodes", str(args.eval_episodes),
            "--training.checkpoint-interval", str(budget),
-           *SMALL_ENV_OVERRIDES.get((args.algo, args.env), []), *args.overrides]
+           *fitted_flags(args)]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         raise RuntimeError(f"seed {seed} failed:\n{result.stderr[-3000:]}")
     return run_dir
+
+
+def fitted_flags(args: argparse.Namespace) -> list[str]:
+    """The launch/run.py flags added to every seed: small-env fit, expert curriculum, extras."""
+    expert = EXPERT_CURRICULUM[args.env] if args.expert == "scripted" else []
+    return [*SMALL_ENV_OVERRIDES.get((args.algo, args.env), []), *expert, *args.overrides]
 
 
 def main() -> int:
@@ -89,6 +107,8 @@ def main() -> int:
     parser.add_argument("--eval-interval", type=int, default=2_500)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--parallel", type=int, default=2, help="runs at once")
+    parser.add_argument("--expert", choices=["none", "scripted"], default="none",
+                        help="train with the scripted expert's curriculum (EXPERT_CURRICULUM)")
     parser.add_argument("--out", type=Path, default=None,
                         help="keep the run directories here (default: a temporary directory)")
     parser.add_argument("overrides", nargs=argparse.REMAINDER,
@@ -96,7 +116,7 @@ def main() -> int:
     args = parser.parse_args()
     args.overrides = [a for a in args.overrides if a != "--"]
     target, budget = TARGETS[args.env]
-    fitted = SMALL_ENV_OVERRIDES.get((args.algo, args.env), []) + args.overrides
+    fitted = fitted_flags(args)
     if fitted:
         print(f"overrides: {' '.join(fitted)}", flush=True)
 
@@ -115,7 +135,8 @@ def main() -> int:
                 print(f"seed={seed} steps_to_target={steps if steps is not None else 'none'} "
                       f"eval_returns={curve}", flush=True)
     ok = reached >= args.required
-    print(f"summary algo={args.algo} env={args.env} target={target:g} budget={budget} "
+    print(f"summary algo={args.algo} env={args.env} expert={args.expert} target={target:g} "
+          f"budget={budget} "
           f"reached={reached}/{args.seeds} required={args.required} "
           f"{'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1

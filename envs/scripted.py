@@ -1,5 +1,6 @@
 """Scripted policies (classic control, Atari): worked examples of the ``module:function``
-policies that ``launch/record_demos.py`` records demonstrations from.
+policies that ``launch/record_demos.py`` records demonstrations from and that the expert
+curriculum drives with (``--expert.kind scripted --expert.source envs.scripted:cartpole``).
 
 A scripted policy takes the stacked observations the agent sees, ``[B, frame_stack,
 *frame_shape]`` (newest frame last), and returns B actions in the env's action space as

@@ -22,6 +22,9 @@ DESCRIPTION = """Train an agent. Everyday flags:
   --print-config     print the resolved config as JSON and exit (diff two presets with it)
   --on-divergence A  warn | stop | rollback when the health monitor sees divergence
                      (health.on_divergence; flags and thresholds: --health.*)
+  --expert.kind K --expert.source S
+                     expert curriculum: scripted module:function, checkpoint RUN_DIR or
+                     playback DEMO_DIR takes a decaying share of the steps (docs/expert.md)
 Every config field below can be overridden too, e.g. --agent.learning-rate 3e-4."""
 
 

@@ -29,7 +29,7 @@ from rl.learners import make_agent
 
 log = logging.getLogger("launch")
 
-__all__ = ["CheckpointExpert", "PlaybackExpert", "ScriptedExpert", "build_expert",
+__all__ = ["CheckpointExpert", "Expert", "PlaybackExpert", "ScriptedExpert", "build_expert",
            "load_policy"]
 
 
@@ -230,8 +230,11 @@ class PlaybackExpert:
         return actions, available
 
 
-def build_expert(config: Config, spec: envs.EnvSpec
-                 ) -> ScriptedExpert | CheckpointExpert | PlaybackExpert | None:
+Expert = ScriptedExpert | CheckpointExpert | PlaybackExpert
+"""Any expert of the curriculum (see the module docstring for the shared ``act``)."""
+
+
+def build_expert(config: Config, spec: envs.EnvSpec) -> Expert | None:
     """The expert of ``config.expert`` (None for kind none), checked against the env.
 
     Raises:

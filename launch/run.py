@@ -33,7 +33,7 @@ from tensorboardX import SummaryWriter
 import envs
 from launch import cli
 from launch.checkpoint import RunCheckpoints
-from launch.experts import build_expert
+from launch.experts import Expert, build_expert
 from rl import agent as agent_lib
 from rl import config as config_lib
 from rl import curriculum
@@ -138,7 +138,8 @@ def _earlier_health_events(path: Path) -> list[dict]:
 
 
 def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
-          demo_slots: dict[str, np.ndarray] | None = None, expert=None) -> int:
+          demo_slots: dict[str, np.ndarray] | None = None, expert: Expert | None = None
+          ) -> int:
     """Run (or continue) training; returns the process exit code: 0 done, 3 game lost, 4
     diverged (health.on_divergence), 130 interrupted.
 
@@ -169,8 +170,18 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             log.warning("no checkpoint in %s yet: starting from scratch with its config", run_dir)
         else:
             with_replay = checkpoints.has_replay(step)
-            state, restored_replay, loop = checkpoints.restore(
-                step, state, replay_state if with_replay else None)
+            try:
+                state, restored_replay, loop = checkpoints.restore(
+                    step, state, replay_state if with_replay else None)
+            except ValueError as e:
+                if not with_replay:
+                    raise
+                # A replay saved before a field existed (is_expert): keep the train state.
+                state, _, loop = checkpoints.restore(step, state, None)
+                with_replay = False
+                log.warning("the replay in the checkpoint has an older layout (%s); keeping "
+                            "the train state and refilling the buffer",
+                            str(e).splitlines()[0])
             if with_replay:
                 replay_state = restored_replay
                 log.info("resumed from env step %d with %d replay slots", step,
@@ -275,7 +286,10 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
     # Every knob of the run, in TensorBoard's Text tab beside the curves it explains.
     writer.add_text("config", "```\n" + json.dumps(config_lib.to_dict(config), indent=2) + "\n```",
                     loop["env_steps"])
-    recent_returns: collections.deque[float] = collections.deque(maxlen=max(20, train_window))
+    recent_returns: collections.deque[float] = collections.deque(maxlen=20)
+    # Returns of agent-only episodes (all of them without an expert): the best_train/ choice
+    # and the health monitor's trend judge the agent's own policy, not the expert's share.
+    own_returns: collections.deque[float] = collections.deque(maxlen=max(1, train_window))
     num_envs, total = env_cfg.num_envs, training.total_steps
     busy_time = wait_time = 0.0
     interval = agent_lib.metrics_fold(metric_names)  # learner metrics of this log interval
@@ -465,11 +479,11 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             obs = collector.stacked_obs
             actions = np.asarray(act(state, obs, prev_actions, act_key, loop["vector_steps"],
                                      epsilon, noisy=True))
-            expert_ratio = schedules.expert_ratio(config.expert, step, floor_raise)
             is_expert = np.zeros(num_envs, bool)
             if expert is not None:
                 steps_since_start = collector.steps_since_start
-                is_expert = mixer.choose(expert_ratio, steps_since_start, collector.step_valid)
+                is_expert = mixer.choose(schedules.expert_ratio(config.expert, step, floor_raise),
+                                         steps_since_start, collector.step_valid)
                 if is_expert.any():
                     expert_actions, available = expert.act(obs, prev_actions, steps_since_start)
                     is_expert &= available
@@ -517,9 +531,11 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             for episode in finished:
                 loop["episodes"] += 1
                 recent_returns.append(episode.return_)
-                monitor.record_episode(loop["env_steps"], episode.return_)
                 agent_only, expert_share = returns.record_episode(
                     episode.env_index, loop["env_steps"], episode.return_)
+                if agent_only:
+                    own_returns.append(episode.return_)
+                    monitor.record_episode(loop["env_steps"], episode.return_)
                 writer.add_scalar("episode/return", episode.return_, loop["env_steps"])
                 writer.add_scalar("episode/length", episode.length, loop["env_steps"])
                 if expert is not None:
@@ -592,9 +608,9 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                     break
                 # Checked once per log interval, so a run of improving episodes is one save;
                 # none while a divergence flag is up (the mean spans episodes of before it).
-                if train_window and len(recent_returns) >= train_window and \
+                if train_window and len(own_returns) >= train_window and \
                         not monitor.diverging():
-                    train_return = float(np.mean(list(recent_returns)[-train_window:]))
+                    train_return = float(np.mean(own_returns))
                     best = loop["best_train_return"]
                     if best is None or train_return > best:
                         loop["best_train_return"] = train_return
@@ -612,7 +628,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                 bar.set_postfix(postfix, refresh=False)
                 if loop["env_steps"] >= next_summary:
                     next_summary += logging_cfg.summary_interval
-                    hard = config.agent.target_update in ("hard", "both") and uses_epsilon
+                    hard = config.agent.target_update in ("hard", "both")
                     log.info(curriculum.summary_line(
                         loop["env_steps"], total, scalars, logging_cfg.return_windows,
                         config.agent.target_update_period if hard else None))

@@ -752,7 +752,8 @@ class TrainingConfig:
     apart); >= 1."""
     best_train_window: int = 20
     """Training episodes whose mean return decides the best_train/ checkpoint (seed 004 D:
-    restart a collapsed run from its best policy); 0 disables; >= 0."""
+    restart a collapsed run from its best policy); with an expert curriculum only agent-only
+    episodes count; 0 disables; >= 0."""
     save_replay: bool = True
     """Save the replay contents in checkpoints (else --resume refills the buffer)."""
 

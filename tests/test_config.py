@@ -104,18 +104,40 @@ def _run(*args):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
+def _main(capsys, *args):
+    """launch/run.py's main in this process: (exit code, stderr). Cheaper than a subprocess
+    (no second jax start-up); test_run_rejects_bad_input_in_a_real_process covers that path."""
+    from launch import run
+
+    try:
+        code = run.main(list(args))
+    except SystemExit as e:  # tyro's own parse errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--algo", "rainbowz"], "algo='rainbowz'"),
     (["--env", "CartPol-v1"], "CartPole-v1"),
     (["--agent.gamma", "1.5"], "agent.gamma=1.5"),
     (["--training.batch-size", "abc"], "abc"),
     (["--total-steps", "0"], "training.total_steps=0"),
-    (["--algo", "iqn_btr", "--env", "CartPole-v1"], "network.torso='impala'"),
+    (["--expert.kind", "scripted"], "expert.source=None"),
+    (["--algo", "tempest_seed003", "--expert.source", "envs.scripted:nothing"],
+     "no function 'nothing'"),
 ])
-def test_run_rejects_bad_input_before_work(tmp_path, args, needle):
-    result = _run(*args, "--run-dir", str(tmp_path / "run"))
+def test_run_rejects_bad_input_before_work(tmp_path, capsys, args, needle):
+    code, stderr = _main(capsys, *args, "--run-dir", str(tmp_path / "run"))
+    assert code == 2, stderr
+    assert needle in stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_rejects_bad_input_in_a_real_process(tmp_path):
+    result = _run("--algo", "iqn_btr", "--env", "CartPole-v1", "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 2, result.stderr
-    assert needle in result.stderr
+    assert "network.torso='impala'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
 

@@ -25,7 +25,7 @@ def tiny(name, network=None, replay=None, **agent):
         agent={**dict(num_tau_samples=4, num_tau_prime_samples=5, num_quantile_samples=3,
                       num_atoms=11), **agent},
         replay=dict(capacity=256, **(replay or {})),
-        training=dict(batch_size=8, learning_starts=0),
+        training=dict(batch_size=8, learning_starts=0, grad_steps_per_call=1),
     )
 
 
@@ -106,7 +106,7 @@ def test_jit_target_copied_exactly_at_period(name):
 
 def test_jit_scan_runs_several_grad_steps_per_call():
     cfg = presets.replace(tiny("iqn"), training=dict(grad_steps_per_call=4))
-    agent, state, replay_state = filled(cfg)
+    agent, state, replay_state = filled(cfg, image=False)
     update, traces = traced_update(agent)
     state, replay_state, _ = update(state, replay_state, jnp.float32(0.5))
     state, replay_state, _ = update(state, replay_state, jnp.float32(0.5))

@@ -18,16 +18,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_CAR_RACING = [
     "--algo", "iqn_btr", "--env", "CarRacing-v3", "--seed", "3",
     "--env.num-envs", "2", "--env.no-asynchronous", "--env.image-size", "36",
-    "--env.max-episode-steps", "40",
+    "--env.max-episode-steps", "20",
     "--network.impala-channels", "4", "8", "--network.width-scale", "1",
     "--network.pooled-size", "2", "--network.hidden-dim", "16",
     "--network.cosine-embedding-dim", "8",
     "--agent.num-tau-samples", "4", "--agent.num-tau-prime-samples", "4",
     "--agent.num-quantile-samples", "4", "--agent.target-update-period", "5",
     "--replay.capacity", "1024",
-    "--training.learning-starts", "64", "--training.batch-size", "8",
-    "--training.replay-ratio", "0.25", "--training.eval-interval", "128",
-    "--training.eval-episodes", "1", "--training.checkpoint-interval", "128",
+    "--training.learning-starts", "32", "--training.batch-size", "8",
+    "--training.replay-ratio", "0.25", "--training.eval-interval", "64",
+    "--training.eval-episodes", "1", "--training.checkpoint-interval", "64",
     "--logging.log-interval", "32", "--logging.no-progress-bar",
 ]
 
@@ -51,14 +51,14 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def test_car_racing_trains_writes_events_checkpoints_and_resumes(tmp_path):
     run_dir = tmp_path / "run"
-    run(*TINY_CAR_RACING, "--total-steps", "256", "--run-dir", str(run_dir))
+    run(*TINY_CAR_RACING, "--total-steps", "128", "--run-dir", str(run_dir))
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["env"]["id"] == "CarRacing-v3" and config["training"]["total_steps"] == 256
+    assert config["env"]["id"] == "CarRacing-v3" and config["training"]["total_steps"] == 128
     steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir())
-    assert len(steps) == 2 and 128 <= steps[0] < 130 and 256 <= steps[1] < 258
+    assert len(steps) == 2 and 64 <= steps[0] < 66 and 128 <= steps[1] < 130
     assert len(list((run_dir / "best").iterdir())) == 1
     first = loop_counters(run_dir, steps[1])
-    # Episodes of 40 agent steps: each adds one autoreset slot that is not an env step.
+    # Episodes of 20 agent steps: each adds one autoreset slot that is not an env step.
     assert first["env_steps"] == steps[1] and first["episodes"] >= 6
     assert first["replay_slots"] == 2 * first["vector_steps"]
     autoreset_slots = first["replay_slots"] - first["env_steps"]
@@ -71,17 +71,17 @@ def test_car_racing_trains_writes_events_checkpoints_and_resumes(tmp_path):
     grad_steps_first = tags["train/grad_steps"][-1][1]
     assert grad_steps_first > 0
 
-    result = run("--resume", str(run_dir), "--total-steps", "384")
+    result = run("--resume", str(run_dir), "--total-steps", "192")
     assert f"resumed from env step {steps[1]} with {first['replay_slots']} replay slots" \
         in result.stderr
     last = max(int(p.name) for p in (run_dir / "checkpoints").iterdir())
     second = loop_counters(run_dir, last)
-    assert 384 <= second["env_steps"] < 386 and second["vector_steps"] > first["vector_steps"]
+    assert 192 <= second["env_steps"] < 194 and second["vector_steps"] > first["vector_steps"]
     assert second["episodes"] > first["episodes"] and second["restarts"] == 1
     # Grad steps continue from where the first run stopped.
     grad_steps_second = scalars(run_dir)["train/grad_steps"][-1][1]
     assert grad_steps_second > grad_steps_first
-    assert json.loads((run_dir / "config.json").read_text())["training"]["total_steps"] == 384
+    assert json.loads((run_dir / "config.json").read_text())["training"]["total_steps"] == 192
 
 
 def test_expert_curriculum_and_resume_with_a_raised_floor_and_no_saved_replay(tmp_path):
@@ -182,9 +182,9 @@ def test_controls_show_in_tensorboard_for_rainbow_and_tm20(tmp_path):
     demo_weights_follow_the_decay(tags, 3.0, 500)
 
     tm20 = tmp_path / "tm20"
-    result = run("--algo", "tm20_rainbow", *common, "--total-steps", "600", "--run-dir", str(tm20),
+    result = run("--algo", "tm20_rainbow", *common, "--total-steps", "400", "--run-dir", str(tm20),
                  "--agent.epsilon-unit", "episodes", "--agent.epsilon-decay-steps", "20",
-                 "--agent.lr-schedule", "cosine", "--agent.lr-decay-steps", "400",
+                 "--agent.lr-schedule", "cosine", "--agent.lr-decay-steps", "300",
                  "--agent.lr-end", "1e-6")
     assert "agent.epsilon_unit=episodes" in result.stderr
     tags = scalars(tm20)
@@ -216,7 +216,8 @@ def test_tqc_trains_on_pendulum_and_keeps_the_best_training_policy(tmp_path):
                  "--training.eval-episodes", "1", "--training.best-train-window", "2",
                  "--env.max-episode-steps", "100", "--logging.log-interval", "100",
                  "--expert.kind", "scripted", "--expert.source", "envs.scripted:pendulum",
-                 "--expert.ratio-start", "0.3", "--expert.ratio-floor", "0.3",
+                 "--expert.mode", "episode", "--expert.ratio-start", "0.5",
+                 "--expert.ratio-floor", "0.5",
                  "--logging.no-progress-bar")
     assert "eval at env step 350" in result.stderr
     tags = scalars(run_dir)
@@ -225,8 +226,8 @@ def test_tqc_trains_on_pendulum_and_keeps_the_best_training_policy(tmp_path):
                 "train/critics_identical_fraction", "eval/return_mean"):
         assert tag in tags, tag
     assert all(v == 0.0 for _, v in tags["train/critics_identical_fraction"])
-    # Continuous actions from the scripted expert on 30% of the steps.
-    assert all(0.1 < v < 0.5 for _, v in tags["expert/step_share"])
+    # Continuous actions from the scripted expert, which drives whole episodes (episode mode).
+    assert {v for _, v in tags["episode/expert_share"]} == {0.0, 1.0}
     assert all(0 < v < 1 for _, v in tags["train/expert_fraction"])
     demo_weights_follow_the_decay(tags, 2.0, 600)
     # Random warm-up, then the learned temperature moves away from its start of 1.
@@ -234,7 +235,8 @@ def test_tqc_trains_on_pendulum_and_keeps_the_best_training_policy(tmp_path):
     best = list((run_dir / "best_train").iterdir())
     assert len(best) == 1
     saved = json.loads((best[0] / "loop" / "metadata").read_text())
-    returns = [v for _, v in tags["episode/return"]]
-    # The kept value is the mean of 2 consecutive episodes (the window at some log step).
+    returns = [v for _, v in tags["episode/agent_only_return"]]
+    # The kept value is the mean of 2 consecutive agent-only episodes (the window at some log
+    # step): the expert's episodes do not count.
     pair_means = [np.mean(returns[i:i + 2]) for i in range(len(returns) - 1)]
     assert min(abs(saved["best_train_return"] - m) for m in pair_means) < 1e-3
