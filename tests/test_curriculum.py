@@ -213,8 +213,8 @@ def test_is_expert_is_stored_and_sampled_with_its_transition():
     assert 0.3 < np.asarray(batch.is_expert).mean() < 0.7
 
 
-# The weighting is shared code (rl.agent.sampled_updates); one value learner and TQC show it.
-@pytest.mark.parametrize("learner", ["dqn", "tqc"])
+# The weighting is shared code (rl.agent.sampled_updates); value learners and TQC show it.
+@pytest.mark.parametrize("learner", ["dqn", "iqn", "tqc"])
 def test_expert_loss_weight_scales_only_the_expert_share_of_the_loss(learner):
     if learner == "tqc":
         cfg, loss_name, num_actions = test_tqc.tiny(), "critic_loss", test_tqc.ACTION_DIM

@@ -159,11 +159,13 @@ def test_controls_show_in_tensorboard_for_rainbow_and_tm20(tmp_path):
     """Rainbow (C51) and the TM20 preset train from launch/run.py on CartPole, and the seeds'
     knobs leave their trace: injected demos are sampled with a decaying weight, episode-based
     epsilon warns and decays per episode, the cosine lr falls, beta grows by its increment,
-    soft targets keep a gap to the online net."""
+    soft targets keep a gap to the online net; Rainbow also takes the scripted expert's
+    curriculum."""
     common = ["--env", "CartPole-v1", "--env.no-asynchronous", "--network.torso", "mlp",
               "--network.mlp-hidden", "32", "--network.hidden-dim", "32",
               "--training.eval-interval", "0", "--logging.log-interval", "50",
               "--logging.no-progress-bar"]
+    expert = ["--expert.kind", "scripted", "--expert.source", "envs.scripted:cartpole"]
     demos = tmp_path / "demos"
     assert record_demos.main(["--algo", "rainbow", "--env", "CartPole-v1", "--episodes", "3",
                               "--policy", "envs.scripted:cartpole", "--out", str(demos),
@@ -173,13 +175,16 @@ def test_controls_show_in_tensorboard_for_rainbow_and_tm20(tmp_path):
                  "--agent.v-min", "0", "--agent.v-max", "100", "--training.learning-starts", "200",
                  "--agent.target-update", "soft", "--agent.target-tau", "0.01",
                  "--demos.path", str(demos), "--demos.sampling-weight", "3",
-                 "--demos.weight-decay-samples", "500")
+                 "--demos.weight-decay-samples", "500", *expert, "--expert.ratio-start", "0.3",
+                 "--expert.ratio-floor", "0.3")
     assert "injected 300 demo transitions" in result.stderr
     tags = scalars(rainbow)
     assert all(v >= 0 for _, v in tags["train/q_min"])  # the support starts at 0
     assert all(v > 0 for _, v in tags["train/target_param_gap"])
     assert len(tags["train/loss"]) >= 3
     demo_weights_follow_the_decay(tags, 3.0, 500)
+    assert all(0.1 < v < 0.5 for _, v in tags["expert/step_share"])
+    assert all(0 < v < 1 for _, v in tags["train/expert_fraction"])
 
     tm20 = tmp_path / "tm20"
     result = run("--algo", "tm20_rainbow", *common, "--total-steps", "400", "--run-dir", str(tm20),
@@ -216,8 +221,8 @@ def test_tqc_trains_on_pendulum_and_keeps_the_best_training_policy(tmp_path):
                  "--training.eval-episodes", "1", "--training.best-train-window", "2",
                  "--env.max-episode-steps", "100", "--logging.log-interval", "100",
                  "--expert.kind", "scripted", "--expert.source", "envs.scripted:pendulum",
-                 "--expert.mode", "episode", "--expert.ratio-start", "0.5",
-                 "--expert.ratio-floor", "0.5",
+                 "--expert.mode", "episode", "--expert.ratio-start", "0.25",
+                 "--expert.ratio-floor", "0.25",
                  "--logging.no-progress-bar")
     assert "eval at env step 350" in result.stderr
     tags = scalars(run_dir)
