@@ -11,7 +11,7 @@ seed, then a summary line, and exits 1 when fewer than ``--required`` seeds reac
 Presets built for pixels and long runs get the changes in SMALL_ENV_OVERRIDES on these envs
 (printed with the results); any other flag can follow ``--``. ``--expert scripted`` trains
 with the expert curriculum (EXPERT_CURRICULUM: the env's scripted expert of
-``envs/scripted.py`` takes 90% of the steps at first, 10% from 20k env steps on); the
+``envs/scripted.py`` drives 50% of the episodes at first, 10% from 20k env steps on); the
 evaluations are always the agent's own.
 """
 
@@ -57,8 +57,8 @@ SMALL_ENV_OVERRIDES = {
 # env id -> the expert curriculum of --expert scripted.
 EXPERT_CURRICULUM = {
     env_id: ["--expert.kind", "scripted", "--expert.source", f"envs.scripted:{name}",
-             "--expert.ratio-start", "0.9", "--expert.ratio-floor", "0.1",
-             "--expert.ratio-decay-steps", "20000"]
+             "--expert.mode", "episode", "--expert.ratio-start", "0.5",
+             "--expert.ratio-floor", "0.1", "--expert.ratio-decay-steps", "20000"]
     for env_id, name in (("CartPole-v1", "cartpole"), ("Pendulum-v1", "pendulum"))}
 
 

@@ -274,8 +274,11 @@ def tempest_seed003() -> Config:
     a stronger expert is any checkpoint of this project on the same env
     (``--expert.kind checkpoint --expert.source RUN_DIR``). Ours, not the seed's: the Nature
     DQN torso with double Q and Huber loss, epsilon 0.1 -> 0.01 over 1M env steps for the
-    agent's own steps, 8 envs, replay 262,144 (1.8 GiB of frames), Atari rewards clipped to 1.
-    Needs the [atari] extra.
+    agent's own steps, 8 envs, replay 262,144 (1.8 GiB of frames), Atari rewards clipped to 1,
+    and the expert drawn per episode (``expert.mode episode``) so that agent-only episodes,
+    whose returns make DQN1M / DQN5M, exist at every ratio: BeamRider episodes run to
+    thousands of steps, and with the seed's per-action draw (``--expert.mode step``) none
+    would be the agent's alone. Needs the [atari] extra.
     """
     return Config(
         algo="tempest_seed003",
@@ -290,7 +293,7 @@ def tempest_seed003() -> Config:
                           epsilon_decay_steps=1_000_000, epsilon_off_fraction=None,
                           eval_epsilon=0.001),
         replay=ReplayConfig(capacity=262_144, prioritized=False),
-        expert=ExpertConfig(kind="scripted", source="envs.scripted:beam_rider",
+        expert=ExpertConfig(kind="scripted", source="envs.scripted:beam_rider", mode="episode",
                             ratio_start=0.95, ratio_floor=0.10, ratio_decay_steps=4_250_000,
                             ratio_schedule="linear"),
         training=TrainingConfig(total_steps=10_000_000, learning_starts=50_000, replay_ratio=8.0,
