@@ -86,7 +86,8 @@ def test_jit_update_shapes_finite_no_retrace(name, image):
     assert int(state.grad_steps) == 3
 
 
-@pytest.mark.parametrize("name", ["iqn_btr", "iqn", "rainbow", "tm20_rainbow"])
+# The copy is shared code (ValueAgent._target_update); tm20 adds BatchNorm statistics.
+@pytest.mark.parametrize("name", ["iqn", "tm20_rainbow"])
 def test_jit_target_copied_exactly_at_period(name):
     cfg = tiny(name, target_update_period=3)
     agent, state, replay_state = filled(cfg)
@@ -219,7 +220,7 @@ def test_jit_both_mode_blends_each_update_and_hard_copies_at_period():
         assert float(metrics["target_age"]) == step % 3
 
 
-@pytest.mark.parametrize("name", ["dqn", "rainbow"])
+@pytest.mark.parametrize("name", ["dqn"])  # optax.MultiSteps wraps every learner alike
 def test_jit_gradient_accumulation_equals_one_large_batch(name):
     # Noise-free, uniform replay (all weights 1) and no BatchNorm: the loss is a plain mean,
     # so the mean gradient of 4 micro-batches is the gradient of their union.
