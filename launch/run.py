@@ -188,9 +188,9 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                          loop["replay_slots"])
             else:
                 loop["replay_slots"] = 0
-                log.info("resumed from env step %d; the checkpoint has no replay contents, so "
-                         "the buffer is refilled (%d env steps of warm-up before learning)",
-                         step, training.learning_starts)
+                log.info("resumed from env step %d; the checkpoint has no usable replay "
+                         "contents, so the buffer is refilled (%d env steps of warm-up before "
+                         "learning)", step, training.learning_starts)
             for key, value in dict(best_train_return=None, rollbacks=0, lr_scale=1.0,
                                    expert_floor_raise=None).items():
                 loop.setdefault(key, value)  # checkpoints from before these existed

@@ -1,6 +1,7 @@
 """End to end: launch/run.py trains, writes events and checkpoints, resumes, and saves on Ctrl-C."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -120,6 +122,37 @@ def test_expert_curriculum_and_resume_with_a_raised_floor_and_no_saved_replay(tm
     ratios = dict(scalars(run_dir)["expert/ratio"])
     assert all(ratios[s] == pytest.approx(0.9) for s in ratios if first < s < first + 100)
     assert all(ratios[s] == pytest.approx(0.2) for s in ratios if s >= first + 100)
+
+
+def test_a_replay_saved_before_is_expert_existed_resumes_with_the_train_state(tmp_path):
+    run_dir = tmp_path / "run"
+    run("--algo", "dqn", "--env", "CartPole-v1", "--env.no-asynchronous", "--total-steps", "200",
+        "--run-dir", str(run_dir), "--training.learning-starts", "100",
+        "--network.mlp-hidden", "16", "--network.hidden-dim", "16", "--logging.no-progress-bar")
+    step = max(int(p.name) for p in (run_dir / "checkpoints").iterdir())
+    # Rewrite the checkpoint in the layout of before: the same replay without is_expert.
+    manager = ocp.CheckpointManager((run_dir / "checkpoints").absolute(),
+                                    options=ocp.CheckpointManagerOptions(
+                                        enable_async_checkpointing=False))
+    saved = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), replay=ocp.args.StandardRestore(),
+        loop=ocp.args.JsonRestore()))
+    old_replay = {k: v for k, v in saved["replay"].items() if k != "is_expert"}
+    manager.save(step + 1, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(saved["state"]), replay=ocp.args.StandardSave(old_replay),
+        loop=ocp.args.JsonSave(dict(saved["loop"], env_steps=step + 1))), force=True)
+    manager.close()
+    result = run("--resume", str(run_dir), "--total-steps", "400", "--logging.no-progress-bar")
+    assert "the replay in the checkpoint has an older layout" in result.stderr
+    assert "the buffer is refilled" in result.stderr
+    counters = loop_counters(run_dir, max(int(p.name) for p in
+                                          (run_dir / "checkpoints").iterdir()))
+    assert counters["env_steps"] >= 400 and counters["restarts"] == 1
+    # The train state came back: grad steps go on from the saved count (about 50 before, 50
+    # more after the 100 steps of refill; a fresh state would end near 50).
+    saved_steps = int(saved["state"]["grad_steps"])
+    done = re.search(r"done: \d+ env steps, (\d+) grad steps", result.stderr)
+    assert int(done.group(1)) > 1.5 * saved_steps > 0
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
