@@ -619,6 +619,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                 busy_time = wait_time = 0.0
                 postfix = dict(env_sps=f"{env_sps:.0f}", grad_sps=f"{grad_sps:.1f}",
                                eps=f"{epsilon:.2f}")
+                if expert is not None:
+                    postfix["expert"] = f"{scalars['expert/ratio']:.0%}"
                 if recent_returns:
                     postfix["return"] = f"{np.mean(recent_returns):.1f}"
                 if last_loss is not None:
