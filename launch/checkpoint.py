@@ -26,10 +26,12 @@ class RunCheckpoints:
     Args:
       run_dir: the run directory.
       keep: how many recent checkpoints to keep (>= 1).
+      read_only: open another run's checkpoints to restore from (an expert's): no directory
+        is created there.
     """
 
-    def __init__(self, run_dir: Path, keep: int):
-        sync = dict(create=True, enable_async_checkpointing=False)
+    def __init__(self, run_dir: Path, keep: int, read_only: bool = False):
+        sync = dict(create=not read_only, enable_async_checkpointing=False)
         self._last = ocp.CheckpointManager(
             Path(run_dir).absolute() / "checkpoints",
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, **sync))

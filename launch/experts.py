@@ -153,7 +153,7 @@ class CheckpointExpert:
         agent = make_agent(saved, spec.num_actions, spec.is_image, spec.feature_size)
         template = agent.init(jax.random.PRNGKey(0),
                               envs.zeros_obs(spec, (saved.env.frame_stack,)))
-        checkpoints = RunCheckpoints(run_dir, saved.training.keep_checkpoints)
+        checkpoints = RunCheckpoints(run_dir, saved.training.keep_checkpoints, read_only=True)
         try:
             for kind in ("eval", "train"):
                 step = checkpoints.best_step(kind)

@@ -309,8 +309,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                                float(demo_slots["reward"].max()))
     uses_epsilon = config.agent.learner != "tqc"
     logging_cfg = config.logging
-    returns = curriculum.ReturnStats(num_envs, logging_cfg.return_windows,
-                                     logging_cfg.reward_slope_episodes)
+    episode_stats = curriculum.ReturnStats(num_envs, logging_cfg.return_windows,
+                                           logging_cfg.reward_slope_episodes)
     mixer = curriculum.ExpertMixer(num_envs, config.expert.mode,
                                    seed=config.seed + 104_729 * (loop["restarts"] + 1))
     floor_raise = loop["expert_floor_raise"] = schedules.expert_floor_raise(
@@ -508,8 +508,8 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                     break
                 continue
             failures = 0
-            slot["is_expert"] = is_expert & slot["valid"]
-            returns.record_step(slot["is_expert"], slot["valid"])
+            slot["is_expert"] = is_expert  # never set on autoreset steps (ExpertMixer)
+            episode_stats.record_step(is_expert, slot["valid"])
             loop["vector_steps"] += 1
             monitor.record_rewards(float(slot["reward"].min()), float(slot["reward"].max()))
             # Autoreset slots (the env ignored the action) are stored but are not env steps.
@@ -531,7 +531,7 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
             for episode in finished:
                 loop["episodes"] += 1
                 recent_returns.append(episode.return_)
-                agent_only, expert_share = returns.record_episode(
+                agent_only, expert_share = episode_stats.record_episode(
                     episode.env_index, loop["env_steps"], episode.return_)
                 if agent_only:
                     own_returns.append(episode.return_)
@@ -584,11 +584,11 @@ def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume: bool,
                 metrics = agent_lib.fold_means(interval)
                 interval = agent_lib.metrics_fold(metric_names)
                 scalars.update({f"train/{k}": v for k, v in metrics.items()})
-                scalars.update(returns.scalars(loop["env_steps"]))
+                scalars.update(episode_stats.scalars(loop["env_steps"]))
                 if expert is not None:
                     scalars["expert/ratio"] = schedules.expert_ratio(
                         config.expert, loop["env_steps"], floor_raise)
-                    share = returns.expert_step_share()
+                    share = episode_stats.expert_step_share()
                     if share is not None:
                         scalars["expert/step_share"] = share
                 if metrics:

@@ -40,6 +40,9 @@ class ExpertMixer:
 
     Args:
       num_envs: E; mode: ``"step"`` or ``"episode"`` (``expert.mode``); seed: of the draws.
+
+    Raises:
+      ValueError: another mode.
     """
 
     def __init__(self, num_envs: int, mode: str, seed: int):
