@@ -1,0 +1,99 @@
+"""What lockstep mode must reproduce: runs of the loop recorded before the actor/learner split.
+
+``python tests/lockstep_reference.py`` runs each case of :data:`CASES` through
+``launch/run.py`` and writes :data:`REFERENCE`: every deterministic scalar of the run's
+TensorBoard events (episode returns and lengths, losses, Q values, evaluation returns,
+epsilon; the ``perf/`` timings left out), the loop counters of the last checkpoint and a
+SHA-256 of every leaf of its train state and replay contents. The file in the repository was
+recorded from the single-threaded loop of commit 9bc72fa; ``tests/test_loop.py`` runs the same
+cases in lockstep mode and asserts equality.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = Path(__file__).with_name("data") / "lockstep_reference.json"
+
+_COMMON = ["--env.no-asynchronous", "--logging.no-progress-bar", "--logging.summary-interval",
+           "0"]
+CASES = {
+    "cartpole_dqn": [
+        "--algo", "dqn", "--env", "CartPole-v1", "--seed", "5", "--total-steps", "480",
+        "--env.num-envs", "4", "--network.mlp-hidden", "16", "--network.hidden-dim", "16",
+        "--training.learning-starts", "100", "--training.batch-size", "16",
+        "--training.replay-ratio", "0.25", "--training.eval-interval", "240",
+        "--training.eval-episodes", "2", "--training.checkpoint-interval", "240",
+        "--logging.log-interval", "40", *_COMMON],
+    "car_racing_iqn_btr": [
+        "--algo", "iqn_btr", "--env", "CarRacing-v3", "--seed", "3", "--total-steps", "128",
+        "--env.num-envs", "2", "--env.image-size", "36", "--env.max-episode-steps", "20",
+        "--network.impala-channels", "4", "8", "--network.width-scale", "1",
+        "--network.pooled-size", "2", "--network.hidden-dim", "16",
+        "--network.cosine-embedding-dim", "8",
+        "--agent.num-tau-samples", "4", "--agent.num-tau-prime-samples", "4",
+        "--agent.num-quantile-samples", "4", "--agent.target-update-period", "5",
+        "--replay.capacity", "1024",
+        "--training.learning-starts", "32", "--training.batch-size", "8",
+        "--training.replay-ratio", "0.25", "--training.eval-interval", "64",
+        "--training.eval-episodes", "1", "--training.checkpoint-interval", "64",
+        "--logging.log-interval", "32", *_COMMON],
+}
+"""Case name -> launch/run.py arguments (without --run-dir)."""
+
+
+def _leaf_hashes(tree) -> dict[str, str]:
+    leaves = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        array = np.ascontiguousarray(np.asarray(leaf))
+        leaves[jax.tree_util.keystr(path)] = f"{array.dtype}{list(array.shape)}:" + \
+            hashlib.sha256(array.tobytes()).hexdigest()
+    return leaves
+
+
+def digest(run_dir: Path) -> dict:
+    """The deterministic record of a finished run (see the module docstring)."""
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    scalars = {tag: [[e.step, e.value] for e in acc.Scalars(tag)]
+               for tag in sorted(acc.Tags()["scalars"]) if not tag.startswith("perf/")}
+    step = max(int(p.name) for p in (run_dir / "checkpoints").iterdir())
+    manager = ocp.CheckpointManager((run_dir / "checkpoints").absolute(),
+                                    options=ocp.CheckpointManagerOptions(
+                                        create=False, enable_async_checkpointing=False))
+    saved = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), replay=ocp.args.StandardRestore(),
+        loop=ocp.args.JsonRestore()))
+    manager.close()
+    return dict(scalars=scalars, loop=saved["loop"], state=_leaf_hashes(saved["state"]),
+                replay=_leaf_hashes(saved["replay"]))
+
+
+def run_case(name: str, run_dir: Path, *extra: str) -> dict:
+    """Run case ``name`` into ``run_dir`` (plus ``extra`` arguments) and return its digest."""
+    result = subprocess.run([sys.executable, str(ROOT / "launch" / "run.py"), *CASES[name],
+                             "--run-dir", str(run_dir), *extra],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    if result.returncode != 0:
+        raise RuntimeError(f"case {name} exited with {result.returncode}:\n"
+                           f"{result.stderr[-3000:]}")
+    return digest(run_dir)
+
+
+if __name__ == "__main__":
+    REFERENCE.parent.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        record = {name: run_case(name, Path(tmp) / name) for name in CASES}
+    REFERENCE.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {REFERENCE}")
