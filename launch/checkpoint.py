@@ -3,10 +3,18 @@ train state by evaluation return and by training return."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import orbax.checkpoint as ocp
+
+log = logging.getLogger("launch")
+
+NEW_LOOP = dict(env_steps=0, vector_steps=0, episodes=0, replay_slots=0, grad_credit=0.0,
+                best_eval_return=None, best_train_return=None, restarts=0, rollbacks=0,
+                lr_scale=1.0, expert_floor_raise=None)
+"""The loop counters of a new run (checkpointed beside the train state)."""
 
 
 BEST_DIRS = {"eval": "best", "train": "best_train"}
@@ -31,6 +39,7 @@ class RunCheckpoints:
     """
 
     def __init__(self, run_dir: Path, keep: int, read_only: bool = False):
+        self.run_dir = Path(run_dir)
         sync = dict(create=not read_only, enable_async_checkpointing=False)
         self._last = ocp.CheckpointManager(
             Path(run_dir).absolute() / "checkpoints",
@@ -103,3 +112,44 @@ class RunCheckpoints:
         self._last.close()
         for manager in self._best.values():
             manager.close()
+
+
+def resume(checkpoints: RunCheckpoints, state: Any, replay_state: Any, learning_starts: int
+           ) -> tuple[Any, Any, dict]:
+    """(state, replay_state, loop counters) from the newest checkpoint, with the given
+    states as templates; the templates and new counters when there is none yet. A
+    checkpoint without usable replay contents (left out, or saved in an older layout) keeps
+    its train state and the replay starts empty (it is refilled). ``restarts`` goes up by
+    one.
+
+    Raises:
+      FileNotFoundError / ValueError: a train state that does not match the templates.
+    """
+    step = checkpoints.latest_step()
+    if step is None:
+        log.warning("no checkpoint in %s yet: starting from scratch with its config",
+                    checkpoints.run_dir)
+        return state, replay_state, dict(NEW_LOOP)
+    with_replay = checkpoints.has_replay(step)
+    try:
+        state, restored_replay, loop = checkpoints.restore(
+            step, state, replay_state if with_replay else None)
+    except ValueError as e:
+        if not with_replay:
+            raise
+        # A replay saved before a field existed (is_expert): keep the train state.
+        state, _, loop = checkpoints.restore(step, state, None)
+        with_replay = False
+        log.warning("the replay in the checkpoint has an older layout (%s); keeping the train "
+                    "state and refilling the buffer", str(e).splitlines()[0])
+    if with_replay:
+        replay_state = restored_replay
+        log.info("resumed from env step %d with %d replay slots", step, loop["replay_slots"])
+    else:
+        loop["replay_slots"] = 0
+        log.info("resumed from env step %d; the checkpoint has no usable replay contents, so "
+                 "the buffer is refilled (%d env steps of warm-up before learning)", step,
+                 learning_starts)
+    loop = {**NEW_LOOP, **loop}  # checkpoints from before some counters existed
+    loop["restarts"] += 1
+    return state, replay_state, loop

@@ -22,6 +22,9 @@ DESCRIPTION = """Train an agent. Everyday flags:
   --print-config     print the resolved config as JSON and exit (diff two presets with it)
   --on-divergence A  warn | stop | rollback when the health monitor sees divergence
                      (health.on_divergence; flags and thresholds: --health.*)
+  --actors.mode M    lockstep | bounded | realtime | auto: acting and learning take turns,
+                     or run side by side holding the replay ratio, or never holding the
+                     actor (auto: realtime on TrackMania, bounded elsewhere)
   --expert.kind K --expert.source S
                      expert curriculum: scripted module:function, checkpoint RUN_DIR or
                      playback DEMO_DIR takes a decaying share of the steps (docs/expert.md)
@@ -64,6 +67,10 @@ def parse(argv: list[str], prog: str = "launch/run.py") -> Invocation:
       SystemExit: tyro's own errors (wrong type, unknown flag) and --help, exit code 2 / 0.
     """
     daily, rest = _daily_parser().parse_known_args(argv)
+    for arg in rest:
+        field = arg.removeprefix("--").split("=")[0].replace("-", "_")
+        if arg.startswith("--") and field in config_lib.REMOVED_FIELDS:
+            raise ConfigError(field, arg, config_lib.REMOVED_FIELDS[field])
     resume_dir = Path(daily.resume) if daily.resume else None
     if resume_dir is not None:
         saved = resume_dir / "config.json"

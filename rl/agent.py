@@ -183,6 +183,12 @@ class ValueAgent:
         int32 [B, h] (with network.action_history = h > 0) -> float32 [B, A]."""
         return self._q(state.params, state.batch_stats, obs, prev_actions, key, noisy=noisy)
 
+    @staticmethod
+    def acting_state(state: TrainState) -> TrainState:
+        """What :meth:`act` reads of ``state`` (params, batch stats, counters): the state with
+        the target networks and optimiser state left out (None), for the actor's copy."""
+        return state.replace(target_params=None, target_batch_stats=None, opt_state=None)
+
     def act(self, state: TrainState, obs: jax.Array, key: jax.Array, epsilon: jax.Array, *,
             noisy: bool, prev_actions: jax.Array | None = None) -> jax.Array:
         """Epsilon-greedy actions on the online Q.

@@ -30,6 +30,7 @@ DivergenceAction = Literal["warn", "stop", "rollback"]
 ExpertKind = Literal["none", "scripted", "checkpoint", "playback"]
 ExpertMode = Literal["step", "episode"]
 RatioSchedule = Literal["linear", "exponential"]
+LoopMode = Literal["auto", "lockstep", "bounded", "realtime"]
 
 HEALTH_CHECKS = ("nonfinite", "q_above_bound", "q_below_floor", "q_range_jump", "loss_spike",
                  "train_return_decline", "eval_return_decline", "alpha_runaway",
@@ -43,6 +44,15 @@ TM_DEFAULT_ACTIONS = ("gas", "gas+left", "gas+right", "none", "left", "right",
                       "brake", "brake+left", "brake+right", "brake+gas", "brake+gas+left",
                       "brake+gas+right")
 """The 12 = {gas, nothing, brake, brake+gas} x {straight, left, right} (seeds 000/001)."""
+
+
+REMOVED_FIELDS = {
+    "trackmania.learner_budget": "was removed: the learner no longer shares the game's 50 ms "
+    "steps; it runs beside the actor (actors.mode=realtime, the default on TrackMania), which "
+    "never waits for a grad step. Delete the field (from config.json on --resume); a learner "
+    "that cannot keep training.replay_ratio shows it as perf/grad_credit_backlog",
+}
+"""Fields of earlier versions -> what replaced them; a config that sets one is refused."""
 
 
 class ConfigError(ValueError):
@@ -600,10 +610,6 @@ class TrackmaniaConfig:
     time_step_timeout_factor: float = 1.0
     """A step later than time_step * (1 + this) breaks rtgym's clock and counts as late
     (tmrl: 1.0); > 0."""
-    learner_budget: float = 0.8
-    """Share of each time step the learner may spend on grad steps while the game steps (the
-    rest is the actor's); unfinished grad steps carry over (logged as
-    perf/grad_credit_backlog); in (0, 1]."""
     late_step_warning: float = 0.01
     """Warn when more than this share of the steps in a log interval was late; in [0, 1]."""
     watchdog_timeout: float = 15.0
@@ -699,7 +705,6 @@ class TrackmaniaConfig:
         _check(0 < self.start_obs_capture <= self.time_step, "trackmania.start_obs_capture",
                self.start_obs_capture, f"must be in (0, time_step={self.time_step}]")
         _unit_interval("trackmania.late_step_warning", self.late_step_warning)
-        _unit_interval("trackmania.learner_budget", self.learner_budget, closed_low=False)
         _check(isinstance(self.reconnect_attempts, int) and self.reconnect_attempts >= 0,
                "trackmania.reconnect_attempts", self.reconnect_attempts,
                "must be an integer >= 0")
@@ -772,6 +777,47 @@ class TrainingConfig:
                "training.best_train_window", self.best_train_window, "must be an integer >= 0")
         _check(isinstance(self.eval_interval, int) and self.eval_interval >= 0,
                "training.eval_interval", self.eval_interval, "must be an integer >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorsConfig:
+    """How acting and learning share the run (the Sebulba split of Hessel et al. 2021,
+    "Podracer architectures for scalable reinforcement learning"): an actor steps the envs
+    and hands whole vector steps to the learner through a bounded queue; the learner adds
+    them to the replay, runs the grad steps of training.replay_ratio and publishes the acting
+    params. ``launch/actor.py``, ``launch/learner.py``, ``launch/loop.py``."""
+
+    mode: LoopMode = "auto"
+    """lockstep: one thread, acting and learning take turns (reproducible by seed);
+    bounded: the actor runs in its own thread and the replay ratio is held (the learner
+    waits for data when ahead, the actor when the learner is more than max_lag grad steps
+    behind); realtime: the actor never waits (the game's clock rules), the learner learns as
+    fast as it can up to the ratio and the shortfall is logged; auto: realtime on
+    TrackMania, bounded elsewhere."""
+    queue_size: int = 64
+    """Vector steps the queue between actor and learner holds; a full queue makes the actor
+    wait (perf/actor_wait_share); >= 1."""
+    max_lag: float = 4.0
+    """Bounded mode: grad steps the learner may owe (by training.replay_ratio, counting the
+    queued steps) before the actor waits for it; >= training.grad_steps_per_call."""
+    param_publish_interval: int = 1
+    """Update calls between two publications of the acting params to the actor
+    (perf/param_lag counts the grad steps the actor's params are behind); >= 1."""
+
+    def __post_init__(self):
+        _check_number_fields(self, "actors")
+        _check(self.mode in typing.get_args(LoopMode), "actors.mode", self.mode,
+               f"must be one of {typing.get_args(LoopMode)}")
+        _positive_int("actors.queue_size", self.queue_size)
+        _positive_int("actors.param_publish_interval", self.param_publish_interval)
+        _check(self.max_lag > 0, "actors.max_lag", self.max_lag, "must be > 0")
+
+    def resolved_mode(self, env_id: str) -> str:
+        """The mode that runs: ``mode``, with auto resolved by the env (realtime for
+        ``trackmania``, else bounded)."""
+        if self.mode != "auto":
+            return self.mode
+        return "realtime" if env_id == "trackmania" else "bounded"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -941,6 +987,7 @@ class Config:
     expert: ExpertConfig = ExpertConfig()
     trackmania: TrackmaniaConfig = TrackmaniaConfig()
     training: TrainingConfig = TrainingConfig()
+    actors: ActorsConfig = ActorsConfig()
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()
 
@@ -976,6 +1023,10 @@ class Config:
             _check(self.training.eval_interval == 0, "training.eval_interval",
                    self.training.eval_interval, "must be 0 with env.id=trackmania: evaluation "
                    "would need a second game; watch episode/return instead")
+        _check(self.actors.max_lag >= self.training.grad_steps_per_call, "actors.max_lag",
+               self.actors.max_lag, "must be >= training.grad_steps_per_call "
+               f"({self.training.grad_steps_per_call}): the learner owes grad steps in whole "
+               "calls, so a smaller lag would hold the actor forever")
         _check(self.training.batch_size <= self.replay.capacity, "training.batch_size",
                self.training.batch_size, f"must be <= replay.capacity ({self.replay.capacity})")
 
@@ -997,6 +1048,9 @@ def _build(cls, data: dict, prefix: str):
         raise ConfigError(prefix or "config", data, "must be a JSON object")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    for name in data:
+        if f"{prefix}{name}" in REMOVED_FIELDS:
+            raise ConfigError(f"{prefix}{name}", data[name], REMOVED_FIELDS[f"{prefix}{name}"])
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{prefix}{unknown[0]}", data[unknown[0]],

@@ -120,6 +120,14 @@ class TQC:
         pre_tanh = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
         return jnp.tanh(pre_tanh), losses.tanh_gaussian_log_prob(pre_tanh, mean, log_std)
 
+    @staticmethod
+    def acting_state(state: TQCState) -> TQCState:
+        """What :meth:`act` reads of ``state`` (the actor's params, counters): the critics
+        and optimiser states left out (None), for the actor's copy."""
+        return state.replace(critic_params=None, target_critic_params=None,
+                             actor_opt_state=None, critic_opt_state=None,
+                             alpha_opt_state=None)
+
     def act(self, state: TQCState, obs: jax.Array, key: jax.Array, epsilon: jax.Array, *,
             noisy: bool, prev_actions: jax.Array | None = None) -> jax.Array:
         """Actions float32 [E, d] in [-1, 1].

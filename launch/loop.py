@@ -1,0 +1,453 @@
+"""The training loop: the actor and the learner, side by side or taking turns.
+
+:class:`Trainer` builds the parts (``launch.actor.Actor``, ``launch.learner.Learner``, the
+logbook, health watch, evaluation and checkpoints) and runs them in the mode of
+``actors.mode``:
+
+- lockstep: one thread; the actor sends its actions, the learner adds the queued slots and
+  runs the grad steps it owes while the env workers step, then the step is taken in (the
+  loop of before the split, reproducible by seed);
+- bounded: the actor runs in its own thread and hands vector steps over a bounded queue; the
+  learner (this thread) takes them in, waits for data when it is ahead of
+  training.replay_ratio, and holds the actor when it is actors.max_lag grad steps behind;
+- realtime: the same, but the actor never waits for the learner (TrackMania's clock).
+
+Whatever the mode, each vector step is taken in by :meth:`Trainer.take` in the order the
+actor made them, which logs it and, at their intervals, writes the log interval, checks
+health, evaluates and checkpoints. Checkpoints are a consistent cut: every slot taken in is
+in the replay, none still queued is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+import envs
+from launch.actor import Actor, EpisodeDropped, GameLost, ParamStore, RatioPacer, VectorStep
+from launch.checkpoint import NEW_LOOP, RunCheckpoints, resume
+from launch.evaluation import Evaluation
+from launch.experts import Expert
+from launch.health_watch import HealthWatch
+from launch.learner import Learner, learning_starts
+from launch.logbook import Clocks, Logbook, PerfWindow
+from rl import health as health_lib
+from rl import schedules
+from rl.config import Config
+from rl.learners import make_agent
+
+log = logging.getLogger("launch")
+
+EXIT_GAME_LOST = 3
+"""Exit code when the TrackMania game cannot be reached (after a checkpoint was saved)."""
+EXIT_DIVERGED = 4
+"""Exit code when training diverged and health.on_divergence (stop, or rollback out of
+attempts) ended the run (after a checkpoint was saved)."""
+EXIT_INTERRUPTED = 130
+"""Exit code after Ctrl-C (after a checkpoint was saved)."""
+ACTOR_JOIN_TIMEOUT = 10.0
+"""Seconds the learner waits for the actor thread to stop before closing its env workers."""
+
+
+class StopOnSigint:
+    """Turns the first Ctrl-C into a flag the loop checks between steps, so the interrupt
+    never lands inside a jitted call with donated buffers or a checkpoint write; a second
+    Ctrl-C raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: stopping after this step (press again to quit without saving)")
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+class Trainer:
+    """One run's parts, wired (see the module docstring).
+
+    Args:
+      config: the resolved config; spec: the env's spaces (``envs.env_spec``).
+      run_dir: the run directory (config already written); resume_run: restore its latest
+        checkpoint.
+      demo_slots: demonstrations to inject into a fresh replay (``launch.run.
+        load_demo_slots``), or None; expert: the curriculum's expert, or None.
+
+    Raises:
+      envs.GameConnectionError: the game cannot be started (nothing was written but the
+        checkpoint directories).
+    """
+
+    def __init__(self, config: Config, spec: envs.EnvSpec, run_dir: Path, resume_run: bool,
+                 demo_slots: dict[str, np.ndarray] | None = None, expert: Expert | None = None):
+        self.config, self.run_dir = config, run_dir
+        training = config.training
+        agent = make_agent(config, spec.num_actions, spec.is_image, spec.feature_size)
+        self.checkpoints = RunCheckpoints(run_dir, training.keep_checkpoints)
+        k_init, act_key, eval_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+        state = agent.init(k_init, envs.zeros_obs(spec, (config.env.frame_stack,)))
+        replay_state = agent.replay.init(envs.zeros_obs(spec),
+                                         np.zeros(spec.action_shape, spec.action_dtype))
+        loop = dict(NEW_LOOP)
+        if resume_run:
+            state, replay_state, loop = resume(self.checkpoints, state, replay_state,
+                                               training.learning_starts)
+        self.loop = loop
+        starts = learning_starts(config)
+        self.learner = Learner(config, spec, agent, state, replay_state, loop, starts)
+        self.learner.inject_demos(demo_slots)
+        self.floor_raise = loop["expert_floor_raise"] = schedules.expert_floor_raise(
+            config.expert, loop["expert_floor_raise"], loop["env_steps"])
+        try:
+            self.actor = Actor(config, spec, agent, loop, starts, act_key, expert,
+                               self.floor_raise)
+        except BaseException:
+            self.checkpoints.close()
+            raise
+        if envs.is_trackmania(config.env.id):  # compile before the game's clock starts
+            self.actor.compile(self.learner.acting_params())
+            self.learner.compile()
+        self.mode = config.actors.resolved_mode(config.env.id)
+        self.logbook = Logbook(config, run_dir, loop, expert is not None)
+        self.health = HealthWatch(config, spec.num_actions, run_dir, starts,
+                                  self.logbook.writer)
+        if loop.get("reward_range"):  # a resumed run: the rewards its replay held
+            self.health.monitor.record_rewards(*loop["reward_range"])
+        if demo_slots is not None:
+            self.health.record_rewards(demo_slots["reward"])
+        self.evaluation = Evaluation(config, agent, eval_key, loop["env_steps"])
+        interval = training.checkpoint_interval
+        self.next_checkpoint = (loop["env_steps"] // interval + 1) * interval
+        self.clocks = Clocks(env_steps=loop["env_steps"], grad_steps=self.learner.grad_steps)
+        self.perf = PerfWindow(self.clocks)
+        self.handover: queue.Queue | None = None  # concurrent modes: actor -> learner
+        self.store: ParamStore | None = None  # concurrent modes: learner -> actor
+        self.stop = StopOnSigint()
+        self.diverged = self.game_lost = False
+        self._report_start(expert is not None)
+
+    def _report_start(self, expert: bool) -> None:
+        config = self.config
+        log.info("loop: actors.mode=%s%s", self.mode,
+                 " (auto)" if config.actors.mode == "auto" else "")
+        if config.agent.epsilon_unit == "episodes":
+            log.warning("agent.epsilon_unit=episodes: epsilon decays per finished episode. "
+                        "Seed 000 lost its exploration this way (episodes lengthen as the "
+                        "agent improves, so epsilon reached its end value after ~150k of 10M "
+                        "steps); prefer steps")
+        if expert and self.floor_raise is not None:
+            raise_ = self.floor_raise
+            log.info("expert: floor raised to %.3g from env step %d to %d", raise_["floor"],
+                     raise_["start"], raise_["start"] + raise_["steps"])
+
+    # --- one vector step taken in --------------------------------------------------------
+    def take(self, record: VectorStep | EpisodeDropped) -> bool:
+        """Take in one of the actor's records: count and queue it, log it, and run the
+        parts whose interval ends here. Returns False when the run must stop (diverged)."""
+        loop, learner = self.loop, self.learner
+        if isinstance(record, EpisodeDropped):
+            loop["restarts"] = record.restarts
+            log.warning("dropped the partial episode (%d steps)", learner.drop_partial_episode())
+            self.logbook.writer.add_scalar("perf/reconnects", record.reconnects,
+                                           loop["env_steps"])
+            return True
+        learner.accept(record)
+        self.clocks.env_steps = loop["env_steps"]
+        self.health.record_rewards(record.slot["reward"])
+        for own in self.logbook.record(record, loop["env_steps"], learner.grad_steps):
+            self.health.monitor.record_episode(loop["env_steps"], own)
+        step = loop["env_steps"]
+        if self.logbook.due(step) and not self._log_interval(record.epsilon):
+            return False
+        if self.evaluation.due(step):
+            self._evaluate()
+        if step >= self.next_checkpoint:
+            self.next_checkpoint += self.config.training.checkpoint_interval
+            self.save("periodic")
+        return True
+
+    def _log_interval(self, epsilon: float) -> bool:
+        """Write the log interval's scalars, check health (and act on divergence), offer
+        the best-by-training checkpoint. False when the run must stop."""
+        config, loop, learner = self.config, self.loop, self.learner
+        step = loop["env_steps"]
+        self.clocks.grad_steps, self.clocks.learner_busy = learner.grad_steps, learner.busy_time
+        self.clocks.env_wait, self.clocks.actor_wait = (self.actor.env_wait_time,
+                                                        self.actor.wait_time)
+        scalars = {"charts/epsilon": epsilon,
+                   "charts/importance_exponent": schedules.importance_exponent(
+                       config.replay, step, config.training.total_steps, learner.grad_steps),
+                   "charts/episodes": loop["episodes"],
+                   **self.perf.scalars(self.clocks, config.training.batch_size),
+                   **self.logbook.interval_scalars(),
+                   "perf/grad_credit_backlog": learner.credit_backlog,
+                   "perf/queue_depth": self.queue_depth(),
+                   "train/grad_steps": learner.grad_steps}
+        metrics = learner.take_metrics()
+        scalars.update({f"train/{k}": v for k, v in metrics.items()})
+        scalars.update(self.logbook.episode_stats.scalars(step))
+        if self.actor.expert is not None:
+            scalars["expert/ratio"] = schedules.expert_ratio(config.expert, step,
+                                                             self.floor_raise)
+            share = self.logbook.episode_stats.expert_step_share()
+            if share is not None:
+                scalars["expert/step_share"] = share
+        weight = learner.decay_demo_weight()
+        if weight is not None:
+            scalars["charts/demo_sampling_weight"] = weight
+        self.logbook.write(step, scalars)
+        if not self._on_health(self.health.check(step, metrics, epsilon)):
+            return False
+        self._offer_best_train()
+        self.logbook.show(step, scalars, set(self.health.monitor.raised))
+        return True
+
+    def queue_depth(self) -> int:
+        """Vector steps waiting in the queue between actor and learner (0 in lockstep)."""
+        return 0 if self.handover is None else self.handover.qsize()
+
+    def _on_health(self, divergence: list[health_lib.HealthEvent]) -> bool:
+        """Act on divergence flags (health.on_divergence); False when the run must stop."""
+        action = self.config.health.on_divergence
+        if divergence and action == "stop":
+            log.error("training diverged (%s); stopping (health.on_divergence=stop)",
+                      ", ".join(e.name for e in divergence))
+            self.diverged = True
+        elif divergence and action == "rollback":
+            self.diverged = not self._rollback(divergence)
+        return not self.diverged
+
+    def _rollback(self, divergence: list[health_lib.HealthEvent]) -> bool:
+        """Restore the best checkpoint with lower learning rates; False when out of rollbacks
+        or without a best checkpoint."""
+        cfg, loop, checkpoints = self.config.health, self.loop, self.checkpoints
+        kinds = [k for k in ("eval", "train") if checkpoints.best_step(k) is not None]
+        names = ", ".join(e.name for e in divergence)
+        if loop["rollbacks"] >= cfg.max_rollbacks or not kinds:
+            log.error("training diverged (%s) and cannot roll back: %s; stopping", names,
+                      f"health.max_rollbacks={cfg.max_rollbacks} used up" if kinds else
+                      "no best checkpoint yet (needs an evaluation or "
+                      "training.best_train_window finished episodes)")
+            return False
+        best_step = checkpoints.best_step(kinds[0])
+        restored, best_loop = checkpoints.restore_best(kinds[0], self.learner.state)
+        loop["rollbacks"] += 1
+        loop["lr_scale"] *= cfg.rollback_lr_factor
+        self.learner.restore(restored, loop["lr_scale"])
+        self.publish()
+        step, writer = loop["env_steps"], self.logbook.writer
+        log.warning("health: rollback %d of %d for %s: restored the best-by-%s checkpoint of env "
+                    "step %d (return %.4g); learning rates now x%.3g of the config's",
+                    loop["rollbacks"], cfg.max_rollbacks, names, kinds[0], best_step,
+                    best_loop["best_eval_return" if kinds[0] == "eval" else "best_train_return"],
+                    loop["lr_scale"])
+        writer.add_scalar("charts/rollbacks", loop["rollbacks"], step)
+        writer.add_scalar("charts/lr_scale", loop["lr_scale"], step)
+        self.health.monitor.record_rollback(step, best_step, kinds[0], loop["lr_scale"], names)
+        return self._on_health(self.health.report(self.health.monitor.restart(step)))
+
+    def _offer_best_train(self) -> None:
+        """Save best_train/ when the mean of the last best_train_window agent-only returns
+        is the best so far; checked once per log interval, so a run of improving episodes is
+        one save, and none while a divergence flag is up (the mean spans episodes of before
+        it)."""
+        window, own = self.config.training.best_train_window, self.logbook.own_returns
+        if not window or len(own) < window or self.health.monitor.diverging():
+            return
+        train_return = float(np.mean(own))
+        best = self.loop["best_train_return"]
+        if best is None or train_return > best:
+            self.loop["best_train_return"] = train_return
+            self.checkpoints.save_best(self.loop["env_steps"], self.learner.state, self.loop,
+                                       train_return, kind="train")
+
+    def _evaluate(self) -> None:
+        step, writer = self.loop["env_steps"], self.logbook.writer
+        returns = self.evaluation.run(self.learner.state, step)
+        mean = float(np.mean(returns))
+        self.health.monitor.record_eval(step, mean)
+        for name, value in (("mean", mean), ("std", np.std(returns)), ("min", np.min(returns)),
+                            ("max", np.max(returns))):
+            writer.add_scalar(f"eval/return_{name}", float(value), step)
+        log.info("eval at env step %d: return %.2f +- %.2f over %d episodes", step, mean,
+                 float(np.std(returns)), len(returns))
+        best = self.loop["best_eval_return"]
+        if best is None or mean > best:
+            self.loop["best_eval_return"] = mean
+            self.checkpoints.save_best(step, self.learner.state, self.loop, mean)
+
+    def save(self, reason: str) -> None:
+        """Checkpoint at a consistent cut: every slot taken in is added to the replay
+        first; the counters count exactly the steps taken in."""
+        learner, loop = self.learner, self.loop
+        learner.add_ready()
+        loop["reward_range"] = self.health.monitor.reward_range
+        save_replay = self.config.training.save_replay
+        self.checkpoints.save(loop["env_steps"], learner.state,
+                              learner.replay_state if save_replay else None, loop)
+        log.info("checkpoint at env step %d (%s) in %s", loop["env_steps"], reason,
+                 self.run_dir / "checkpoints")
+
+    def publish(self) -> None:
+        """Hand the actor a copy of the learner's acting params (concurrent modes)."""
+        if self.store is not None:
+            self.store.publish(self.learner.acting_params_copy(), self.learner.grad_steps)
+
+    # --- the modes -------------------------------------------------------------------------
+    def run(self) -> int:
+        """Train until training.total_steps env steps, Ctrl-C, a lost game or a divergence
+        stop; save once and close everything. Returns the exit code: 0 done, 3 game lost, 4
+        diverged, 130 interrupted.
+
+        Raises:
+          whatever the actor or the learner raised (after both stopped and the env workers
+          were closed; no checkpoint is written then).
+        """
+        failed = True
+        try:
+            if self.mode == "lockstep":
+                self._run_lockstep()
+            else:
+                self._run_concurrent()
+            failed = False
+        finally:
+            self.stop.restore()
+            self.logbook.bar.close()
+            if failed:
+                self._close()
+        try:
+            return self._finish()
+        finally:
+            self._close()
+
+    def _run_lockstep(self) -> None:
+        """Acting and learning take turns: the learner works while the env workers step."""
+        learner, actor, loop = self.learner, self.actor, self.loop
+        total = self.config.training.total_steps
+        while loop["env_steps"] < total and not self.stop.requested:
+            start = time.perf_counter()
+            actor.begin(learner.acting_params(), learner.grad_steps, loop["replay_slots"])
+            acting = time.perf_counter() - start
+            learner.add_ready()
+            while learner.can_update():
+                learner.update()
+            start = time.perf_counter()
+            try:
+                record = actor.finish()
+            except GameLost as e:
+                log.error("%s", e)
+                self.game_lost = True
+                break
+            self.clocks.learner_wait += acting + time.perf_counter() - start
+            if not self.take(record):
+                break
+
+    def _run_concurrent(self) -> None:
+        """The actor in its own thread, the learner here (see the module docstring)."""
+        config, learner, loop = self.config, self.learner, self.loop
+        self.handover = queue.Queue(maxsize=config.actors.queue_size)
+        self.store = ParamStore(learner.acting_params_copy(), learner.grad_steps)
+        pacer = RatioPacer(config.training.replay_ratio, config.actors.max_lag,
+                           enabled=self.mode == "bounded")
+        stop = threading.Event()
+        thread = threading.Thread(target=self.actor.run, name="actor", daemon=True,
+                                  args=(self.handover, self.store, pacer, stop))
+        thread.start()
+        consumed, updates = 0, 0
+        try:
+            while not self.stop.requested:
+                records = self._drain(wait=not learner.can_update())
+                for record in records:
+                    consumed += getattr(record, "taken", 0)
+                    if not self.take(record) or loop["env_steps"] >= config.training.total_steps:
+                        return
+                if not records and self.actor.ended is not None and self.handover.empty():
+                    self._actor_ended()
+                    return
+                learner.add_ready()
+                if learner.can_update():
+                    learner.update()
+                    updates += 1
+                    if updates % config.actors.param_publish_interval == 0:
+                        self.publish()
+                pacer.learner_at(consumed, learner.credit_backlog)
+        finally:
+            stop.set()
+            thread.join(ACTOR_JOIN_TIMEOUT)
+            if thread.is_alive():
+                log.warning("the actor thread did not stop within %.0f s", ACTOR_JOIN_TIMEOUT)
+
+    def _drain(self, wait: bool) -> list[Any]:
+        """Every record in the queue; with ``wait``, block for the first (up to 0.1 s)."""
+        records = []
+        if wait:
+            start = time.perf_counter()
+            try:
+                records.append(self.handover.get(timeout=0.1))
+            except queue.Empty:
+                pass
+            self.clocks.learner_wait += time.perf_counter() - start
+        while True:
+            try:
+                records.append(self.handover.get_nowait())
+            except queue.Empty:
+                return records
+
+    def _actor_ended(self) -> None:
+        """The actor stopped on its own: raise its error, or note a lost game."""
+        if self.actor.error is not None:
+            log.error("the actor thread failed: %s: %s (traceback below)",
+                      type(self.actor.error).__name__, self.actor.error)
+            raise self.actor.error
+        self.game_lost = self.actor.ended == "game lost"
+
+    def _finish(self) -> int:
+        """Save once (unless the last periodic checkpoint is of this step), write health.json
+        and say how the run ended; returns the exit code."""
+        interrupted, loop = self.stop.requested, self.loop
+        if interrupted:
+            log.warning("interrupted at env step %d: saving a checkpoint", loop["env_steps"])
+        ended = "interrupted" if interrupted else "game lost" if self.game_lost else \
+            "diverged" if self.diverged else None
+        if ended or self.checkpoints.latest_step() != loop["env_steps"]:
+            self.save(ended or "final")
+        self.health.write_summary()
+        if ended:
+            log.info("resume with: python launch/run.py --resume %s", self.run_dir)
+        else:
+            log.info("done: %d env steps, %d grad steps, %d episodes", loop["env_steps"],
+                     self.learner.grad_steps, loop["episodes"])
+        return EXIT_INTERRUPTED if interrupted else EXIT_GAME_LOST if self.game_lost else \
+            EXIT_DIVERGED if self.diverged else 0
+
+    def _close(self) -> None:
+        """Close the event files, the checkpoint managers and the env workers."""
+        self.logbook.close()
+        self.checkpoints.close()
+        self.actor.close()
+
+
+def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume_run: bool,
+          demo_slots: dict[str, np.ndarray] | None = None, expert: Expert | None = None
+          ) -> int:
+    """Run (or continue) training; returns the process exit code (see :meth:`Trainer.run`):
+    3 also when the game cannot be started."""
+    try:
+        trainer = Trainer(config, spec, run_dir, resume_run, demo_slots, expert)
+    except envs.GameConnectionError as e:
+        log.error("cannot start the game: %s", e)
+        return EXIT_GAME_LOST
+    return trainer.run()
