@@ -360,8 +360,8 @@ class Trainer:
         config, learner, loop = self.config, self.learner, self.loop
         self.handover = queue.Queue(maxsize=config.actors.queue_size)
         self.store = ParamStore(learner.acting_params_copy(), learner.grad_steps)
-        pacer = RatioPacer(config.training.replay_ratio, config.actors.max_lag,
-                           enabled=self.mode == "bounded")
+        max_lag = config.actors.max_lag or 2 * config.training.grad_steps_per_call
+        pacer = RatioPacer(config.training.replay_ratio, max_lag, enabled=self.mode == "bounded")
         stop = threading.Event()
         thread = threading.Thread(target=self.actor.run, name="actor", daemon=True,
                                   args=(self.handover, self.store, pacer, stop))

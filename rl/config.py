@@ -797,9 +797,10 @@ class ActorsConfig:
     queue_size: int = 64
     """Vector steps the queue between actor and learner holds; a full queue makes the actor
     wait (perf/actor_wait_share); >= 1."""
-    max_lag: float = 4.0
+    max_lag: float | None = None
     """Bounded mode: grad steps the learner may owe (by training.replay_ratio, counting the
-    queued steps) before the actor waits for it; >= training.grad_steps_per_call."""
+    queued steps) before the actor waits for it; >= training.grad_steps_per_call; None: two
+    update calls (2 x training.grad_steps_per_call)."""
     param_publish_interval: int = 1
     """Update calls between two publications of the acting params to the actor
     (perf/param_lag counts the grad steps the actor's params are behind); >= 1."""
@@ -810,7 +811,8 @@ class ActorsConfig:
                f"must be one of {typing.get_args(LoopMode)}")
         _positive_int("actors.queue_size", self.queue_size)
         _positive_int("actors.param_publish_interval", self.param_publish_interval)
-        _check(self.max_lag > 0, "actors.max_lag", self.max_lag, "must be > 0")
+        _check(self.max_lag is None or self.max_lag > 0, "actors.max_lag", self.max_lag,
+               "must be > 0 or None")
 
     def resolved_mode(self, env_id: str) -> str:
         """The mode that runs: ``mode``, with auto resolved by the env (realtime for
@@ -1023,7 +1025,8 @@ class Config:
             _check(self.training.eval_interval == 0, "training.eval_interval",
                    self.training.eval_interval, "must be 0 with env.id=trackmania: evaluation "
                    "would need a second game; watch episode/return instead")
-        _check(self.actors.max_lag >= self.training.grad_steps_per_call, "actors.max_lag",
+        _check(self.actors.max_lag is None
+               or self.actors.max_lag >= self.training.grad_steps_per_call, "actors.max_lag",
                self.actors.max_lag, "must be >= training.grad_steps_per_call "
                f"({self.training.grad_steps_per_call}): the learner owes grad steps in whole "
                "calls, so a smaller lag would hold the actor forever")

@@ -1,0 +1,60 @@
+"""``launch/run.py`` with a slow or failing actor or learner, for the loop tests.
+
+    python tests/faults.py [--slow-update S] [--slow-step S] [--fail actor|learner]
+                           [--fail-after N] -- RUN.PY ARGUMENTS
+
+``--slow-update S`` sleeps S seconds in every update call of the learner, ``--slow-step S``
+in every env step the actor collects; ``--fail`` raises a RuntimeError in the actor's N-th
+env step or the learner's N-th update call (after printing ``fault at <unix time>``). The process exits like launch/run.py does
+(an uncaught exception: traceback and exit code 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from launch import actor as actor_lib  # noqa: E402  (after the path)
+from launch import learner as learner_lib  # noqa: E402
+from launch import run  # noqa: E402
+
+FAULT_MESSAGE = "injected fault"
+
+
+def _wrap(cls, name: str, delay: float, fail_after: int | None) -> None:
+    original = getattr(cls, name)
+    calls = [0]
+
+    def wrapped(self, *args, **kwargs):
+        calls[0] += 1
+        if fail_after is not None and calls[0] >= fail_after:
+            print(f"fault at {time.time():.3f}", file=sys.stderr, flush=True)
+            raise RuntimeError(f"{FAULT_MESSAGE} in {cls.__name__}.{name} (call {calls[0]})")
+        if delay:
+            time.sleep(delay)
+        return original(self, *args, **kwargs)
+
+    setattr(cls, name, wrapped)
+
+
+def main(argv: list[str]) -> int:
+    split = argv.index("--")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--slow-update", type=float, default=0.0)
+    parser.add_argument("--slow-step", type=float, default=0.0)
+    parser.add_argument("--fail", choices=("actor", "learner"))
+    parser.add_argument("--fail-after", type=int, default=20)
+    args = parser.parse_args(argv[:split])
+    _wrap(learner_lib.Learner, "update", args.slow_update,
+          args.fail_after if args.fail == "learner" else None)
+    _wrap(actor_lib.Actor, "finish", args.slow_step,
+          args.fail_after if args.fail == "actor" else None)
+    return run.main(argv[split + 1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
