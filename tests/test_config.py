@@ -315,3 +315,42 @@ def test_print_config_rejects_inconsistent_overrides(args, field):
     assert field in result.stderr
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
+
+
+# --- the actors section and the removed learner budget ----------------------------------------
+
+@pytest.mark.parametrize("build, field, value", [
+    (lambda: config_lib.ActorsConfig(mode="async"), "actors.mode", "async"),
+    (lambda: config_lib.ActorsConfig(queue_size=0), "actors.queue_size", 0),
+    (lambda: config_lib.ActorsConfig(max_lag=0.0), "actors.max_lag", 0.0),
+    (lambda: config_lib.ActorsConfig(param_publish_interval=0),
+     "actors.param_publish_interval", 0),
+    (lambda: Config(actors=config_lib.ActorsConfig(max_lag=2.0),
+                    training=TrainingConfig(grad_steps_per_call=4)), "actors.max_lag", 2.0),
+])
+def test_actors_fields_validated_naming_field_and_value(build, field, value):
+    with pytest.raises(ConfigError) as e:
+        build()
+    assert e.value.field == field and e.value.value == value
+
+
+def test_auto_mode_is_realtime_on_trackmania_and_bounded_elsewhere():
+    assert presets.get("iqn_tm20").actors.resolved_mode("trackmania") == "realtime"
+    assert presets.get("iqn").actors.resolved_mode("CartPole-v1") == "bounded"
+    assert config_lib.ActorsConfig(mode="lockstep").resolved_mode("trackmania") == "lockstep"
+
+
+def test_the_removed_learner_budget_is_refused_saying_what_replaced_it(tmp_path, capsys):
+    code, stderr = _main(capsys, "--algo", "iqn_tm20", "--trackmania.learner-budget", "0.5",
+                         "--run-dir", str(tmp_path / "run"))
+    assert code == 2 and "trackmania.learner_budget" in stderr
+    assert "actors.mode=realtime" in stderr and "Traceback" not in stderr
+    # A config.json of before, on --resume.
+    data = config_lib.to_dict(presets.get("iqn_tm20"))
+    data["trackmania"]["learner_budget"] = 0.8
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(data))
+    code, stderr = _main(capsys, "--resume", str(run_dir))
+    assert code == 2 and "trackmania.learner_budget=0.8" in stderr
+    assert "actors.mode=realtime" in stderr
