@@ -292,6 +292,8 @@ class Actor:
         try:
             while self.env_steps < total and not stop.is_set():
                 self.wait_time += pacer.wait(stop)
+                if stop.is_set():
+                    break
                 params, version = store.latest()
                 self.begin(params, version, self.replay_slots)
                 record = self.finish()

@@ -137,9 +137,9 @@ class Trainer:
         self.store: ParamStore | None = None  # concurrent modes: learner -> actor
         self.stop = StopOnSigint()
         self.diverged = self.game_lost = False
-        self._report_start(expert is not None)
+        self._report_start()
 
-    def _report_start(self, expert: bool) -> None:
+    def _report_start(self) -> None:
         config = self.config
         log.info("loop: actors.mode=%s%s", self.mode,
                  " (auto)" if config.actors.mode == "auto" else "")
@@ -148,7 +148,7 @@ class Trainer:
                         "Seed 000 lost its exploration this way (episodes lengthen as the "
                         "agent improves, so epsilon reached its end value after ~150k of 10M "
                         "steps); prefer steps")
-        if expert and self.floor_raise is not None:
+        if self.floor_raise is not None:
             raise_ = self.floor_raise
             log.info("expert: floor raised to %.3g from env step %d to %d", raise_["floor"],
                      raise_["start"], raise_["start"] + raise_["steps"])
