@@ -149,9 +149,6 @@ class Actor:
       learning_starts: replay slots before learning (random warm-up until then).
       act_key: PRNG key of the exploration.
       expert: the curriculum's expert or None; floor_raise: ``schedules.expert_floor_raise``.
-
-    Raises:
-      envs.GameConnectionError: the game cannot be started.
     """
 
     def __init__(self, config: Config, spec: envs.EnvSpec, agent: Any, counters: dict,
@@ -173,6 +170,15 @@ class Actor:
         self.ended: str | None = None  # set by run() after its last hand-over
         self.error: BaseException | None = None
         self._pending: tuple[np.ndarray, float, int] | None = None
+        self.collector: envs.Collector | None = None
+
+    def start(self) -> None:
+        """Start the env workers and reset them (the game's clock runs from here: start
+        just before the first step).
+
+        Raises:
+          envs.GameConnectionError: the game cannot be started.
+        """
         self.collector = self._start_collector()
 
     def _start_collector(self) -> envs.Collector:
@@ -320,6 +326,8 @@ class Actor:
 
     def close(self) -> None:
         """Close the env workers (they may already be gone after Ctrl-C or a crash)."""
+        if self.collector is None:
+            return
         try:
             self.collector.close()
         except Exception as e:

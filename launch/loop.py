@@ -86,9 +86,6 @@ class Trainer:
       demo_slots: demonstrations to inject into a fresh replay (``launch.run.
         load_demo_slots``), or None; expert: the curriculum's expert, or None.
 
-    Raises:
-      envs.GameConnectionError: the game cannot be started (nothing was written but the
-        checkpoint directories).
     """
 
     def __init__(self, config: Config, spec: envs.EnvSpec, run_dir: Path, resume_run: bool,
@@ -111,12 +108,7 @@ class Trainer:
         self.learner.inject_demos(demo_slots)
         self.floor_raise = loop["expert_floor_raise"] = schedules.expert_floor_raise(
             config.expert, loop["expert_floor_raise"], loop["env_steps"])
-        try:
-            self.actor = Actor(config, spec, agent, loop, starts, act_key, expert,
-                               self.floor_raise)
-        except BaseException:
-            self.checkpoints.close()
-            raise
+        self.actor = Actor(config, spec, agent, loop, starts, act_key, expert, self.floor_raise)
         if envs.is_trackmania(config.env.id):  # compile before the game's clock starts
             self.actor.compile(self.learner.acting_params())
             self.learner.compile()
@@ -308,35 +300,45 @@ class Trainer:
 
     # --- the modes -------------------------------------------------------------------------
     def run(self) -> int:
-        """Train until training.total_steps env steps, Ctrl-C, a lost game or a divergence
-        stop; save once and close everything. Returns the exit code: 0 done, 3 game lost, 4
-        diverged, 130 interrupted.
+        """Start the env workers and train until training.total_steps env steps, Ctrl-C, a
+        lost game or a divergence stop; save once and close everything. Returns the exit
+        code: 0 done, 3 game lost (or not started), 4 diverged, 130 interrupted.
 
         Raises:
           whatever the actor or the learner raised (after both stopped and the env workers
           were closed; no checkpoint is written then).
         """
-        failed = True
         try:
             if self.mode == "lockstep":
                 self._run_lockstep()
             else:
                 self._run_concurrent()
-            failed = False
-        finally:
-            self.stop.restore()
-            self.logbook.bar.close()
-            if failed:
-                self._close()
+        except envs.GameConnectionError as e:
+            self._abort()
+            if self.actor.collector is not None:  # not at the start: a failure
+                raise
+            log.error("cannot start the game: %s", e)
+            return EXIT_GAME_LOST
+        except BaseException:
+            self._abort()
+            raise
+        self.stop.restore()
+        self.logbook.bar.close()
         try:
             return self._finish()
         finally:
             self._close()
 
+    def _abort(self) -> None:
+        """Restore Ctrl-C and close everything, saving nothing (the run failed)."""
+        self.stop.restore()
+        self._close()
+
     def _run_lockstep(self) -> None:
         """Acting and learning take turns: the learner works while the env workers step."""
         learner, actor, loop = self.learner, self.actor, self.loop
         total = self.config.training.total_steps
+        actor.start()
         while loop["env_steps"] < total and not self.stop.requested:
             start = time.perf_counter()
             actor.begin(learner.acting_params(), learner.grad_steps, loop["replay_slots"])
@@ -365,6 +367,7 @@ class Trainer:
         stop = threading.Event()
         thread = threading.Thread(target=self.actor.run, name="actor", daemon=True,
                                   args=(self.handover, self.store, pacer, stop))
+        self.actor.start()  # last: the game's clock runs from its reset
         thread.start()
         consumed, updates = 0, 0
         try:
@@ -443,11 +446,5 @@ class Trainer:
 def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume_run: bool,
           demo_slots: dict[str, np.ndarray] | None = None, expert: Expert | None = None
           ) -> int:
-    """Run (or continue) training; returns the process exit code (see :meth:`Trainer.run`):
-    3 also when the game cannot be started."""
-    try:
-        trainer = Trainer(config, spec, run_dir, resume_run, demo_slots, expert)
-    except envs.GameConnectionError as e:
-        log.error("cannot start the game: %s", e)
-        return EXIT_GAME_LOST
-    return trainer.run()
+    """Run (or continue) training; returns the process exit code (see :meth:`Trainer.run`)."""
+    return Trainer(config, spec, run_dir, resume_run, demo_slots, expert).run()
