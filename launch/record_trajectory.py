@@ -9,10 +9,11 @@ then drive the line the agent should follow. Positions are read from the plugin'
 Ctrl-C stop earlier and save what was driven. Repeated positions (the plugin sends a record
 every frame, also while the car waits for the countdown) are skipped, and so are records
 that still carry the finish flag of a previous run (the finish screen). The path is then
-resampled every ``--spacing`` metres along it (:func:`envs.tm_reward.resample_trajectory`,
-tmrl's ``tools/record.py``) and saved in tmrl's ``reward.pkl`` format (a pickled float64
-[N, 3] array; ``.npy`` when the name ends so), which tmrl's own tools read too, and which
-``--trackmania.trajectory FILE`` (or the default path) feeds to our reward.
+resampled every ``--spacing`` metres along it
+(:func:`envs.trackmania.reward.resample_trajectory`, tmrl's ``tools/record.py``) and saved in
+tmrl's ``reward.pkl`` format (a pickled float64 [N, 3] array; ``.npy`` when the name ends so),
+which tmrl's own tools read too, and which ``--trackmania.trajectory FILE`` (or the default
+path) feeds to our reward.
 
 An existing file is never overwritten. Exit status: 0 saved, 2 error (the game cannot be
 reached or went silent, the file exists, fewer than 2 distinct positions); messages on
@@ -31,8 +32,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np
 
-from envs.tm_reward import resample_trajectory, save_trajectory
 from envs.trackmania import GameConnectionError, OpenPlanetClient
+from envs.trackmania.reward import resample_trajectory, save_trajectory
 from rl.config import TrackmaniaConfig
 
 DEFAULT_OUT = Path.home() / "TmrlData" / "reward" / "reward.pkl"

@@ -586,7 +586,7 @@ class TrackmaniaConfig:
     action adapters, real-time stepping, the watchdog, and our reward (every key of seed 004's
     REWARD_CONFIG, lower-cased). Setup and failure modes: ``docs/trackmania.md``.
 
-    Reward per step (``envs.tm_reward.TrackReward``): progress along the recorded trajectory
+    Reward per step (``envs.trackmania.reward.TrackReward``): progress along the recorded trajectory
     (tmrl's semantics: points 0.1 m apart, 1.0 per 10 m), times ``proximity_reward_shaping``
     when the car is off the line, plus the speed bonus, minus the constant, off-track speed
     and wall-hug penalties, plus ``end_of_track`` at the finish; then ``tanh(reward_scale *
@@ -629,7 +629,7 @@ class TrackmaniaConfig:
     None: ~/TmrlData/reward/reward.pkl."""
     backend: TmBackend = "game"
     """game: the real game through tmrl; standin: the headless stand-in game of
-    ``envs.tm_standin`` (tests, demos without the game)."""
+    ``envs.trackmania.standin`` (tests, demos without the game)."""
     standin_address: str | None = None
     """host:data_port:control_port of a stand-in game started elsewhere (tests); None starts
     one inside the env worker. Only with backend=standin."""

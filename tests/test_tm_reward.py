@@ -1,5 +1,5 @@
-"""envs.tm_reward: tmrl's progress reward (checked against tmrl's own RewardFunction), seed
-004's shaping terms on hand-worked numbers, trajectory resampling and files."""
+"""envs.trackmania.reward: tmrl's progress reward (checked against tmrl's own RewardFunction),
+seed 004's shaping terms on hand-worked numbers, trajectory resampling and files."""
 
 import dataclasses
 import importlib.util
@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from envs.tm_reward import (REWARD_CONFIG_KEYS, StepReward, TrackReward, load_trajectory,
-                            resample_trajectory, save_trajectory)
+from envs.trackmania.reward import (REWARD_CONFIG_KEYS, StepReward, TrackReward,
+                                    load_trajectory, resample_trajectory, save_trajectory)
 from rl.config import TrackmaniaConfig
 
 # Every reward knob set explicitly, so the hand-worked numbers do not follow config defaults.

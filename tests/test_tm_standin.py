@@ -1,5 +1,5 @@
-"""Tests for envs/tm_standin.py: the headless TrackMania + OpenPlanet stand-in, over real sockets
-on 127.0.0.1 (OS-assigned ports).
+"""Tests for envs/trackmania/standin.py: the headless TrackMania + OpenPlanet stand-in, over real
+sockets on 127.0.0.1 (OS-assigned ports).
 
 The tmrl parts run tmrl's own client, gamepad functions and LIDAR in a subprocess, so this
 process never imports tmrl (whose package import reads ~/TmrlData/config/config.json).
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.tm_standin import RECORD, StandinGame, StandinGamepad, StandinWindow, standin_track
+from envs.trackmania.standin import (RECORD, StandinGame, StandinGamepad, StandinWindow,
+                                     standin_track)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -186,7 +187,7 @@ def test_control_errors_keep_the_connection(control):
 TMRL_SCRIPT = r"""
 import importlib.util, json, sys, time, types
 import numpy as np
-from envs.tm_standin import StandinGamepad, StandinWindow
+from envs.trackmania.standin import StandinGamepad, StandinWindow
 
 root = importlib.util.find_spec("tmrl").submodule_search_locations[0]
 for name in ("tmrl", "tmrl.config", "tmrl.config.config_constants"):

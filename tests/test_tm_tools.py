@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import envs
-from envs.tm_reward import load_trajectory
-from envs.tm_standin import StandinGame, StandinGamepad, standin_track
 from envs.trackmania import controls_table, driver_action
+from envs.trackmania.reward import load_trajectory
+from envs.trackmania.standin import StandinGame, StandinGamepad, standin_track
 from launch import record_demos, record_trajectory
 from rl.config import TM_DEFAULT_ACTIONS, TrackmaniaConfig
 

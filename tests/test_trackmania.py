@@ -88,7 +88,7 @@ def _make(tm: TrackmaniaConfig, action_space="continuous", max_episode_steps=Non
 
 @needs_tmrl
 def test_real_time_steps_drive_the_car_with_progress_reward():
-    from envs.tm_standin import StandinGame
+    from envs.trackmania.standin import StandinGame
 
     with StandinGame().start() as game:
         tm = TrackmaniaConfig(backend="standin", standin_address=game.address,
@@ -124,7 +124,7 @@ def test_real_time_steps_drive_the_car_with_progress_reward():
 @needs_tmrl
 @pytest.mark.parametrize("fault", ["silent", "hang_on_reset", "crash"])
 def test_watchdog_reports_a_hung_or_crashed_game_within_its_timeout(fault):
-    from envs.tm_standin import StandinGame
+    from envs.trackmania.standin import StandinGame
 
     with StandinGame().start() as game:
         tm = TrackmaniaConfig(backend="standin", standin_address=game.address,
@@ -203,7 +203,7 @@ def _agent_driving(port: int, records: int, timeout: float) -> bool:
 
 @needs_tmrl
 def test_training_run_survives_a_silent_game_and_writes_events_and_a_checkpoint(tmp_path):
-    from envs.tm_standin import StandinGame
+    from envs.trackmania.standin import StandinGame
 
     run_dir = tmp_path / "run"
     with StandinGame().start() as game:

@@ -34,9 +34,10 @@ Conventions: the track lies in the x-z plane at constant y. ``heading`` is the y
 (x, z): heading 0 drives towards +z, and +steer increases the heading, i.e. turns right as seen
 from above with x to the right and z up (the view :class:`StandinWindow` renders).
 
-Host-only: numpy, cv2, the standard library and the record layout of ``envs.trackmania``. It
-does not import tmrl (whose package import reads ``~/TmrlData/config/config.json``), jax or
-``rl``.
+Host-only: numpy, cv2, the standard library and the record layout of
+``envs.trackmania.plugin``. It does not import tmrl (whose package import reads
+``~/TmrlData/config/config.json``), jax, ``rl`` or the env (``envs.trackmania.env``, which
+starts this game).
 """
 
 from __future__ import annotations
@@ -51,12 +52,9 @@ import time
 import cv2
 import numpy as np
 
+from envs.trackmania.plugin import RECORD  # the plugin's record layout, defined once
 
-from envs.trackmania import RECORD  # the plugin's record layout, defined once
 __all__ = ["BUTTONS", "RECORD", "StandinGame", "StandinGamepad", "StandinWindow", "standin_track"]
-
-"""One telemetry record of tmrl's OpenPlanet plugin: speed (km/h), distance (m), x, y, z (m),
-steer, gas, brake, finished (0/1), gear, rpm; little-endian float32, 44 bytes."""
 
 BUTTONS = {
     "DPAD_UP": 0x0001, "DPAD_DOWN": 0x0002, "DPAD_LEFT": 0x0004, "DPAD_RIGHT": 0x0008,

@@ -2,11 +2,11 @@
 
 ``env.id = "trackmania"`` builds :class:`TrackmaniaEnv`, a gymnasium env that talks to the game
 through tmrl's own screen capture and gamepad control, inside rtgym's real-time clock (20 Hz,
-the observation captured 0.04 s into each step), with our reward (``envs.tm_reward``) in place
-of tmrl's. It runs in a spawned worker process (:func:`make_tm_vector_env`) whose every reset
-and step is under a watchdog: a silent plugin, a hung reset or a crashed game surfaces within
-``trackmania.watchdog_timeout`` seconds as a :class:`GameConnectionError` naming what failed,
-and the caller restarts the worker (a new connection) or stops.
+the observation captured 0.04 s into each step), with our reward (``envs.trackmania.reward``)
+in place of tmrl's. It runs in a spawned worker process (:func:`make_tm_vector_env`) whose
+every reset and step is under a watchdog: a silent plugin, a hung reset or a crashed game
+surfaces within ``trackmania.watchdog_timeout`` seconds as a :class:`GameConnectionError` naming
+what failed, and the caller restarts the worker (a new connection) or stops.
 
 Observations (``interface``):
 
@@ -23,8 +23,8 @@ as far as its value is positive, +steer is right), or, for the value learners, a
 
 tmrl is imported only inside the worker (its import reads ``~/TmrlData`` and may try to
 download it). ``backend = "standin"`` replaces the game, gamepad and screen with
-``envs.tm_standin`` (and a private TmrlData folder), so tmrl's and rtgym's real code runs
-headless. Host-only numpy: no jax here.
+``envs.trackmania.standin`` (and a private TmrlData folder), so tmrl's and rtgym's real code
+runs headless. Host-only numpy: no jax here.
 """
 
 from __future__ import annotations
@@ -37,11 +37,8 @@ import multiprocessing
 import os
 import queue
 import shutil
-import socket
-import struct
 import tempfile
 import threading
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -50,11 +47,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from envs.make import EnvSpec
+from envs.make import EnvSpec, env_worker
+from envs.trackmania.plugin import DOCS, GameConnectionError, OpenPlanetClient
 
-__all__ = ["CAR_FEATURES", "ENV_ID", "GameConnectionError", "TrackmaniaEnv", "OpenPlanetClient",
-           "adapt_observation", "controls_table", "driver_action", "is_trackmania",
-           "make_tm_vector_env", "RECORD", "tm_spec", "write_tmrl_config"]
+__all__ = ["CAR_FEATURES", "ENV_ID", "TrackmaniaEnv", "adapt_observation", "controls_table",
+           "driver_action", "is_trackmania", "make_tm_vector_env", "tm_spec", "write_tmrl_config"]
 
 ENV_ID = "trackmania"
 """The ``env.id`` that selects this env."""
@@ -64,18 +61,10 @@ LIDAR_BEAMS = 19
 CAR_FEATURES = {"images": 3, "lidar": 1, "lidar_progress": 2}
 """Car values per interface before the previous actions: speed, gear, rpm (images); speed
 (lidar); speed, progress (lidar_progress)."""
-RECORD = struct.Struct("<11f")
-"""One plugin record: speed, distance, x, y, z, steer, gas, brake, finished, gear, rpm."""
 DEFAULT_EPISODE_STEPS = 1000
 """tmrl's RW_MAX_SAMPLES_PER_EPISODE: episodes are truncated after 50 s at 20 Hz."""
-_DOCS = "docs/trackmania.md"
 _INSTALL_HINT = ("install the [trackmania] extra: on Windows pip install -e '.[trackmania]'; "
-                 f"on Linux follow {_DOCS} (torch CPU first, then tmrl with --no-deps)")
-
-
-class GameConnectionError(RuntimeError):
-    """The game (or its stand-in) cannot be reached, stopped sending data, or did not answer
-    a reset or step in time. The message says what failed and where to look."""
+                 f"on Linux follow {DOCS} (torch CPU first, then tmrl with --no-deps)")
 
 
 def is_trackmania(env_id: str) -> bool:
@@ -201,85 +190,6 @@ def write_tmrl_config(home: Path, *, sleep_time_at_reset: float = 1.5) -> Path:
     return path
 
 
-class OpenPlanetClient:
-    """Reads the plugin's '<11f' records over TCP, keeping the newest (as tmrl's
-    ``TM2020OpenPlanetClient``, which gives no error when it cannot connect and never
-    reconnects; this one says what went wrong).
-
-    Args:
-      host, port: the plugin's address (tmrl: 127.0.0.1:9000).
-      connect_timeout: seconds to wait for the TCP connection.
-
-    Raises:
-      GameConnectionError: nothing listens at host:port, or the connection times out.
-    """
-
-    def __init__(self, host: str, port: int, connect_timeout: float = 5.0):
-        self.address = f"{host}:{port}"
-        try:
-            self._sock = socket.create_connection((host, port), timeout=connect_timeout)
-        except ConnectionRefusedError:
-            raise GameConnectionError(
-                f"connection refused at {self.address}: no OpenPlanet TMRL_GrabData plugin "
-                "listens there. Start TrackMania 2020 with OpenPlanet, enable the plugin "
-                f"(OpenPlanet menu > Developer > (Re)load plugin > TMRL Grab Data), see {_DOCS}"
-            ) from None
-        except OSError as e:
-            raise GameConnectionError(f"cannot connect to the plugin at {self.address}: {e} "
-                                      f"(see {_DOCS})") from None
-        self._sock.settimeout(None)
-        self._lock = threading.Lock()
-        self._record: bytes | None = None
-        self._error: str | None = None
-        threading.Thread(target=self._read, daemon=True, name="openplanet-client").start()
-
-    def _read(self) -> None:
-        buffer = b""
-        try:
-            while True:
-                chunk = self._sock.recv(4096)
-                if not chunk:
-                    raise ConnectionError("the plugin closed the connection")
-                buffer += chunk
-                whole = len(buffer) // RECORD.size * RECORD.size
-                if whole:
-                    with self._lock:
-                        self._record = buffer[whole - RECORD.size:whole]
-                    buffer = buffer[whole:]
-        except OSError as e:
-            with self._lock:
-                self._error = f"{type(e).__name__}: {e}"
-
-    def retrieve_data(self, sleep_if_empty: float = 0.002, timeout: float = 10.0) -> tuple:
-        """The newest record not returned before (waiting for one), as 11 floats.
-
-        Raises:
-          GameConnectionError: the connection broke, or no record came within ``timeout`` s.
-        """
-        deadline = time.perf_counter() + timeout
-        while True:
-            with self._lock:
-                record, self._record, error = self._record, None, self._error
-            if record is not None:
-                return RECORD.unpack(record)
-            if error is not None:
-                raise GameConnectionError(f"lost the plugin at {self.address} ({error}): the "
-                                          "game closed or crashed")
-            if time.perf_counter() > deadline:
-                raise GameConnectionError(
-                    f"the plugin at {self.address} sent nothing for {timeout:.0f} s: is the game "
-                    "paused, minimised or in a menu, or the plugin stopped? (see "
-                    f"{_DOCS}, 'plugin silent')")
-            time.sleep(sleep_if_empty)
-
-    def close(self) -> None:
-        """Close the connection (the reader thread ends)."""
-        try:
-            self._sock.close()
-        except OSError:
-            pass
-
-
 def _interface_class():
     """Our rtgym interface, a subclass of tmrl's TM2020Interface (imported here, in the
     worker): tmrl's screen capture, gamepad / keyboard control and reset sequence, with our
@@ -289,7 +199,7 @@ def _interface_class():
     from tmrl.custom.tm.utils.tools import Lidar
     import tmrl.config.config_constants as tmrl_cfg
 
-    from envs.tm_reward import TrackReward
+    from envs.trackmania.reward import TrackReward
 
     class Interface(TM2020Interface):
         def __init__(self, tm, image_size: int, trajectory: np.ndarray, passive: bool,
@@ -312,7 +222,7 @@ def _interface_class():
                     f"{window[0]}x{window[1]} set in ~/TmrlData/config/config.json "
                     "(ENV.WINDOW_WIDTH / WINDOW_HEIGHT): lower env.image_size or enlarge the window")
             if tm.backend == "standin":
-                from envs.tm_standin import StandinGamepad, StandinWindow
+                from envs.trackmania.standin import StandinGamepad, StandinWindow
                 self.j = StandinGamepad(tm.standin_address)
                 self.window_interface = StandinWindow(tm.standin_address, tmrl_cfg.WINDOW_WIDTH,
                                                       tmrl_cfg.WINDOW_HEIGHT)
@@ -471,7 +381,7 @@ class TrackmaniaEnv(gym.Env):
             raise GameConnectionError(
                 f"tmrl's data folder {Path.home() / 'TmrlData'} is missing or has no "
                 "config/config.json: run `python -m tmrl --install` once (it downloads the "
-                f"plugin and a default config), see {_DOCS}")
+                f"plugin and a default config), see {DOCS}")
         tm = self.tm  # the stand-in fills in its address
         trajectory = self._trajectory()
         self._late = _LateSteps()
@@ -499,7 +409,7 @@ class TrackmaniaEnv(gym.Env):
                               "connecting to the game")
 
     def _start_standin(self) -> None:
-        from envs.tm_standin import StandinGame, standin_track
+        from envs.trackmania.standin import StandinGame, standin_track
 
         tm = self.tm
         home = self._home = Path(tempfile.mkdtemp(prefix="tmrl_standin_home_"))
@@ -514,13 +424,13 @@ class TrackmaniaEnv(gym.Env):
         self.tm = dataclasses.replace(tm, host=host, port=int(data_port), standin_address=address)
 
     def _trajectory(self) -> np.ndarray:
-        from envs.tm_reward import load_trajectory
+        from envs.trackmania.reward import load_trajectory
 
         tm = self.tm
         if tm.trajectory is not None:
             return load_trajectory(tm.trajectory)
         if tm.backend == "standin":
-            from envs.tm_standin import standin_track
+            from envs.trackmania.standin import standin_track
 
             return standin_track()
         path = Path.home() / "TmrlData" / "reward" / "reward.pkl"
@@ -528,7 +438,7 @@ class TrackmaniaEnv(gym.Env):
             raise GameConnectionError(
                 f"no reward trajectory: {path} does not exist. Record one for your map with "
                 "`python launch/record_trajectory.py` (drive the track once) or pass "
-                f"--trackmania.trajectory FILE (see {_DOCS})")
+                f"--trackmania.trajectory FILE (see {DOCS})")
         return load_trajectory(path)
 
     def _drive(self) -> None:
@@ -553,7 +463,7 @@ class TrackmaniaEnv(gym.Env):
             raise GameConnectionError(
                 f"the game did not answer within {self.tm.watchdog_timeout:.0f} s while "
                 f"{what} (trackmania.watchdog_timeout): the plugin went silent or the game hung "
-                f"(see {_DOCS}, 'watchdog')")
+                f"(see {DOCS}, 'watchdog')")
         if "error" in box:
             error = box["error"]
             if isinstance(error, GameConnectionError):
@@ -613,15 +523,6 @@ class TrackmaniaEnv(gym.Env):
             self._home = None
 
 
-def _worker_env(tm, kwargs) -> gym.Env:
-    # Ctrl-C reaches the whole process group; the learner handles it.
-    if multiprocessing.parent_process() is not None:
-        import signal
-
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return TrackmaniaEnv(tm, **kwargs)
-
-
 class GuardedVectorEnv:
     """A one-env ``AsyncVectorEnv`` (spawned worker) whose resets and steps wait at most
     ``watchdog_timeout`` + 5 s (the worker's own watchdog answers first with the cause; this
@@ -635,8 +536,8 @@ class GuardedVectorEnv:
     def __init__(self, tm, **env_kwargs):
         self.tm = tm
         self._envs = gym.vector.AsyncVectorEnv(
-            [functools.partial(_worker_env, tm, env_kwargs)], shared_memory=False,
-            context="spawn", autoreset_mode=AutoresetMode.NEXT_STEP)
+            [functools.partial(TrackmaniaEnv, tm, **env_kwargs)], shared_memory=False,
+            context="spawn", autoreset_mode=AutoresetMode.NEXT_STEP, worker=env_worker)
         self.num_envs = 1
         self.metadata = self._envs.metadata
         self.single_observation_space = self._envs.single_observation_space
@@ -657,7 +558,7 @@ class GuardedVectorEnv:
             self.close(terminate=True)
             raise GameConnectionError(
                 f"the env worker did not answer within {self._timeout:.0f} s while {what}: "
-                f"killed it (see {_DOCS}, 'watchdog')") from None
+                f"killed it (see {DOCS}, 'watchdog')") from None
         except (EOFError, BrokenPipeError, ConnectionError, RuntimeError) as e:
             self.close(terminate=True)
             raise GameConnectionError(f"the env worker failed while {what}: "
