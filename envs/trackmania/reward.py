@@ -269,8 +269,8 @@ class TrackReward:
         nxt, last = (start + 1, reach(start)) if forward else (start - 1, reach(start))
         while (nxt <= last) if forward else (nxt >= last):
             idx = np.arange(nxt, last + 1) if forward else np.arange(nxt, last - 1, -1)
-            # axis-wise norm: bitwise equal to tmrl's per-point np.linalg.norm (ties matter)
-            d = np.linalg.norm(pos - data[idx], axis=1)
+            # per point, as tmrl does: an axis-wise norm may round differently, and ties matter
+            d = np.array([np.linalg.norm(pos - data[i]) for i in idx])
             before = np.minimum.accumulate(np.concatenate(([best_d], d[:-1])))
             improved = np.flatnonzero(d <= before)
             nxt = last + 1 if forward else last - 1
