@@ -1,12 +1,17 @@
 """Sample efficiency: env steps until the mean evaluation return reaches the env's target.
 
 Each seed is a real run of ``launch/run.py`` (evaluation every ``--eval-interval`` env steps,
-``--eval-episodes`` episodes, noise off, the preset's eval epsilon); the steps to target are
-read back from its TensorBoard events. Prints ``seed=S steps_to_target=N`` (or ``none``) per
-seed, then a summary line, and exits 1 when fewer than ``--required`` seeds reach the target.
+``--eval-episodes`` episodes, noise off, the preset's eval epsilon) in each loop mode of
+``--mode`` (``--actors.mode``: lockstep, bounded, or both, the seeds' runs of the two modes
+interleaved); the steps to target are read back from its TensorBoard events. Prints
+``seed=S mode=M steps_to_target=N`` (or ``none``) per run, then a summary line per mode and a
+markdown table with a column per mode (runs that reached the target, median and range of the
+steps to target, wall minutes per run), and exits 1 when fewer than ``--required`` seeds
+reach the target in a mode.
 
     python benchmarks/sample_efficiency.py --algo rainbow --env CartPole-v1
     python benchmarks/sample_efficiency.py --algo dqn --env CartPole-v1 --expert scripted
+    python benchmarks/sample_efficiency.py --algo tqc --env Pendulum-v1 --mode bounded
 
 Presets built for pixels and long runs get the changes in SMALL_ENV_OVERRIDES on these envs
 (printed with the results); any other flag can follow ``--``. ``--expert scripted`` trains
@@ -19,14 +24,18 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, RUN_PY, machine, markdown_table
+
+MODES = ("lockstep", "bounded")
 
 # env id -> (target mean evaluation return, env-step budget).
 TARGETS = {
@@ -76,19 +85,22 @@ def steps_to_target(returns: list[tuple[int, float]], target: float) -> int | No
     return next((step for step, value in returns if value >= target), None)
 
 
-def run_seed(args: argparse.Namespace, seed: int, budget: int, out: Path) -> Path:
-    run_dir = out / f"{args.algo}-{args.env.replace('/', '_')}-s{seed}"
-    cmd = [sys.executable, str(ROOT / "launch" / "run.py"), "--algo", args.algo, "--env", args.env,
+def run_seed(args: argparse.Namespace, seed: int, mode: str, budget: int,
+             out: Path) -> tuple[Path, float]:
+    """Train one seed in one loop mode; returns its run directory and wall seconds."""
+    run_dir = out / f"{args.algo}-{args.env.replace('/', '_')}-{mode}-s{seed}"
+    cmd = [sys.executable, str(RUN_PY), "--algo", args.algo, "--env", args.env,
            "--seed", str(seed), "--total-steps", str(budget), "--run-dir", str(run_dir),
-           "--env.no-asynchronous", "--logging.no-progress-bar",
+           "--actors.mode", mode, "--env.no-asynchronous", "--logging.no-progress-bar",
            "--training.eval-interval", str(args.eval_interval),
            "--training.eval-episodes", str(args.eval_episodes),
            "--training.checkpoint-interval", str(budget),
            *fitted_flags(args)]
+    start = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
-        raise RuntimeError(f"seed {seed} failed:\n{result.stderr[-3000:]}")
-    return run_dir
+        raise RuntimeError(f"seed {seed} ({mode}) failed:\n{result.stderr[-3000:]}")
+    return run_dir, time.perf_counter() - start
 
 
 def fitted_flags(args: argparse.Namespace) -> list[str]:
@@ -97,16 +109,35 @@ def fitted_flags(args: argparse.Namespace) -> list[str]:
     return [*SMALL_ENV_OVERRIDES.get((args.algo, args.env), []), *expert, *args.overrides]
 
 
+def mode_column(steps: list[int | None], walls: list[float], budget: int) -> list[str]:
+    """The summary table's cells of one mode: reached, median and range of the steps to
+    target (a seed that never reached it counts as past the budget), steps per seed, median
+    wall minutes per run."""
+    reached = sorted(s for s in steps if s is not None)
+    ranked = sorted(s if s is not None else float("inf") for s in steps)
+    mid = statistics.median(ranked)
+    spread = f"{reached[0]}-{reached[-1]}" if reached else "-"
+    if len(reached) < len(steps):
+        spread += f" (+{len(steps) - len(reached)} none)"
+    return [f"{len(reached)}/{len(steps)}", f"> {budget}" if mid == float("inf") else f"{mid:g}",
+            spread, " ".join("none" if s is None else str(s) for s in steps),
+            f"{statistics.median(walls) / 60:.1f}"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", default="iqn")
+    parser.add_argument("--algo", default="iqn", help="preset (rl/presets.py)")
     parser.add_argument("--env", default="CartPole-v1", choices=sorted(TARGETS))
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1, in each mode")
     parser.add_argument("--required", type=int, default=4,
                         help="seeds that must reach the target for exit code 0")
-    parser.add_argument("--eval-interval", type=int, default=2_500)
-    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--eval-interval", type=int, default=2_500,
+                        help="env steps between evaluations")
+    parser.add_argument("--eval-episodes", type=int, default=10,
+                        help="episodes per evaluation")
     parser.add_argument("--parallel", type=int, default=2, help="runs at once")
+    parser.add_argument("--mode", choices=[*MODES, "both"], default="both",
+                        help="the loop's --actors.mode; both: every seed in each mode")
     parser.add_argument("--expert", choices=["none", "scripted"], default="none",
                         help="train with the scripted expert's curriculum (EXPERT_CURRICULUM)")
     parser.add_argument("--out", type=Path, default=None,
@@ -116,29 +147,45 @@ def main() -> int:
     args = parser.parse_args()
     args.overrides = [a for a in args.overrides if a != "--"]
     target, budget = TARGETS[args.env]
+    modes = MODES if args.mode == "both" else (args.mode,)
+    print(machine(), flush=True)
     fitted = fitted_flags(args)
     if fitted:
         print(f"overrides: {' '.join(fitted)}", flush=True)
 
+    steps = {mode: [] for mode in modes}
+    walls = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-            futures = {seed: pool.submit(run_seed, args, seed, budget, out)
-                       for seed in range(args.seeds)}
-            reached = 0
-            for seed, future in futures.items():
-                returns = eval_returns(future.result())
-                steps = steps_to_target(returns, target)
-                reached += steps is not None
+            # Seed by seed, each mode in turn: the modes share the machine's load alike.
+            futures = {(seed, mode): pool.submit(run_seed, args, seed, mode, budget, out)
+                       for seed in range(args.seeds) for mode in modes}
+            for (seed, mode), future in futures.items():
+                run_dir, wall = future.result()
+                returns = eval_returns(run_dir)
+                reached = steps_to_target(returns, target)
+                steps[mode].append(reached)
+                walls[mode].append(wall)
                 curve = " ".join(f"{step}:{value:.1f}" for step, value in returns)
-                print(f"seed={seed} steps_to_target={steps if steps is not None else 'none'} "
-                      f"eval_returns={curve}", flush=True)
-    ok = reached >= args.required
-    print(f"summary algo={args.algo} env={args.env} expert={args.expert} target={target:g} "
-          f"budget={budget} "
-          f"reached={reached}/{args.seeds} required={args.required} "
-          f"{'PASS' if ok else 'FAIL'}")
+                print(f"seed={seed} mode={mode} "
+                      f"steps_to_target={reached if reached is not None else 'none'} "
+                      f"wall_s={wall:.0f} eval_returns={curve}", flush=True)
+    ok = True
+    for mode in modes:
+        reached = sum(s is not None for s in steps[mode])
+        ok &= reached >= args.required
+        print(f"summary algo={args.algo} env={args.env} mode={mode} expert={args.expert} "
+              f"target={target:g} budget={budget} reached={reached}/{args.seeds} "
+              f"required={args.required} {'PASS' if reached >= args.required else 'FAIL'}")
+    columns = [mode_column(steps[mode], walls[mode], budget) for mode in modes]
+    rows = ["seeds that reached the target", "median env steps to target",
+            "range (seeds that reached it)", "env steps to target by seed",
+            "median wall minutes per run"]
+    print()
+    print(markdown_table([f"{args.algo} on {args.env} (target {target:g}, budget {budget})",
+                          *modes], [[row, *cells] for row, *cells in zip(rows, *columns)]))
     return 0 if ok else 1
 
 
