@@ -23,6 +23,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from test_run_e2e import TINY_CAR_RACING
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = Path(__file__).with_name("data") / "lockstep_reference.json"
 
@@ -36,19 +38,8 @@ CASES = {
         "--training.replay-ratio", "0.25", "--training.eval-interval", "240",
         "--training.eval-episodes", "2", "--training.checkpoint-interval", "240",
         "--logging.log-interval", "40", *_COMMON],
-    "car_racing_iqn_btr": [
-        "--algo", "iqn_btr", "--env", "CarRacing-v3", "--seed", "3", "--total-steps", "128",
-        "--env.num-envs", "2", "--env.image-size", "36", "--env.max-episode-steps", "20",
-        "--network.impala-channels", "4", "8", "--network.width-scale", "1",
-        "--network.pooled-size", "2", "--network.hidden-dim", "16",
-        "--network.cosine-embedding-dim", "8",
-        "--agent.num-tau-samples", "4", "--agent.num-tau-prime-samples", "4",
-        "--agent.num-quantile-samples", "4", "--agent.target-update-period", "5",
-        "--replay.capacity", "1024",
-        "--training.learning-starts", "32", "--training.batch-size", "8",
-        "--training.replay-ratio", "0.25", "--training.eval-interval", "64",
-        "--training.eval-episodes", "1", "--training.checkpoint-interval", "64",
-        "--logging.log-interval", "32", *_COMMON],
+    "car_racing_iqn_btr": [*TINY_CAR_RACING, "--total-steps", "128",
+                           "--logging.summary-interval", "0"],
 }
 """Case name -> launch/run.py arguments (without --run-dir)."""
 

@@ -18,30 +18,16 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import lockstep_reference
 from faults import FAULT_MESSAGE
+from test_trackmania import TINY_TQC_TM, needs_tmrl
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = Path(__file__).with_name("faults.py")
-
-needs_tmrl = pytest.mark.skipif(importlib.util.find_spec("tmrl") is None,
-                                reason="tmrl is not installed (the [trackmania] extra)")
 
 CARTPOLE = ["--algo", "dqn", "--env", "CartPole-v1", "--env.num-envs", "4",
             "--env.no-asynchronous", "--network.mlp-hidden", "16", "--network.hidden-dim", "16",
             "--training.learning-starts", "100", "--training.batch-size", "16",
             "--training.replay-ratio", "0.25", "--training.eval-interval", "0",
             "--logging.log-interval", "40", "--logging.no-progress-bar"]
-
-TINY_TQC_TM = [
-    "--algo", "tqc_tm20", "--trackmania.backend", "standin",
-    "--trackmania.watchdog-timeout", "3", "--env.max-episode-steps", "30",
-    "--network.cnn-channels", "4", "4", "--network.feature-dim", "8",
-    "--tqc.critic-hidden", "16", "--tqc.actor-hidden", "16", "--tqc.num-quantiles", "5",
-    "--tqc.top-quantiles-to-drop", "1", "--replay.capacity", "1024",
-    "--training.learning-starts", "40", "--training.batch-size", "8",
-    "--training.replay-ratio", "0.25", "--training.checkpoint-interval", "1000",
-    "--logging.log-interval", "20", "--logging.no-progress-bar",
-]
-
 
 def run_faulty(*args, faults=(), timeout=300):
     """tests/faults.py (launch/run.py with injected delays or failures): the finished
