@@ -29,6 +29,8 @@ import math
 import multiprocessing
 import os
 import signal
+import threading
+import time
 import warnings
 from typing import Any
 
@@ -36,6 +38,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.registration import parse_env_id
 from gymnasium.vector import AutoresetMode
+from gymnasium.vector.async_vector_env import _async_worker  # AsyncVectorEnv's default worker
 
 __all__ = [
     "ACTION_SPACES",
@@ -45,6 +48,7 @@ __all__ = [
     "EnvSpec",
     "check_env_id",
     "env_spec",
+    "env_worker",
     "join_obs",
     "make_env",
     "make_vector_env",
@@ -59,6 +63,9 @@ _ATARI_EXTRA_HINT = "install the [atari] extra: pip install -e '.[atari]'"
 # Box2D's SWIG bindings warn while being imported; under `-W error` (our pytest config) the
 # warning is raised inside the extension's init and the interpreter segfaults.
 _SWIG_IMPORT_WARNING = r"builtin type (SwigPyPacked|SwigPyObject|swigvarlink) has no __module__"
+# Seconds an env worker whose training process died has to finish on its own (its env's
+# close) before it exits regardless.
+_ORPHAN_GRACE_S = 5.0
 
 TRACKMANIA_ID = "trackmania"
 """The env id of TrackMania 2020 through tmrl (``envs.trackmania``), which takes the
@@ -610,12 +617,36 @@ def _tm_section(trackmania: Any) -> Any:
     return trackmania
 
 
-def _worker_env(make_fn: Any) -> gym.Env:
-    # Ctrl-C reaches the whole process group; the learner process handles it (checkpoint,
-    # then close the workers), so a worker must not die mid-step.
-    if multiprocessing.parent_process() is not None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return make_fn()
+def env_worker(*args: Any) -> None:
+    """The process of one env of our asynchronous vector envs (``AsyncVectorEnv(worker=...)``,
+    gymnasium's worker arguments): gymnasium's own worker, which ignores Ctrl-C and exits
+    quietly when the training process is gone.
+
+    Ctrl-C reaches the whole process group; the training process handles it (checkpoint, then
+    close the workers), so a worker must not die mid-step. A training process that dies
+    (SIGKILL, SIGTERM) closes its ends of the pipes: gymnasium's worker then fails to read the
+    next command or to send a result (EOFError, BrokenPipeError, ConnectionResetError) and
+    would print two tracebacks; here those errors end the worker silently once the parent is
+    gone. A worker still inside a long env call is ended ``_ORPHAN_GRACE_S`` after its
+    parent's death.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    threading.Thread(target=_exit_after, args=(parent,), daemon=True,
+                     name="exit-with-parent").start()
+    try:
+        _async_worker(*args)
+    except (EOFError, OSError):
+        # A dying parent closes the pipe just before its sentinel: wait a little for it.
+        parent.join(timeout=1.0)
+        if parent.is_alive():
+            raise
+
+
+def _exit_after(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()
+    time.sleep(_ORPHAN_GRACE_S)
+    os._exit(0)
 
 
 def make_vector_env(
@@ -630,8 +661,9 @@ def make_vector_env(
     """``num_envs`` copies of :func:`make_env` in one vector env, autoreset mode NEXT_STEP.
 
     Asynchronous: ``AsyncVectorEnv`` with shared-memory observations and ``spawn`` worker
-    processes (the learner process runs JAX threads, so forking it is unsafe). Otherwise a
-    ``SyncVectorEnv`` in this process. Sub-env ``i`` uses seed ``seed + i`` (its first reset and
+    processes (the learner process runs JAX threads, so forking it is unsafe) running
+    :func:`env_worker` (they ignore Ctrl-C and exit quietly when this process dies). Otherwise
+    a ``SyncVectorEnv`` in this process. Sub-env ``i`` uses seed ``seed + i`` (its first reset and
     action space; ``VectorEnv.reset(seed=seed)`` gives the same per-env seeds).
 
     ``make_kwargs`` are passed to :func:`make_env` (frame_skip, image_size, max_episode_steps,
@@ -666,10 +698,11 @@ def make_vector_env(
     ]
     if asynchronous:
         envs = gym.vector.AsyncVectorEnv(
-            [functools.partial(_worker_env, fn) for fn in env_fns],
+            env_fns,
             shared_memory=True,
             context="spawn",
             autoreset_mode=AutoresetMode.NEXT_STEP,
+            worker=env_worker,
         )
     else:
         envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.NEXT_STEP)

@@ -47,7 +47,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from envs.make import EnvSpec
+from envs.make import EnvSpec, env_worker
 from envs.trackmania.plugin import DOCS, GameConnectionError, OpenPlanetClient
 
 __all__ = ["CAR_FEATURES", "ENV_ID", "TrackmaniaEnv", "adapt_observation", "controls_table",
@@ -523,15 +523,6 @@ class TrackmaniaEnv(gym.Env):
             self._home = None
 
 
-def _worker_env(tm, kwargs) -> gym.Env:
-    # Ctrl-C reaches the whole process group; the learner handles it.
-    if multiprocessing.parent_process() is not None:
-        import signal
-
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return TrackmaniaEnv(tm, **kwargs)
-
-
 class GuardedVectorEnv:
     """A one-env ``AsyncVectorEnv`` (spawned worker) whose resets and steps wait at most
     ``watchdog_timeout`` + 5 s (the worker's own watchdog answers first with the cause; this
@@ -545,8 +536,8 @@ class GuardedVectorEnv:
     def __init__(self, tm, **env_kwargs):
         self.tm = tm
         self._envs = gym.vector.AsyncVectorEnv(
-            [functools.partial(_worker_env, tm, env_kwargs)], shared_memory=False,
-            context="spawn", autoreset_mode=AutoresetMode.NEXT_STEP)
+            [functools.partial(TrackmaniaEnv, tm, **env_kwargs)], shared_memory=False,
+            context="spawn", autoreset_mode=AutoresetMode.NEXT_STEP, worker=env_worker)
         self.num_envs = 1
         self.metadata = self._envs.metadata
         self.single_observation_space = self._envs.single_observation_space
