@@ -12,9 +12,12 @@ learning from ``--learning-starts`` env steps, for ``--steps`` env steps (the ga
   ``trackmania.learner_budget`` of 0.8: the learner may start grad steps during the first 80%
   of each 50 ms step, a grad step once started runs to its end, and on the steps where the
   car respawns it runs every grad step owed;
-- after: the new loop in ``--actors.mode realtime`` (TrackMania's default): the actor thread
-  keeps the game's clock and never waits; the learner learns beside it as fast as it can, up
-  to the ratio;
+- after: the new loop in ``--actors.mode realtime`` (TrackMania's default) with its default
+  actor in a child process: the actor keeps the game's clock and never waits; the learner
+  learns beside it as fast as it can, up to the ratio;
+- after (thread): the same with the actor in a thread of the training process
+  (``--actors.backend thread``), where its ``act`` shares XLA's CPU runtime with the grad
+  step;
 - no learner: the new loop whose learning never starts: the lateness of the stand-in game and
   the actor alone on this machine.
 
@@ -53,7 +56,7 @@ from launch import compare  # after common, which puts the repository root on sy
 
 NEVER = 10 ** 9
 """A step count no run reaches (checkpoint interval; the no-learner run's learning start)."""
-LOOPS = ("before", "after", "no learner")
+LOOPS = ("before", "after", "after (thread)", "no learner")
 
 
 @dataclasses.dataclass
@@ -98,7 +101,10 @@ def run_flags(args: argparse.Namespace, loop: str, run_dir: Path) -> list[str]:
              str(learning_starts), "--training.checkpoint-interval", str(NEVER),
              "--logging.log-interval", str(args.log_interval), "--logging.no-progress-bar",
              "--run-dir", str(run_dir)]
-    return flags if loop == "before" else [*flags, "--actors.mode", "realtime"]
+    if loop == "before":
+        return flags
+    flags += ["--actors.mode", "realtime"]
+    return [*flags, "--actors.backend", "thread"] if loop == "after (thread)" else flags
 
 
 def read_figures(loop: str, repeat: int, code: int, run_dir: Path, ended: float) -> Figures:
@@ -138,6 +144,8 @@ def main() -> int:
                         help="seconds after which a run still going is stopped with Ctrl-C")
     parser.add_argument("--repeats", type=int, default=1,
                         help="rounds of the runs (before, after, no learner), alternated")
+    parser.add_argument("--loops", nargs="+", choices=LOOPS, default=list(LOOPS),
+                        help="the loops to run (quote 'after (thread)' and 'no learner')")
     parser.add_argument("--old-commit", default="9bc72fa",
                         help="the commit of the old single-threaded loop")
     parser.add_argument("--worktree", type=Path, default=Path("/tmp/old-loop"),
@@ -152,17 +160,19 @@ def main() -> int:
                      f"--force {args.worktree}) or pick another path")
 
     print(machine(), flush=True)
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(args.worktree),
-                    args.old_commit], check=True, capture_output=True)
+    if "before" in args.loops:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach",
+                        str(args.worktree), args.old_commit], check=True, capture_output=True)
     results = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             out = args.out or Path(tmp)
             out.mkdir(parents=True, exist_ok=True)
             for repeat in range(args.repeats):
-                for loop in LOOPS:
+                for loop in args.loops:
                     cwd = args.worktree if loop == "before" else ROOT
-                    name = f"{loop.replace(' ', '_')}-{repeat}"
+                    slug = "".join(c if c.isalnum() else "_" for c in loop).strip("_")
+                    name = f"{slug}-{repeat}"
                     cmd = [sys.executable, str(cwd / RUN_PY.relative_to(ROOT)),
                            *run_flags(args, loop, out / name)]
                     print(f"{loop} (cwd {cwd}): {' '.join(cmd[1:])}", flush=True)
@@ -172,8 +182,9 @@ def main() -> int:
                           flush=True)
                     results.append(figures)
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                        str(args.worktree)], check=False)
+        if "before" in args.loops:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                            str(args.worktree)], check=False)
     print(machine().replace("machine:", "machine at the end:"))
     print()
     print(markdown_table(HEADERS, [f.row() for f in results]))

@@ -631,9 +631,7 @@ def env_worker(*args: Any) -> None:
     parent's death.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = multiprocessing.parent_process()
-    threading.Thread(target=_exit_after, args=(parent,), daemon=True,
-                     name="exit-with-parent").start()
+    parent = exit_with_parent()
     try:
         _async_worker(*args)
     except (EOFError, OSError):
@@ -641,6 +639,15 @@ def env_worker(*args: Any) -> None:
         parent.join(timeout=1.0)
         if parent.is_alive():
             raise
+
+
+def exit_with_parent() -> multiprocessing.process.BaseProcess:
+    """In a child process of ``multiprocessing``: end this process (``os._exit(0)``, no
+    traceback) ``_ORPHAN_GRACE_S`` after its parent dies. Returns the parent process."""
+    parent = multiprocessing.parent_process()
+    threading.Thread(target=_exit_after, args=(parent,), daemon=True,
+                     name="exit-with-parent").start()
+    return parent
 
 
 def _exit_after(parent: multiprocessing.process.BaseProcess) -> None:

@@ -172,6 +172,11 @@ class Actor:
         self._pending: tuple[np.ndarray, float, int] | None = None
         self.collector: envs.Collector | None = None
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has started the env workers."""
+        return self.collector is not None
+
     def start(self) -> None:
         """Start the env workers and reset them (the game's clock runs from here: start
         just before the first step).

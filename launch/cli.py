@@ -25,6 +25,8 @@ DESCRIPTION = """Train an agent. Everyday flags:
   --actors.mode M    lockstep | bounded | realtime | auto: acting and learning take turns,
                      or run side by side holding the replay ratio, or never holding the
                      actor (auto: realtime on TrackMania, bounded elsewhere)
+  --actors.backend B thread | process | auto: the concurrent actor in a thread or in a child
+                     process (auto: a process in realtime mode)
   --expert.kind K --expert.source S
                      expert curriculum: scripted module:function, checkpoint RUN_DIR or
                      playback DEMO_DIR takes a decaying share of the steps (docs/expert.md)

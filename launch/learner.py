@@ -56,6 +56,7 @@ class Learner:
         self._add = jax.jit(agent.replay.add, donate_argnums=0)
         self._fold = jax.jit(agent_lib.fold_metrics, donate_argnums=0)
         self._set_demo_weight = jax.jit(agent.replay.set_demo_weight, donate_argnums=0)
+        self._copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
         self.metric_names = update_metric_names(config)
         self._interval = agent_lib.metrics_fold(self.metric_names)
         self.demo_weight: float | None = None
@@ -183,8 +184,9 @@ class Learner:
         return self.agent.acting_state(self.state)
 
     def acting_params_copy(self) -> Any:
-        """A copy of the acting params that the next update's donation leaves intact."""
-        return jax.tree.map(jnp.copy, self.acting_params())
+        """A copy of the acting params that the next update's donation leaves intact,
+        ready when returned (so that the actor's next act never waits on the learner)."""
+        return jax.block_until_ready(self._copy(self.acting_params()))
 
     def restore(self, state: Any, lr_scale: float) -> None:
         """Go on from ``state`` (a rollback's best checkpoint) with the learning rates times

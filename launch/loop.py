@@ -10,7 +10,9 @@ logbook, health watch, evaluation and checkpoints) and runs them in the mode of
 - bounded: the actor runs in its own thread and hands vector steps over a bounded queue; the
   learner (this thread) takes them in, waits for data when it is ahead of
   training.replay_ratio, and holds the actor when it is actors.max_lag grad steps behind;
-- realtime: the same, but the actor never waits for the learner (TrackMania's clock).
+- realtime: the same, but the actor never waits for the learner (TrackMania's clock); by
+  default the actor runs in a child process (``launch.actor_process``, actors.backend), where
+  its ``act`` never waits on the grad step.
 
 Whatever the mode, each vector step is taken in by :meth:`Trainer.take` in the order the
 actor made them, which logs it and, at their intervals, writes the log interval, checks
@@ -33,6 +35,7 @@ import numpy as np
 
 import envs
 from launch.actor import Actor, EpisodeDropped, GameLost, ParamStore, RatioPacer, VectorStep
+from launch.actor_process import ActorProcess
 from launch.checkpoint import NEW_LOOP, RunCheckpoints, resume
 from launch.evaluation import Evaluation
 from launch.experts import Expert
@@ -108,11 +111,17 @@ class Trainer:
         self.learner.inject_demos(demo_slots)
         self.floor_raise = loop["expert_floor_raise"] = schedules.expert_floor_raise(
             config.expert, loop["expert_floor_raise"], loop["env_steps"])
-        self.actor = Actor(config, spec, agent, loop, starts, act_key, expert, self.floor_raise)
+        self.mode = config.actors.resolved_mode(config.env.id)
+        if config.actors.resolved_backend(config.env.id) == "process":
+            self.actor: Actor | ActorProcess = ActorProcess(
+                config, spec, loop, starts, act_key, expert, self.floor_raise,
+                self.learner.acting_params(), self.learner.grad_steps)
+        else:
+            self.actor = Actor(config, spec, agent, loop, starts, act_key, expert,
+                               self.floor_raise)
         if envs.is_trackmania(config.env.id):  # compile before the game's clock starts
             self.actor.compile(self.learner.acting_params())
             self.learner.compile()
-        self.mode = config.actors.resolved_mode(config.env.id)
         self.logbook = Logbook(config, run_dir, loop, expert is not None)
         self.health = HealthWatch(config, spec.num_actions, run_dir, starts,
                                   self.logbook.writer)
@@ -135,6 +144,9 @@ class Trainer:
         config = self.config
         log.info("loop: actors.mode=%s%s", self.mode,
                  " (auto)" if config.actors.mode == "auto" else "")
+        if isinstance(self.actor, ActorProcess):
+            log.info("loop: the actor runs in a child process (actors.backend=process%s)",
+                     ", auto" if config.actors.backend == "auto" else "")
         if config.agent.epsilon_unit == "episodes":
             log.warning("agent.epsilon_unit=episodes: epsilon decays per finished episode. "
                         "Seed 000 lost its exploration this way (episodes lengthen as the "
@@ -315,7 +327,7 @@ class Trainer:
                 self._run_concurrent()
         except envs.GameConnectionError as e:
             self._abort()
-            if self.actor.collector is not None:  # not at the start: a failure
+            if self.actor.started:  # not at the start: a failure
                 raise
             log.error("cannot start the game: %s", e)
             return EXIT_GAME_LOST
@@ -412,7 +424,7 @@ class Trainer:
     def _actor_ended(self) -> None:
         """The actor stopped on its own: raise its error, or note a lost game."""
         if self.actor.error is not None:
-            log.error("the actor thread failed: %s: %s (traceback below)",
+            log.error("the actor failed: %s: %s (traceback below)",
                       type(self.actor.error).__name__, self.actor.error)
             raise self.actor.error
         self.game_lost = self.actor.ended == "game lost"

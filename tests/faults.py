@@ -6,12 +6,16 @@
 ``--slow-update S`` sleeps S seconds in every update call of the learner, ``--slow-step S``
 in every env step the actor collects; ``--fail`` raises a RuntimeError in the actor's N-th
 env step or the learner's N-th update call (after printing ``fault at <unix time>``). The process exits like launch/run.py does
-(an uncaught exception: traceback and exit code 1).
+(an uncaught exception: traceback and exit code 1). The faults travel in the environment
+variable FAULTS_JSON, so that an actor process (``actors.backend=process``, started with
+spawn, which imports this module as ``__mp_main__``) has them too.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,12 +53,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--fail", choices=("actor", "learner"))
     parser.add_argument("--fail-after", type=int, default=20)
     args = parser.parse_args(argv[:split])
-    _wrap(learner_lib.Learner, "update", args.slow_update,
-          args.fail_after if args.fail == "learner" else None)
-    _wrap(actor_lib.Actor, "finish", args.slow_step,
-          args.fail_after if args.fail == "actor" else None)
+    os.environ["FAULTS_JSON"] = json.dumps(vars(args))
+    _install()
     return run.main(argv[split + 1:])
+
+
+def _install() -> None:
+    """Wrap the learner's update and the actor's finish with the faults of FAULTS_JSON."""
+    faults = json.loads(os.environ["FAULTS_JSON"])
+    fail, after = faults["fail"], faults["fail_after"]
+    _wrap(learner_lib.Learner, "update", faults["slow_update"],
+          after if fail == "learner" else None)
+    _wrap(actor_lib.Actor, "finish", faults["slow_step"], after if fail == "actor" else None)
 
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+elif __name__ == "__mp_main__" and "FAULTS_JSON" in os.environ:  # a spawned actor process
+    _install()

@@ -327,6 +327,12 @@ def test_print_config_rejects_inconsistent_overrides(args, field):
      "actors.param_publish_interval", 0),
     (lambda: Config(actors=config_lib.ActorsConfig(max_lag=2.0),
                     training=TrainingConfig(grad_steps_per_call=4)), "actors.max_lag", 2.0),
+    (lambda: config_lib.ActorsConfig(backend="ray"), "actors.backend", "ray"),
+    # The process backend is for real time; CartPole resolves auto to bounded.
+    (lambda: Config(actors=config_lib.ActorsConfig(backend="process")), "actors.backend",
+     "process"),
+    (lambda: Config(actors=config_lib.ActorsConfig(mode="lockstep", backend="process")),
+     "actors.backend", "process"),
 ])
 def test_actors_fields_validated_naming_field_and_value(build, field, value):
     with pytest.raises(ConfigError) as e:
@@ -338,6 +344,16 @@ def test_auto_mode_is_realtime_on_trackmania_and_bounded_elsewhere():
     assert presets.get("iqn_tm20").actors.resolved_mode("trackmania") == "realtime"
     assert presets.get("iqn").actors.resolved_mode("CartPole-v1") == "bounded"
     assert config_lib.ActorsConfig(mode="lockstep").resolved_mode("trackmania") == "lockstep"
+
+
+def test_auto_backend_is_a_process_in_realtime_mode_only():
+    auto = config_lib.ActorsConfig()
+    assert auto.resolved_backend("trackmania") == "process"
+    assert auto.resolved_backend("CartPole-v1") == "thread"
+    assert config_lib.ActorsConfig(mode="realtime").resolved_backend("CartPole-v1") == "process"
+    assert config_lib.ActorsConfig(backend="thread").resolved_backend("trackmania") == "thread"
+    realtime_process = config_lib.ActorsConfig(mode="realtime", backend="process")
+    assert Config(actors=realtime_process).actors.backend == "process"
 
 
 def test_the_removed_learner_budget_is_refused_saying_what_replaced_it(tmp_path, capsys):

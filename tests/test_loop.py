@@ -157,28 +157,57 @@ def test_a_checkpoint_in_each_mode_is_a_consistent_cut_and_resumes(tmp_path, mod
     assert int(resumed["state"]["grad_steps"]) > int(saved["state"]["grad_steps"])
 
 
+def _run_until_the_fault(args: list[str], side: str, fail_after: int
+                         ) -> tuple[int, str, float, set[psutil.Process]]:
+    """tests/faults.py failing on ``side``: (exit code, stderr, seconds from the fault to
+    the end, every descendant process seen while the run was up)."""
+    proc = subprocess.Popen([sys.executable, str(FAULTS), "--fail", side, "--fail-after",
+                             str(fail_after), "--", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    children: set[psutil.Process] = set()
+    while proc.poll() is None:
+        try:
+            children.update(psutil.Process(proc.pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.2)
+    _, stderr = proc.communicate(timeout=120)
+    ended = time.time()
+    fault = re.search(r"fault at ([\d.]+)", stderr)
+    assert fault, stderr[-3000:]
+    return proc.returncode, stderr, ended - float(fault.group(1)), children
+
+
+def _all_gone(processes: set[psutil.Process]) -> bool:
+    time.sleep(1.0)
+    return not [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
 @pytest.mark.parametrize("side", ["actor", "learner"])
 def test_an_exception_on_either_side_ends_the_run_with_its_traceback(tmp_path, side):
     """Bounded mode with env worker processes: the failure stops the other side, closes the
     workers and exits with code 1 and the traceback, well within 10 s."""
     args = [*CARTPOLE, "--env.asynchronous", "--total-steps", "100000", "--actors.mode",
             "bounded", "--run-dir", str(tmp_path / "run")]
-    proc = subprocess.Popen([sys.executable, str(FAULTS), "--fail", side, "--fail-after", "60",
-                             "--", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)
-    workers: set[psutil.Process] = set()
-    while proc.poll() is None:  # the env workers, seen while the run is up
-        try:
-            workers.update(psutil.Process(proc.pid).children(recursive=True))
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.2)
-    _, stderr = proc.communicate(timeout=120)
-    ended = time.time()
-    assert proc.returncode == 1, stderr[-3000:]
+    code, stderr, seconds, workers = _run_until_the_fault(args, side, fail_after=60)
+    assert code == 1, stderr[-3000:]
     assert "Traceback" in stderr and FAULT_MESSAGE in stderr
-    failed_at = float(re.search(r"fault at ([\d.]+)", stderr).group(1))
-    assert ended - failed_at < 10.0
+    assert seconds < 10.0
     assert len(workers) >= 4
-    time.sleep(1.0)
-    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert _all_gone(workers)
+
+
+@needs_tmrl
+def test_an_exception_in_the_actor_process_ends_the_run_with_its_traceback(tmp_path):
+    """Real time on the stand-in game, the actor in its child process (actors.backend auto):
+    the child's exception reaches the training process with the child's traceback, the run
+    exits with code 1 within 10 s, and the actor process and its game worker are gone."""
+    args = [*TINY_TQC_TM, "--total-steps", "100000", "--run-dir", str(tmp_path / "run")]
+    code, stderr, seconds, children = _run_until_the_fault(args, "actor", fail_after=60)
+    assert code == 1, stderr[-3000:]
+    assert "actors.backend=process, auto" in stderr
+    assert "ActorProcessError" in stderr and FAULT_MESSAGE in stderr
+    assert 'actor.py", line' in stderr  # the child's frames (the parent has none there)
+    assert seconds < 10.0
+    assert len(children) >= 2  # the actor process and its env worker at least
+    assert _all_gone(children)
