@@ -10,15 +10,26 @@ time (``compile_s``), runs ``--warmup`` calls and times ``--iters`` calls, each 
 It also times the jitted ``agent.act(noisy=True)`` on a batch of ``env.num_envs`` stacked
 observations. Numbers are wall-clock on the default JAX device.
 
+With ``--against-pytorch`` (``iqn_btr`` and ``tqc_tm20``; needs torch, the ``[bench]`` extra)
+it also builds the PyTorch peer of the update (``benchmarks/torch_peers.py``: BTR's network
+and Munchausen-IQN step, or TQC with ``tqc_tm20``'s shapes) and times both in this process,
+one JAX call then one torch call, ``--iters`` times, with torch on as many threads as XLA
+has cores. It prints the medians ``jax_ms``, ``torch_ms`` and ``ratio = torch_ms / jax_ms``
+(above 1: ours is faster) for the update at each batch size and, for ``iqn_btr``, for acting
+at each of ``--act-batch-sizes``. Torch's batch is already on the host: its time leaves out
+the replay sampling that the JAX update includes.
+
 Run:
   python benchmarks/learner.py --algo iqn_btr,rainbow,tm20_rainbow --batch-sizes 32,256 --iters 5
   python benchmarks/learner.py --algo iqn --width-scale 1 --grad-steps-per-call 4
+  python benchmarks/learner.py --algo iqn_btr,tqc_tm20 --against-pytorch --iters 5
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -50,6 +61,10 @@ def parse_args(argv=None):
                    help="override env.image_size (default: the preset's)")
     p.add_argument("--width-scale", type=int, default=None, help="override network.width_scale")
     p.add_argument("--capacity", type=int, default=16384, help="replay capacity (all streams)")
+    p.add_argument("--against-pytorch", action="store_true",
+                   help="time the PyTorch peer of the update and of acting side by side")
+    p.add_argument("--act-batch-sizes", default=None,
+                   help="comma-separated batch sizes for acting (default: env.num_envs)")
     return p.parse_args(argv)
 
 
@@ -132,6 +147,7 @@ def bench(args, algo):
           f"num_envs={e} frame_stack={k} capacity={cfg.replay.capacity} "
           f"fill_s={fill_s:.1f}", flush=True)
 
+    peer = make_peer(algo, cfg, num_actions) if args.against_pytorch else None
     beta = jnp.float32(0.4)
     for batch in batch_sizes:
         agent = make_agent(make_config(args, algo, batch), num_actions, is_image=is_image)
@@ -142,11 +158,27 @@ def bench(args, algo):
         for _ in range(args.warmup):
             state, replay_state, metrics = update(state, replay_state, beta)
         jax.block_until_ready((state, replay_state, metrics))
-        t0 = time.perf_counter()
-        for _ in range(args.iters):
-            state, replay_state, metrics = update(state, replay_state, beta)
-        jax.block_until_ready((state, replay_state, metrics))
-        elapsed = time.perf_counter() - t0
+        if peer is None:
+            t0 = time.perf_counter()
+            for _ in range(args.iters):
+                state, replay_state, metrics = update(state, replay_state, beta)
+            jax.block_until_ready((state, replay_state, metrics))
+            elapsed = time.perf_counter() - t0
+        else:
+            host_batch = peer.random_batch(batch, seed=3)
+            for _ in range(args.warmup):
+                peer(host_batch)
+            jax_s, torch_s = [], []
+            for _ in range(args.iters):
+                t0 = time.perf_counter()
+                state, replay_state, metrics = update(state, replay_state, beta)
+                jax.block_until_ready((state, replay_state, metrics))
+                jax_s.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                peer(host_batch)
+                torch_s.append(time.perf_counter() - t0)
+            elapsed = sum(jax_s)
+            print_ratio(f"algo={algo} update batch={batch}", jax_s, torch_s)
         steps = args.iters * args.grad_steps_per_call
         assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
         print(f"algo={algo} batch={batch} grad_steps_per_call={args.grad_steps_per_call} "
@@ -155,19 +187,73 @@ def bench(args, algo):
               flush=True)
 
     act = jax.jit(agent.act, static_argnames="noisy")
-    obs = jnp.asarray(random_obs(np.random.default_rng(1), (e, k, *frame_shape), frame_dtype))
-    prev = jnp.zeros((e, cfg.network.action_history), jnp.int32)
-    eps = jnp.float32(0.0)
-    for i in range(max(args.warmup, 1)):
-        jax.block_until_ready(act(state, obs, jax.random.PRNGKey(i), eps, noisy=True,
-                                  prev_actions=prev))
-    t0 = time.perf_counter()
-    for i in range(args.iters):
-        actions = act(state, obs, jax.random.PRNGKey(100 + i), eps, noisy=True,
-                      prev_actions=prev)
-    jax.block_until_ready(actions)
-    act_ms = 1000 * (time.perf_counter() - t0) / args.iters
-    print(f"algo={algo} act_ms_batch_E={act_ms:.2f} E={e} noisy=True", flush=True)
+    act_batches = ([int(b) for b in args.act_batch_sizes.split(",") if b.strip()]
+                   if args.act_batch_sizes else [e])
+    for n in act_batches:
+        obs_np = random_obs(np.random.default_rng(1), (n, k, *frame_shape), frame_dtype)
+        obs = jnp.asarray(obs_np)
+        prev = jnp.zeros((n, cfg.network.action_history), jnp.int32)
+        eps = jnp.float32(0.0)
+        call = lambda i: act(state, obs, jax.random.PRNGKey(i), eps, noisy=True,
+                             prev_actions=prev)
+        for i in range(max(args.warmup, 1)):
+            jax.block_until_ready(call(i))
+        peer_act = getattr(peer, "act", None)
+        if peer_act is None:
+            t0 = time.perf_counter()
+            for i in range(args.iters):
+                actions = call(100 + i)
+            jax.block_until_ready(actions)
+            act_ms = 1000 * (time.perf_counter() - t0) / args.iters
+        else:
+            for _ in range(max(args.warmup, 1)):
+                peer_act(obs_np)
+            jax_s, torch_s = [], []
+            for i in range(max(args.iters, 10)):  # acting is short: at least 10 pairs
+                t0 = time.perf_counter()
+                jax.block_until_ready(call(100 + i))
+                jax_s.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                peer_act(obs_np)
+                torch_s.append(time.perf_counter() - t0)
+            print_ratio(f"algo={algo} act batch={n}", jax_s, torch_s)
+            act_ms = 1000 * statistics.median(jax_s)
+        print(f"algo={algo} act_ms_batch_E={act_ms:.2f} E={n} noisy=True", flush=True)
+
+
+def print_ratio(label, jax_s, torch_s):
+    jax_ms, torch_ms = 1000 * statistics.median(jax_s), 1000 * statistics.median(torch_s)
+    print(f"{label} jax_ms={jax_ms:.1f} torch_ms={torch_ms:.1f} "
+          f"ratio={torch_ms / jax_ms:.3f} pairs={len(jax_s)}", flush=True)
+
+
+def make_peer(algo, cfg, num_actions):
+    """The PyTorch peer of ``algo``'s update (see benchmarks/torch_peers.py), with torch on
+    as many threads as XLA:CPU uses."""
+    try:
+        from benchmarks import torch_peers  # noqa: PLC0415  (torch only with this flag)
+    except ImportError as err:
+        raise SystemExit(f"--against-pytorch needs torch ({err}): "
+                         "pip install -e '.[bench]'") from err
+    torch_peers.torch.set_num_threads(os.cpu_count())
+    torch_peers.torch.manual_seed(0)
+    if algo == "iqn_btr":
+        agent = cfg.agent
+        return torch_peers.BTRUpdate(
+            num_actions, num_taus=agent.num_tau_samples, lr=agent.learning_rate,
+            adam_eps=agent.adam_eps, max_grad_norm=agent.max_grad_norm,
+            munchausen_tau=agent.munchausen_tau, munchausen_alpha=agent.munchausen_alpha,
+            munchausen_clip=agent.munchausen_clip)
+    if algo == "tqc_tm20":
+        tqc = cfg.tqc
+        return torch_peers.TQCUpdate(
+            action_dim=num_actions, frame_stack=cfg.env.frame_stack,
+            image_size=cfg.env.image_size, hidden=tuple(tqc.critic_hidden),
+            num_critics=tqc.num_critics, num_quantiles=tqc.num_quantiles,
+            drop_per_critic=tqc.top_quantiles_to_drop, alpha=tqc.alpha,
+            actor_lr=tqc.actor_learning_rate, critic_lr=tqc.critic_learning_rate,
+            grad_clip=tqc.critic_grad_clip, polyak=cfg.agent.target_tau)
+    raise SystemExit(f"--against-pytorch has peers for iqn_btr and tqc_tm20, not {algo!r}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nets.layers import adaptive_max_pool
+from nets.layers import adaptive_max_pool, max_pool_same
 
 
 def images_to_nhwc(obs: jax.Array) -> jax.Array:
@@ -76,7 +76,7 @@ class ImpalaCNN(nn.Module):
             c = c * self.width_scale
             x = nn.Conv(c, (3, 3), padding="SAME", name=f"stage{s}_conv")(x)
             x = normalize(self.norm, x, train, f"stage{s}_norm")
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            x = max_pool_same(x, 3, 2)
             for b in range(2):
                 x = ResidualBlock(c, self.spectral_norm, name=f"stage{s}_res{b}")(x, train)
         x = nn.relu(x)

@@ -1,12 +1,14 @@
 """Network modules: shapes, the BTR Impala layout, noisy layers, adaptive pooling."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from nets import (Encoder, IQNNetwork, ImpalaCNN, NoisyDense, ValueHead, ValueNetwork,
-                  adaptive_max_pool, make_torso)
+                  adaptive_max_pool, make_torso, torsos)
+from nets.layers import max_pool_same
 from rl.config import NetworkConfig
 
 
@@ -18,6 +20,54 @@ def test_adaptive_max_pool_matches_pytorch_windows():
             r0, r1 = (i * 11) // 6, -((-(i + 1) * 11) // 6)
             c0, c1 = (j * 11) // 6, -((-(j + 1) * 11) // 6)
             np.testing.assert_allclose(out[:, i, j], x[:, r0:r1, c0:c1].max(axis=(1, 2)))
+
+
+@pytest.mark.parametrize("shape, window, stride", [
+    ((2, 11, 10, 3), 3, 2), ((1, 84, 84, 4), 3, 2), ((2, 8, 8, 2), 2, 2), ((1, 7, 9, 2), 3, 1)])
+def test_max_pool_same_matches_reduce_window_values_and_gradients(shape, window, stride):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+    cotangent = jnp.asarray(rng.normal(size=(shape[0], -(-shape[1] // stride),
+                                              -(-shape[2] // stride), shape[3])), jnp.float32)
+    reference = lambda v: nn.max_pool(v, (window, window), strides=(stride, stride),
+                                      padding="SAME")
+    ours = lambda v: max_pool_same(v, window, stride)
+    np.testing.assert_array_equal(ours(x), reference(x))
+    grad = lambda pool: jax.grad(lambda v: jnp.sum(pool(v) * cotangent))(x)
+    np.testing.assert_allclose(grad(ours), grad(reference), rtol=1e-6, atol=1e-6)
+    # A plain numpy reference for the windows: SAME pads (total // 2) before.
+    out_h, out_w = cotangent.shape[1:3]
+    pad_h = max((out_h - 1) * stride + window - shape[1], 0) // 2
+    pad_w = max((out_w - 1) * stride + window - shape[2], 0) // 2
+    xn = np.asarray(x)
+    for i in range(out_h):
+        for j in range(out_w):
+            r0, c0 = max(i * stride - pad_h, 0), max(j * stride - pad_w, 0)
+            r1, c1 = i * stride - pad_h + window, j * stride - pad_w + window
+            np.testing.assert_array_equal(np.asarray(ours(x))[:, i, j],
+                                          xn[:, r0:r1, c0:c1].max(axis=(1, 2)))
+
+
+def test_impala_with_sliced_pool_equals_reduce_window_pool(monkeypatch):
+    """The BTR torso's loss and parameter gradients on a fixed batch are those of the
+    reduce_window pool it replaced."""
+    torso = ImpalaCNN((4, 8, 8), width_scale=2, spectral_norm=True, pooled_size=6)
+    obs = jnp.asarray(np.random.default_rng(2).integers(0, 256, (4, 4, 84, 84), np.uint8))
+    variables = torso.init(jax.random.PRNGKey(0), obs, False)
+
+    def loss_and_grads():
+        def loss(params):
+            out = torso.apply({**variables, "params": params}, obs, False)
+            return jnp.mean(jnp.square(out - 0.5))
+        return jax.value_and_grad(loss)(variables["params"])
+
+    new = loss_and_grads()
+    monkeypatch.setattr(torsos, "max_pool_same", lambda x, window, stride: nn.max_pool(
+        x, (window, window), strides=(stride, stride), padding="SAME"))
+    old = loss_and_grads()
+    np.testing.assert_allclose(new[0], old[0], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(new[1]), jax.tree.leaves(old[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_impala_btr_layout():
