@@ -263,7 +263,10 @@ def test_tqc_trains_on_pendulum_and_keeps_the_best_training_policy(tmp_path):
                 "train/q_taken_mean", "train/backup_std", "train/critic_grad_norm",
                 "train/critics_identical_fraction", "eval/return_mean"):
         assert tag in tags, tag
-    assert all(v == 0.0 for _, v in tags["train/critics_identical_fraction"])
+    # Independently initialised critics: at most a rare batch element where two Q agree to
+    # 1e-6 by chance (twins give 1.0 on every step).
+    identical = [v for _, v in tags["train/critics_identical_fraction"]]
+    assert max(identical) < 0.1, identical
     # Continuous actions from the scripted expert, which drives whole episodes (episode mode).
     assert {v for _, v in tags["episode/expert_share"]} == {0.0, 1.0}
     assert all(0 < v < 1 for _, v in tags["train/expert_fraction"])
