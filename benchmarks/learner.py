@@ -132,6 +132,7 @@ def bench(args, algo):
     cfg = make_config(args, algo, batch_sizes[0])
     frame_shape, frame_dtype, is_image, action_shape, action_dtype, num_actions = spaces(args, cfg)
     e, k = cfg.env.num_envs, cfg.env.frame_stack
+    peer = make_peer(algo, cfg, num_actions) if args.against_pytorch else None
     agent = make_agent(cfg, num_actions, is_image=is_image)
     state = agent.init(jax.random.PRNGKey(0), np.zeros((k, *frame_shape), frame_dtype))
     params = (state.actor_params, state.critic_params) if hasattr(state, "actor_params") \
@@ -147,7 +148,28 @@ def bench(args, algo):
           f"num_envs={e} frame_stack={k} capacity={cfg.replay.capacity} "
           f"fill_s={fill_s:.1f}", flush=True)
 
-    peer = make_peer(algo, cfg, num_actions) if args.against_pytorch else None
+    state = time_updates(args, algo, batch_sizes, num_actions, is_image, state, replay_state,
+                         peer)
+    time_acting(args, algo, agent, state, (k, *frame_shape), frame_dtype, peer)
+
+
+def alternate(jax_step, torch_step, pairs: int) -> tuple[list[float], list[float]]:
+    """Seconds of each of ``pairs`` calls of ``jax_step(i)`` (which must block until its
+    result is ready) and of ``torch_step()``, one after the other."""
+    jax_s, torch_s = [], []
+    for i in range(pairs):
+        t0 = time.perf_counter()
+        jax_step(i)
+        jax_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        torch_step()
+        torch_s.append(time.perf_counter() - t0)
+    return jax_s, torch_s
+
+
+def time_updates(args, algo, batch_sizes, num_actions, is_image, state, replay_state, peer):
+    """Compile and time the update at each batch size (against ``peer`` when given); prints
+    a line per batch size and returns the last train state."""
     beta = jnp.float32(0.4)
     for batch in batch_sizes:
         agent = make_agent(make_config(args, algo, batch), num_actions, is_image=is_image)
@@ -155,67 +177,64 @@ def bench(args, algo):
         update = jax.jit(agent.update, donate_argnums=(0, 1)).lower(
             state, replay_state, beta).compile()
         compile_s = time.perf_counter() - t0
-        for _ in range(args.warmup):
-            state, replay_state, metrics = update(state, replay_state, beta)
-        jax.block_until_ready((state, replay_state, metrics))
+        carry = [state, replay_state, None]
+
+        def step(_):
+            carry[:] = update(carry[0], carry[1], beta)
+            jax.block_until_ready(carry)
+
+        for i in range(args.warmup):
+            step(i)
         if peer is None:
             t0 = time.perf_counter()
-            for _ in range(args.iters):
-                state, replay_state, metrics = update(state, replay_state, beta)
-            jax.block_until_ready((state, replay_state, metrics))
+            for _ in range(args.iters):  # dispatched back to back, as in training
+                carry[:] = update(carry[0], carry[1], beta)
+            jax.block_until_ready(carry)
             elapsed = time.perf_counter() - t0
         else:
             host_batch = peer.random_batch(batch, seed=3)
             for _ in range(args.warmup):
                 peer(host_batch)
-            jax_s, torch_s = [], []
-            for _ in range(args.iters):
-                t0 = time.perf_counter()
-                state, replay_state, metrics = update(state, replay_state, beta)
-                jax.block_until_ready((state, replay_state, metrics))
-                jax_s.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                peer(host_batch)
-                torch_s.append(time.perf_counter() - t0)
+            jax_s, torch_s = alternate(step, lambda: peer(host_batch), args.iters)
             elapsed = sum(jax_s)
             print_ratio(f"algo={algo} update batch={batch}", jax_s, torch_s)
+        state, replay_state, metrics = carry
         steps = args.iters * args.grad_steps_per_call
         assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
         print(f"algo={algo} batch={batch} grad_steps_per_call={args.grad_steps_per_call} "
               f"grad_steps_per_s={steps / elapsed:.4g} samples_per_s={steps * batch / elapsed:.4g} "
               f"ms_per_grad_step={1000 * elapsed / steps:.1f} compile_s={compile_s:.1f}",
               flush=True)
+    return state
 
+
+def time_acting(args, algo, agent, state, obs_shape, obs_dtype, peer):
+    """Time the jitted noisy ``agent.act`` at each of ``--act-batch-sizes`` (default
+    env.num_envs), against ``peer.act`` when the peer has one; prints a line per size."""
     act = jax.jit(agent.act, static_argnames="noisy")
     act_batches = ([int(b) for b in args.act_batch_sizes.split(",") if b.strip()]
-                   if args.act_batch_sizes else [e])
+                   if args.act_batch_sizes else [agent.config.env.num_envs])
+    peer_act = getattr(peer, "act", None)
     for n in act_batches:
-        obs_np = random_obs(np.random.default_rng(1), (n, k, *frame_shape), frame_dtype)
+        obs_np = random_obs(np.random.default_rng(1), (n, *obs_shape), obs_dtype)
         obs = jnp.asarray(obs_np)
-        prev = jnp.zeros((n, cfg.network.action_history), jnp.int32)
-        eps = jnp.float32(0.0)
-        call = lambda i: act(state, obs, jax.random.PRNGKey(i), eps, noisy=True,
-                             prev_actions=prev)
+        prev = jnp.zeros((n, agent.config.network.action_history), jnp.int32)
+        call = lambda i: jax.block_until_ready(act(
+            state, obs, jax.random.PRNGKey(i), jnp.float32(0.0), noisy=True,
+            prev_actions=prev))
         for i in range(max(args.warmup, 1)):
-            jax.block_until_ready(call(i))
-        peer_act = getattr(peer, "act", None)
+            call(i)
         if peer_act is None:
             t0 = time.perf_counter()
             for i in range(args.iters):
-                actions = call(100 + i)
-            jax.block_until_ready(actions)
+                call(100 + i)
             act_ms = 1000 * (time.perf_counter() - t0) / args.iters
         else:
             for _ in range(max(args.warmup, 1)):
                 peer_act(obs_np)
-            jax_s, torch_s = [], []
-            for i in range(max(args.iters, 10)):  # acting is short: at least 10 pairs
-                t0 = time.perf_counter()
-                jax.block_until_ready(call(100 + i))
-                jax_s.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                peer_act(obs_np)
-                torch_s.append(time.perf_counter() - t0)
+            # Acting is short: at least 10 pairs.
+            jax_s, torch_s = alternate(lambda i: call(100 + i), lambda: peer_act(obs_np),
+                                       max(args.iters, 10))
             print_ratio(f"algo={algo} act batch={n}", jax_s, torch_s)
             act_ms = 1000 * statistics.median(jax_s)
         print(f"algo={algo} act_ms_batch_E={act_ms:.2f} E={n} noisy=True", flush=True)
