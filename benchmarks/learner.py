@@ -131,9 +131,10 @@ def bench(args, algo):
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     cfg = make_config(args, algo, batch_sizes[0])
     frame_shape, frame_dtype, is_image, action_shape, action_dtype, num_actions = spaces(args, cfg)
+    agent = make_agent(cfg, num_actions, is_image=is_image)
+    cfg = agent.config  # env auto fields resolved
     e, k = cfg.env.num_envs, cfg.env.frame_stack
     peer = make_peer(algo, cfg, num_actions) if args.against_pytorch else None
-    agent = make_agent(cfg, num_actions, is_image=is_image)
     state = agent.init(jax.random.PRNGKey(0), np.zeros((k, *frame_shape), frame_dtype))
     params = (state.actor_params, state.critic_params) if hasattr(state, "actor_params") \
         else state.params

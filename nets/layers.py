@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -48,8 +49,10 @@ class NoisyDense(nn.Module):
         key_in, key_out = jax.random.split(self.make_rng("noise"))
         eps_in = _scale_noise(jax.random.normal(key_in, (fan_in,)))
         eps_out = _scale_noise(jax.random.normal(key_out, (self.features,)))
-        # (x * eps_in) @ (sigma * eps_out) == x @ (sigma * outer(eps_in, eps_out)) without the outer.
-        return x @ w_mu + ((x * eps_in) @ w_sigma) * eps_out + b_mu + b_sigma * eps_out
+        # One matmul with the noisy weight: half the work of x @ w_mu + ((x * eps_in) @
+        # w_sigma) * eps_out from 8 rows up (BTR's head: 1.9-2x faster forward and backward).
+        weight = w_mu + w_sigma * jnp.outer(eps_in, eps_out)
+        return x @ weight + b_mu + b_sigma * eps_out
 
 
 class HeadDense(nn.Module):
@@ -94,35 +97,89 @@ def adaptive_max_pool(x: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
     return pool_axis(pool_axis(x, 1, out_hw[0]), 2, out_hw[1])
 
 
+def _same_pads(size: int, window: int, stride: int) -> tuple[int, int, int]:
+    """(output size, padding before, padding after) of a SAME pool along one axis."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + window - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def _window_slices(xp: jax.Array, window: int, stride: int, out_h: int, out_w: int):
+    """The window**2 strided slices of the padded input, offset (i, j) in row-major order."""
+    for i in range(window):
+        for j in range(window):
+            yield i, j, jax.lax.slice(xp, (0, i, j, 0),
+                                      (xp.shape[0], i + (out_h - 1) * stride + 1,
+                                       j + (out_w - 1) * stride + 1, xp.shape[3]),
+                                      (1, stride, stride, 1))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def max_pool_same(x: jax.Array, window: int, stride: int) -> jax.Array:
     """Max-pool over H and W with SAME padding: the values and gradients of flax's
-    ``nn.max_pool(x, (window, window), strides=(stride, stride), padding="SAME")``, written
-    as the maximum of ``window**2`` strided slices of the input padded with -inf.
+    ``nn.max_pool(x, (window, window), strides=(stride, stride), padding="SAME")``.
+
+    The forward is the maximum of ``window**2`` strided slices of the input padded with
+    -inf; it keeps the offset of each window's first maximum (uint8), and the backward sends
+    each output's gradient to that input as a sum of ``window**2`` interior-padded selects,
+    which XLA fuses into one pass writing the input-sized gradient.
 
     Why: XLA:CPU lowers the gradient of ``reduce_window`` max (select-and-scatter) to slow
     index loops (177 ms against 11 ms for the forward of BTR's first pool at batch 32 on
-    2 cores); the gradient of a maximum of slices is elementwise selects and pads. Where
-    several inputs of a window tie for the maximum, the gradient is shared between them
-    (``reduce_window`` gives it to one): ties need exactly equal floats.
+    2 cores), and autodiff through a chain of ``jnp.maximum`` writes one padded gradient per
+    offset plus tie-splitting selects (about 230 ms of a 750 ms ``iqn_btr`` step). Ties go
+    to the first offset in row-major order, as ``reduce_window``'s gradient does.
 
     Args:
       x: float [B, H, W, C].
-      window, stride: the window side and its stride, both >= 1.
+      window, stride: the window side and its stride, both >= 1 (static).
     Returns [B, ceil(H / stride), ceil(W / stride), C], x's dtype.
     """
-    _, h, w, _ = x.shape
-    out_h, out_w = -(-h // stride), -(-w // stride)
-    pads = []
-    for size, out in ((h, out_h), (w, out_w)):
-        total = max((out - 1) * stride + window - size, 0)
-        pads.append((total // 2, total - total // 2))
-    x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-    pooled = None
-    for i in range(window):
-        for j in range(window):
-            part = jax.lax.slice(x, (0, i, j, 0),
-                                 (x.shape[0], i + (out_h - 1) * stride + 1,
-                                  j + (out_w - 1) * stride + 1, x.shape[3]),
-                                 (1, stride, stride, 1))
-            pooled = part if pooled is None else jnp.maximum(pooled, part)
-    return pooled
+    return _max_pool_fwd(x, window, stride)[0]
+
+
+def _max_pool_fwd(x, window, stride):
+    (out_h, pad_h0, pad_h1), (out_w, pad_w0, pad_w1) = (
+        _same_pads(x.shape[1], window, stride), _same_pads(x.shape[2], window, stride))
+    xp = jnp.pad(x, ((0, 0), (pad_h0, pad_h1), (pad_w0, pad_w1), (0, 0)),
+                 constant_values=-jnp.inf)
+    best, where = None, None
+    for i, j, part in _window_slices(xp, window, stride, out_h, out_w):
+        if best is None:
+            best, where = part, jnp.zeros(part.shape, jnp.uint8)
+        else:
+            better = part > best  # strict: the first maximum keeps the gradient
+            best = jnp.where(better, part, best)
+            where = jnp.where(better, jnp.uint8(i * window + j), where)
+    return best, (where, x.shape)
+
+
+def _max_pool_bwd(window, stride, residuals, g):
+    where, shape = residuals
+    (out_h, pad_h0, _), (out_w, pad_w0, _) = (_same_pads(shape[1], window, stride),
+                                              _same_pads(shape[2], window, stride))
+    # Padded input row p = r * stride + i of output row r and offset i: rows of one phase
+    # p % stride collect the offsets i of that phase, output rows shifted by i // stride.
+    # Each phase is output-sized; interleaving them is the one input-sized write.
+    rows = out_h + (window - 1) // stride
+    cols = out_w + (window - 1) // stride
+    zero = jnp.zeros((), g.dtype)
+    phases = []
+    for phase_h in range(stride):
+        row = []
+        for phase_w in range(stride):
+            grad = jnp.zeros((g.shape[0], rows, cols, g.shape[3]), g.dtype)
+            for i in range(phase_h, window, stride):
+                for j in range(phase_w, window, stride):
+                    part = jnp.where(where == i * window + j, g, zero)
+                    grad = grad + jax.lax.pad(part, zero, (
+                        (0, 0, 0), (i // stride, rows - out_h - i // stride, 0),
+                        (j // stride, cols - out_w - j // stride, 0), (0, 0, 0)))
+            row.append(grad)
+        phases.append(jnp.stack(row, axis=3))
+    grad = jnp.stack(phases, axis=2).reshape(g.shape[0], rows * stride, cols * stride,
+                                             g.shape[3])
+    return (grad[:, pad_h0:pad_h0 + shape[1], pad_w0:pad_w0 + shape[2]],)
+
+
+max_pool_same.defvjp(_max_pool_fwd, _max_pool_bwd)

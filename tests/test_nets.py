@@ -35,6 +35,11 @@ def test_max_pool_same_matches_reduce_window_values_and_gradients(shape, window,
     np.testing.assert_array_equal(ours(x), reference(x))
     grad = lambda pool: jax.grad(lambda v: jnp.sum(pool(v) * cotangent))(x)
     np.testing.assert_allclose(grad(ours), grad(reference), rtol=1e-6, atol=1e-6)
+    # Ties (small integers) go to the same input as reduce_window's gradient sends them.
+    ties = jnp.asarray(rng.integers(0, 3, size=shape).astype(np.float32))
+    tie_grad = lambda pool: jax.grad(lambda v: jnp.sum(pool(v) * cotangent))(ties)
+    np.testing.assert_array_equal(ours(ties), reference(ties))
+    np.testing.assert_allclose(tie_grad(ours), tie_grad(reference), rtol=1e-6, atol=1e-6)
     # A plain numpy reference for the windows: SAME pads (total // 2) before.
     out_h, out_w = cotangent.shape[1:3]
     pad_h = max((out_h - 1) * stride + window - shape[1], 0) // 2
@@ -110,6 +115,40 @@ def test_noisy_dense_noise_statistics():
     assert float(samples.std(axis=0).min()) > 0.05
     np.testing.assert_allclose(samples.mean(axis=0), mean_out, atol=0.1)
     np.testing.assert_array_equal(layer.apply(params, x, False), mean_out)
+
+
+def test_noisy_dense_equals_the_factorised_formula_values_and_gradients():
+    """The layer's output and its gradients equal y = (mu_w + sigma_w * f(e_in) f(e_out)^T) x
+    + mu_b + sigma_b * f(e_out), with the layer's own noise draw, written out in numpy."""
+    layer = NoisyDense(6, sigma0=0.5)
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(5, 2, 7)).astype(np.float32))
+    params = layer.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}, x,
+                        True)["params"]
+    params = jax.tree.map(lambda p: p + jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+    noise = jax.random.PRNGKey(4)
+    f = lambda e: np.sign(e) * np.sqrt(np.abs(e))
+    # NoisyDense draws from make_rng("noise"): reproduce that key outside the module.
+    drawn = layer.apply({"params": params}, x, True, rngs={"noise": noise},
+                        method=lambda m, x, n: m.make_rng("noise"))
+    key_in, key_out = jax.random.split(drawn)
+    e_in = f(np.asarray(jax.random.normal(key_in, (7,))))
+    e_out = f(np.asarray(jax.random.normal(key_out, (6,))))
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    weight = p["kernel_mu"] + p["kernel_sigma"] * np.outer(e_in, e_out)
+    expected = np.asarray(x, np.float64) @ weight + p["bias_mu"] + p["bias_sigma"] * e_out
+    out = layer.apply({"params": params}, x, True, rngs={"noise": noise})
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    # Gradients of sum(out * c): d/dW = x^T c spread by the noise outer product.
+    c = rng.normal(size=expected.shape)
+    grads = jax.grad(lambda q: jnp.sum(layer.apply({"params": q}, x, True, rngs={"noise": noise})
+                                       * c))(params)
+    xc = np.asarray(x, np.float64).reshape(-1, 7).T @ c.reshape(-1, 6)
+    np.testing.assert_allclose(grads["kernel_mu"], xc, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grads["kernel_sigma"], xc * np.outer(e_in, e_out), rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(grads["bias_sigma"], c.reshape(-1, 6).sum(0) * e_out, rtol=1e-4,
+                               atol=1e-4)
 
 
 @pytest.mark.parametrize("dueling, noisy", [(True, True), (False, False)])
