@@ -19,7 +19,8 @@ DESCRIPTION = """Train an agent. Everyday flags:
   --seed S           seed of everything (seed)
   --run-dir DIR      where the run is written (logging.run_dir)
   --resume RUN_DIR   continue a run from its latest checkpoint with its saved config
-  --print-config     print the resolved config as JSON and exit (diff two presets with it)
+  --print-config     print the resolved config as JSON and exit (diff two presets with it;
+                     env.frame_stack / env.reward_clip auto show the env's values)
   --on-divergence A  warn | stop | rollback when the health monitor sees divergence
                      (health.on_divergence; flags and thresholds: --health.*)
   --actors.mode M    lockstep | bounded | realtime | auto: acting and learning take turns,

@@ -1,5 +1,6 @@
 """The evaluation part of the loop: the greedy policy (noise off, ``agent.eval_epsilon``) on
-fresh envs every ``training.eval_interval`` env steps (``envs.evaluate``)."""
+fresh envs every ``training.eval_interval`` env steps (``envs.evaluate``), each at a multiple
+of the interval (see :meth:`Evaluation.due`)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ class Evaluation:
 
     Args:
       config: the run's config; agent: its learner object (``act``).
-      key: PRNG key of the evaluations (folded with the env step of each).
+      key: PRNG key of the evaluations (folded with the evaluation step of each).
       env_steps: the run's env steps at the start (the next evaluation is the next multiple
-        of eval_interval).
+        of eval_interval above it).
     """
 
     def __init__(self, config: Config, agent: Any, key: jax.Array, env_steps: int):
@@ -30,16 +31,21 @@ class Evaluation:
         interval = config.training.eval_interval
         self.next_step = (env_steps // interval + 1) * interval if interval else math.inf
 
-    def due(self, env_steps: int) -> bool:
-        """Whether an evaluation is due at ``env_steps``; moves the next one on if so."""
+    def due(self, env_steps: int) -> int | None:
+        """The evaluation step due at ``env_steps``: the last multiple of eval_interval at or
+        below it, once per multiple (the counter moves by up to num_envs per vector step, so
+        it may pass the multiple); None when no multiple was reached since the last one.
+        Moves the next one on."""
         if env_steps < self.next_step:
-            return False
-        self.next_step += self.config.training.eval_interval
-        return True
+            return None
+        interval = self.config.training.eval_interval
+        step = env_steps // interval * interval
+        self.next_step = step + interval
+        return step
 
     def run(self, state: Any, env_steps: int) -> np.ndarray:
         """Returns [training.eval_episodes] of ``state``'s greedy policy, with the env seeds
-        and exploration key of ``env_steps``."""
+        and exploration key of ``env_steps`` (the evaluation step of :meth:`due`)."""
         config = self.config
         counter = iter(range(10**9))
         key = jax.random.fold_in(self._key, env_steps)

@@ -139,7 +139,9 @@ class CheckpointExpert:
         if not saved_path.is_file():
             raise ConfigError("expert.source", str(run_dir),
                               "has no config.json: name a run directory of launch/run.py")
-        saved = config_lib.load(saved_path)
+        # Both with their env's auto values, as run.py saved the expert's.
+        saved = config_lib.resolve_env_auto(config_lib.load(saved_path), spec.is_image)
+        config = config_lib.resolve_env_auto(config, spec.is_image)
         fields = _MATCHING_FIELDS + (_MATCHING_TM_FIELDS if envs.is_trackmania(config.env.id)
                                      else ())
         for section, name in fields:

@@ -147,6 +147,17 @@ class Trainer:
         if isinstance(self.actor, ActorProcess):
             log.info("loop: the actor runs in a child process (actors.backend=process%s)",
                      ", auto" if config.actors.backend == "auto" else "")
+        agent, per_update = config.agent, config.env_steps_per_update
+        if agent.learner != "tqc":  # the periods count updates; say them in env steps too
+            parts = []
+            if agent.target_update in ("hard", "both"):
+                parts.append(f"hard copy every {agent.target_update_period} updates = "
+                             f"{agent.target_update_period * per_update:g} env steps")
+            if agent.target_update in ("soft", "both"):
+                parts.append(f"Polyak blend every {agent.target_soft_period} updates = "
+                             f"{agent.target_soft_period * per_update:g} env steps")
+            log.info("target network: %s (one optimizer update per grad_accumulation / "
+                     "replay_ratio = %g env steps)", "; ".join(parts), per_update)
         if config.agent.epsilon_unit == "episodes":
             log.warning("agent.epsilon_unit=episodes: epsilon decays per finished episode. "
                         "Seed 000 lost its exploration this way (episodes lengthen as the "
@@ -176,8 +187,9 @@ class Trainer:
         step = loop["env_steps"]
         if self.logbook.due(step) and not self._log_interval(record.epsilon):
             return False
-        if self.evaluation.due(step):
-            self._evaluate()
+        eval_step = self.evaluation.due(step)
+        if eval_step is not None:
+            self._evaluate(eval_step)
         if step >= self.next_checkpoint:
             self.next_checkpoint += self.config.training.checkpoint_interval
             self.save("periodic")
@@ -278,15 +290,20 @@ class Trainer:
             self.checkpoints.save_best(self.loop["env_steps"], self.learner.state, self.loop,
                                        train_return, kind="train")
 
-    def _evaluate(self) -> None:
-        step, writer = self.loop["env_steps"], self.logbook.writer
+    def _evaluate(self, step: int) -> None:
+        """Evaluate the current policy and log it (scalars, health, best/) at ``step``, the
+        multiple of training.eval_interval it was due for; the env-step counter may be up to
+        num_envs - 1 past it, the best checkpoint's loop counters say where."""
+        writer = self.logbook.writer
         returns = self.evaluation.run(self.learner.state, step)
         mean = float(np.mean(returns))
         self.health.monitor.record_eval(step, mean)
         for name, value in (("mean", mean), ("std", np.std(returns)), ("min", np.min(returns)),
                             ("max", np.max(returns))):
             writer.add_scalar(f"eval/return_{name}", float(value), step)
-        log.info("eval at env step %d: return %.2f +- %.2f over %d episodes", step, mean,
+        reached = self.loop["env_steps"]
+        log.info("eval at env step %d%s: return %.2f +- %.2f over %d episodes", step,
+                 f" (policy of env step {reached})" if reached != step else "", mean,
                  float(np.std(returns)), len(returns))
         best = self.loop["best_eval_return"]
         if best is None or mean > best:

@@ -43,7 +43,7 @@ from envs.demos import EpisodeSplitter, episode_path, save_episode
 from envs.trackmania import GameConnectionError, controls_table, driver_action, is_trackmania
 from launch import cli
 from launch.experts import load_policy
-from rl.config import Config
+from rl.config import Config, resolve_env_auto
 
 
 class HumanLabels:
@@ -131,6 +131,7 @@ def record(config: Config, policy_name: str, num_episodes: int, out: Path,
         raise ValueError(f"--policy human records a person driving TrackMania: it needs "
                          f"--env trackmania, got env.id={env_cfg.id!r}")
     spec = envs.env_spec(env_cfg.id, **make_kwargs)
+    env_cfg = resolve_env_auto(config, spec.is_image).env  # frame_stack as a run here
     if human:
         labels = HumanLabels(spec, config.trackmania, num_envs)
         make_kwargs["passive"] = True

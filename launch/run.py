@@ -79,18 +79,21 @@ def load_demo_slots(config: Config, spec: envs.EnvSpec) -> dict[str, np.ndarray]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line, set up the run directory and train (or, with --print-config,
-    print the resolved config as JSON). Returns the exit code: 0 done, 2 bad input (one
-    message on stderr), 130 interrupted after checkpointing."""
+    """Parse the command line, resolve the env's auto fields (``resolve_env_auto``), set up
+    the run directory and train (or, with --print-config, print the resolved config as
+    JSON). Returns the exit code: 0 done, 2 bad input (one message on stderr), 130
+    interrupted after checkpointing."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         invocation = cli.parse(argv)
         config = invocation.config
+        envs.check_env_id(config.env.id, action_space=config.env.action_space)
+        spec = envs.env_spec(config.env.id, **envs.make_kwargs(config))
+        # Before printing and saving: config.json, and so a resumed run, holds numbers.
+        config = config_lib.resolve_env_auto(config, spec.is_image)
         if invocation.print_config:
             print(json.dumps(config_lib.to_dict(config), indent=2))
             return 0
-        envs.check_env_id(config.env.id, action_space=config.env.action_space)
-        spec = envs.env_spec(config.env.id, **envs.make_kwargs(config))
         resolve_torso(config.network.torso, spec.is_image)
         if spec.continuous != (config.agent.learner == "tqc"):
             kind = "continuous" if spec.continuous else "discrete"

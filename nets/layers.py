@@ -183,3 +183,91 @@ def _max_pool_bwd(window, stride, residuals, g):
 
 
 max_pool_same.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, window_strides, padding, lhs_dilation=None,
+           rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+           precision=None) -> jax.Array:
+    """``lax.conv_general_dilated`` (the signature flax's ``nn.Conv`` calls) for NHWC inputs
+    and HWIO kernels, written as a stride-1 convolution whose VJP's two gradient convolutions
+    are convolutions of that same layout. A strided convolution becomes a stride-1 one on the
+    space-to-depth input (stride s: s x s blocks of pixels as channels; the kernel cut into
+    the same blocks, zero-padded to a multiple of s), the same products and sums.
+
+    Why: XLA:CPU's fast (Eigen) convolutions need that layout, without dilation. Autodiff's
+    gradients of a strided convolution are dilated convolutions (generic loops on CPU), and
+    inside a ``lax.scan`` or ``while`` body XLA leaves the gradient convolutions in other
+    dimension orders, which also run as generic loops (a scanned ``iqn_btr`` step took 27x
+    the unrolled one on 2 cores). Written out here, they are the same fast convolutions in
+    or out of a loop.
+
+    Args:
+      x: float [B, H, W, C_in]; kernel: float [kh, kw, C_in, C_out].
+      window_strides: (s_h, s_w) >= 1.
+      padding: "SAME", "VALID" or ((lo, hi), (lo, hi)) with lo, hi >= 0.
+    Returns float [B, H', W', C_out], as ``lax.conv_general_dilated``.
+    Raises:
+      ValueError: dilation, feature groups, or another layout than NHWC / HWIO.
+    """
+    if feature_group_count != 1 or any(d is not None and tuple(d) != (1, 1)
+                                       for d in (lhs_dilation, rhs_dilation)):
+        raise ValueError("conv2d: no dilation or feature groups (got lhs_dilation="
+                         f"{lhs_dilation}, rhs_dilation={rhs_dilation}, feature_group_count="
+                         f"{feature_group_count})")
+    if dimension_numbers is not None and (
+            jax.lax.conv_dimension_numbers(x.shape, kernel.shape, dimension_numbers)
+            != jax.lax.conv_dimension_numbers(x.shape, kernel.shape, _NHWC)):
+        raise ValueError(f"conv2d: NHWC inputs and HWIO kernels only, got {dimension_numbers}")
+    strides = tuple(int(s) for s in window_strides)
+    if isinstance(padding, str):
+        padding = jax.lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, padding)
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    if strides == (1, 1):
+        return _conv_stride1(x, kernel, pads)
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    (s_h, s_w), (kh, kw) = strides, kernel.shape[:2]
+    out_h, out_w = (x.shape[1] - kh) // s_h + 1, (x.shape[2] - kw) // s_w + 1
+    blocks_h, blocks_w = -(-kh // s_h), -(-kw // s_w)
+    rows, cols = (out_h - 1 + blocks_h) * s_h, (out_w - 1 + blocks_w) * s_w
+    # Rows past the last window are dropped; rows the zero-padded kernel reads are zeros.
+    x = jnp.pad(x[:, :rows, :cols], ((0, 0), (0, max(rows - x.shape[1], 0)),
+                                      (0, max(cols - x.shape[2], 0)), (0, 0)))
+    b, c = x.shape[0], x.shape[3]
+    x = x.reshape(b, rows // s_h, s_h, cols // s_w, s_w, c).transpose(0, 1, 3, 2, 4, 5)
+    kernel = jnp.pad(kernel, ((0, blocks_h * s_h - kh), (0, blocks_w * s_w - kw), (0, 0),
+                              (0, 0)))
+    kernel = kernel.reshape(blocks_h, s_h, blocks_w, s_w, c, -1).transpose(0, 2, 1, 3, 4, 5)
+    return _conv_stride1(x.reshape(b, rows // s_h, cols // s_w, s_h * s_w * c),
+                         kernel.reshape(blocks_h, blocks_w, s_h * s_w * c, -1),
+                         ((0, 0), (0, 0)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_stride1(x, kernel, pads):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_NHWC)
+
+
+def _conv_stride1_fwd(x, kernel, pads):
+    return _conv_stride1(x, kernel, pads), (x, kernel)
+
+
+def _conv_stride1_bwd(pads, residuals, g):
+    x, kernel = residuals
+    kh, kw = kernel.shape[:2]
+    (top, bottom), (left, right) = pads
+    # dx: g against the kernel flipped in space with in/out swapped, padded to "full".
+    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+    dx = jax.lax.conv_general_dilated(
+        g, flipped, (1, 1), ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)),
+        dimension_numbers=_NHWC)
+    # dkernel: C_in as the batch, B as the contracted feature, g as a [H', W', B, C_out] kernel.
+    dkernel = jax.lax.conv_general_dilated(
+        x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1), pads,
+        dimension_numbers=_NHWC).transpose(1, 2, 0, 3)
+    return dx, dkernel
+
+
+_conv_stride1.defvjp(_conv_stride1_fwd, _conv_stride1_bwd)

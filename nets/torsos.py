@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nets.layers import adaptive_max_pool, max_pool_same
+from nets.layers import adaptive_max_pool, conv2d, max_pool_same
 
 
 def images_to_nhwc(obs: jax.Array) -> jax.Array:
@@ -44,7 +44,8 @@ class ResidualBlock(nn.Module):
         y = x
         for i in range(2):
             y = nn.relu(y)
-            conv = nn.Conv(self.channels, (3, 3), padding="SAME", name=f"conv{i}")
+            conv = nn.Conv(self.channels, (3, 3), padding="SAME", name=f"conv{i}",
+                           conv_general_dilated=conv2d)
             y = nn.SpectralNorm(conv, name=f"sn{i}")(y, update_stats=train) \
                 if self.spectral_norm else conv(y)
         return x + y
@@ -74,7 +75,8 @@ class ImpalaCNN(nn.Module):
         x = images_to_nhwc(obs)
         for s, c in enumerate(self.channels):
             c = c * self.width_scale
-            x = nn.Conv(c, (3, 3), padding="SAME", name=f"stage{s}_conv")(x)
+            x = nn.Conv(c, (3, 3), padding="SAME", name=f"stage{s}_conv",
+                        conv_general_dilated=conv2d)(x)
             x = normalize(self.norm, x, train, f"stage{s}_norm")
             x = max_pool_same(x, 3, 2)
             for b in range(2):
@@ -101,7 +103,7 @@ class SmallCNN(nn.Module):
         for i, c in enumerate(self.channels):
             kernel, stride = specs[min(i, len(specs) - 1)]
             x = nn.Conv(c, (kernel, kernel), strides=(stride, stride), padding="VALID",
-                        name=f"conv{i}")(x)
+                        name=f"conv{i}", conv_general_dilated=conv2d)(x)
             x = nn.relu(normalize(self.norm, x, train, f"norm{i}"))
         return x.reshape(x.shape[0], -1)
 

@@ -304,10 +304,9 @@ def sampled_updates(agent, state, replay_state: ReplayState, importance_exponent
     ``_max`` (min / max) and LAST_VALUE_METRICS (last).
     """
     cfg = agent.config
-    steps = []
-    # Unrolled at trace time rather than lax.scan: XLA:CPU runs the convolutions of a
-    # while-loop body about 8x slower (measured; see benchmarks/learner.py).
-    for _ in range(cfg.training.grad_steps_per_call):
+
+    def grad_step(carry, _):
+        state, replay_state = carry
         rng, k_sample, k_loss = jax.random.split(state.rng, 3)
         batch = agent.replay.sample(replay_state, k_sample, cfg.training.batch_size,
                                     importance_exponent)
@@ -317,9 +316,15 @@ def sampled_updates(agent, state, replay_state: ReplayState, importance_exponent
         state, metrics, priorities = agent.learn_step(state.replace(rng=rng), batch, k_loss)
         if cfg.replay.prioritized:
             replay_state = agent.replay.set_priorities(replay_state, batch.indices, priorities)
-        steps.append(dict(metrics, demo_fraction=batch.is_demo.mean(dtype=jnp.float32),
-                          expert_fraction=batch.is_expert.mean(dtype=jnp.float32)))
-    stacked = {k: jnp.stack([m[k] for m in steps]) for k in steps[0]}
+        return (state, replay_state), dict(
+            metrics, demo_fraction=batch.is_demo.mean(dtype=jnp.float32),
+            expert_fraction=batch.is_expert.mean(dtype=jnp.float32))
+
+    # A loop, not trace-time unrolling: compile time does not grow with the step count. Its
+    # body runs at the unrolled speed because the nets' convolutions have layout-fixed
+    # gradients (nets.layers.conv2d).
+    (state, replay_state), stacked = jax.lax.scan(grad_step, (state, replay_state), None,
+                                                  length=cfg.training.grad_steps_per_call)
     reduce = dict(last=lambda v: v[-1], min=jnp.min, max=jnp.max, mean=jnp.mean)
     return state, replay_state, {k: reduce[_reduction(k)](v) for k, v in stacked.items()}
 

@@ -102,6 +102,13 @@ def _unit_interval(field: str, value: float, *, closed_low: bool = True,
            field, value, f"must be a number in {lo}0, 1{hi}")
 
 
+AUTO_IMAGE = dict(reward_clip=1.0, frame_stack=4)
+"""env.reward_clip and env.frame_stack that auto gives on image observations (Atari habits:
+Mnih et al. 2015, BTR)."""
+AUTO_VECTOR = dict(reward_clip=None, frame_stack=1)
+"""... and on vector observations: raw rewards, one observation."""
+
+
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
     """Which environment to run and how its observations are preprocessed."""
@@ -119,8 +126,12 @@ class EnvConfig:
     """Step the envs in worker subprocesses with shared-memory observations (else in-process)."""
     frame_skip: int = 4
     """Agent steps repeat each action this many frames (images only; CarRacing and ALE); >= 1."""
-    frame_stack: int = 4
-    """Observation frames stacked as the network input (rebuilt from single frames); >= 1."""
+    frame_stack: int | Literal["auto"] = "auto"
+    """Observation frames stacked as the network input (rebuilt from single frames); >= 1, or
+    auto: 4 for image observations (Atari, CarRacing, TrackMania's frames; BTR / DQN) and 1
+    for vector observations (CartPole, Pendulum, LunarLander: the state is already whole).
+    auto is resolved from the env when the run starts: --print-config and config.json show
+    the number, and a resumed run keeps it."""
     image_size: int = 84
     """Side of the square grayscale frame, in pixels; >= 16."""
     max_episode_steps: int | None = None
@@ -128,9 +139,10 @@ class EnvConfig:
     reward_scale: float = 1.0
     """Rewards stored in replay are multiplied by this, then clipped; episode returns in the
     logs stay raw; > 0."""
-    reward_clip: float | None = 1.0
+    reward_clip: float | Literal["auto"] | None = "auto"
     """Rewards stored in replay are clipped to [-reward_clip, reward_clip] (after scaling);
-    None disables."""
+    > 0; None disables; auto: 1.0 for image observations (Atari's clip) and None for vector
+    observations (a LunarLander crash of -100 stays -100); resolved like frame_stack."""
 
     def __post_init__(self):
         _check_number_fields(self, "env")
@@ -140,7 +152,9 @@ class EnvConfig:
                self.action_space, f"must be one of {typing.get_args(ActionSpace)}")
         _positive_int("env.num_envs", self.num_envs)
         _positive_int("env.frame_skip", self.frame_skip)
-        _positive_int("env.frame_stack", self.frame_stack)
+        _check(self.frame_stack == "auto" or isinstance(self.frame_stack, int)
+               and not isinstance(self.frame_stack, bool) and self.frame_stack > 0,
+               "env.frame_stack", self.frame_stack, "must be an integer >= 1 or auto")
         _check(isinstance(self.image_size, int) and self.image_size >= 16, "env.image_size",
                self.image_size, "must be an integer >= 16")
         if self.max_episode_steps is not None:
@@ -148,9 +162,17 @@ class EnvConfig:
         _check(isinstance(self.reward_scale, (int, float)) and self.reward_scale > 0
                and math.isfinite(self.reward_scale), "env.reward_scale", self.reward_scale,
                "must be a finite number > 0")
-        if self.reward_clip is not None:
+        if self.reward_clip not in (None, "auto"):
             _check(self.reward_clip > 0, "env.reward_clip", self.reward_clip,
-                   "must be > 0, or None to disable clipping")
+                   "must be > 0, auto, or None to disable clipping")
+
+    def resolved(self, is_image: bool) -> EnvConfig:
+        """This section with each auto field set for the env's observations: image frames
+        (``EnvSpec.is_image``) get :data:`AUTO_IMAGE`, vectors :data:`AUTO_VECTOR`; explicit
+        values stay."""
+        auto = AUTO_IMAGE if is_image else AUTO_VECTOR
+        return dataclasses.replace(self, **{name: value for name, value in auto.items()
+                                            if getattr(self, name) == "auto"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,19 +285,28 @@ class AgentConfig:
     """dqn: loss on the TD error, huber (threshold kappa) or mse (0.5 * td^2)."""
     target_clamp: float | Literal["auto"] | None = None
     """Clamp the bootstrapped backup (every target sample) to [-bound, bound]; auto uses
-    r_max / (1 - gamma) with r_max = env.reward_clip, plus munchausen_tau * log(A) per step
-    with Munchausen; None disables (seed 003's emergency brake)."""
+    r_max / (1 - gamma) with r_max = env.reward_clip (a number: env.reward_clip auto is None
+    on vector observations), plus munchausen_tau * log(A) per step with Munchausen; None
+    disables (seed 003's emergency brake)."""
     target_update: TargetUpdate = "hard"
     """hard: copy online into target every target_update_period optimizer updates (BTR, seed
     000); soft: Polyak blend every target_soft_period updates; both: the blend plus a hard
     refresh every target_update_period (seed 003)."""
     target_update_period: int = 500
-    """Optimizer updates between hard copies (hard and both modes); >= 1."""
+    """Optimizer updates (not env steps) between hard copies (hard and both modes); >= 1.
+    The loop runs training.replay_ratio grad steps per env step and an update takes
+    grad_accumulation grad steps, so after training.learning_starts a copy comes every
+    target_update_period * grad_accumulation / replay_ratio env steps (Rainbow: 2000 * 1 /
+    0.25 = 8,000 env steps = 32,000 frames at frame_skip 4). From a period P in env steps:
+    target_update_period = P * replay_ratio / grad_accumulation. train/target_age counts
+    updates too."""
     target_tau: float = 0.005
     """Polyak coefficient: target <- tau * online + (1 - tau) * target (soft and both modes);
     in (0, 1]."""
     target_soft_period: int = 1
-    """Optimizer updates between Polyak blends (Linesight: 4); >= 1."""
+    """Optimizer updates (not env steps) between Polyak blends (Linesight: 4); >= 1: a blend
+    every target_soft_period * grad_accumulation / replay_ratio env steps, as for
+    target_update_period."""
     optimizer: OptimizerName = "adam"
     """adam (Kingma & Ba 2015), adamw (decoupled weight decay, Loshchilov & Hutter 2019) or
     radam (Liu et al. 2020, with decoupled weight decay when weight_decay > 0)."""
@@ -298,8 +329,9 @@ class AgentConfig:
     max_grad_norm: float = 10.0
     """Global-norm gradient clip; 0 disables clipping; >= 0."""
     grad_accumulation: int = 1
-    """Micro-batches whose mean gradient makes one optimizer update (optax.MultiSteps; seed
-    003 fix: 4). Target periods and lr schedules count optimizer updates; >= 1."""
+    """Micro-batches (grad steps) whose mean gradient makes one optimizer update
+    (optax.MultiSteps; seed 003 fix: 4). Target periods and lr schedules count optimizer
+    updates, one per grad_accumulation / training.replay_ratio env steps; >= 1."""
     epsilon_schedule: EpsilonSchedule = "exponential"
     """exponential: eps = end + (start - end) * exp(-t / decay_steps) (BTR); linear: from
     start to end over decay_steps, then end."""
@@ -748,7 +780,11 @@ class TrainingConfig:
     grad_steps_per_call: int = 1
     """Grad steps fused in one jitted device call (lax.scan); >= 1."""
     eval_interval: int = 50_000
-    """Env steps between evaluations (noise off, eval_epsilon); 0 disables."""
+    """Env steps between evaluations (noise off, eval_epsilon); 0 disables. An evaluation
+    runs on the first vector step at or past each multiple of eval_interval (with E envs the
+    counter moves by up to E) and is logged (TensorBoard step, health, best/<step>, its env
+    seeds) at that multiple, so runs with any num_envs log at the same steps; multiples
+    crossed within one vector step make one evaluation, at the last of them."""
     eval_episodes: int = 5
     """Episodes per evaluation; >= 1."""
     checkpoint_interval: int = 50_000
@@ -1013,7 +1049,10 @@ class Config:
         _check(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed,
                "must be an integer >= 0")
         per_stream = self.replay.capacity // self.env.num_envs
-        history = max(self.env.frame_stack - 1, self.network.action_history)
+        # An unresolved auto stack is checked as 1, the least it gives; resolve_env_auto
+        # validates again with the number.
+        stack = 1 if self.env.frame_stack == "auto" else self.env.frame_stack
+        history = max(stack - 1, self.network.action_history)
         need = self.agent.n_step + history + 2
         _check(per_stream >= need, "replay.capacity", self.replay.capacity,
                f"must give each of the {self.env.num_envs} env streams at least n_step + "
@@ -1052,6 +1091,31 @@ class Config:
                "calls, so a smaller lag would hold the actor forever")
         _check(self.training.batch_size <= self.replay.capacity, "training.batch_size",
                self.training.batch_size, f"must be <= replay.capacity ({self.replay.capacity})")
+
+    @property
+    def env_steps_per_update(self) -> float:
+        """Env steps per optimizer update once learning has started: the loop runs
+        training.replay_ratio grad steps per env step and an update takes
+        agent.grad_accumulation of them, so grad_accumulation / replay_ratio."""
+        return self.agent.grad_accumulation / self.training.replay_ratio
+
+
+def resolve_env_auto(config: Config, is_image: bool) -> Config:
+    """``config`` with env.reward_clip and env.frame_stack auto set for the env's
+    observations (:meth:`EnvConfig.resolved`), validated again. ``launch/run.py`` calls it
+    once, where the env spec is known, before printing or saving the config; on a config
+    without auto it returns an equal config.
+
+    Raises:
+      ConfigError: agent.target_clamp auto with a reward_clip that auto leaves off (vector
+        observations), or a replay too small for the resolved frame stack.
+    """
+    env = config.env.resolved(is_image)
+    _check(not (config.agent.target_clamp == "auto" and config.env.reward_clip == "auto"
+                and env.reward_clip is None), "agent.target_clamp", "auto",
+           "needs env.reward_clip (r_max), which auto leaves off (None) on vector "
+           "observations; set --env.reward-clip or a number for agent.target_clamp")
+    return config if env == config.env else dataclasses.replace(config, env=env)
 
 
 # --- readable text on disk -------------------------------------------------------------

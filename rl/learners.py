@@ -7,7 +7,7 @@ from rl import tqc as tqc_lib
 from rl.agent import (METRIC_NAMES, SAMPLING_METRIC_NAMES, ValueAgent, make_optimizer,
                       make_replay, target_bound)
 from rl.c51 import C51
-from rl.config import Config
+from rl.config import Config, resolve_env_auto
 from rl.dqn import DQN
 from rl.iqn import IQN
 from rl.tqc import TQC, make_tqc
@@ -20,11 +20,15 @@ def make_agent(config: Config, num_actions: int, is_image: bool,
                feature_size: int = 0) -> ValueAgent | TQC:
     """Build the learner named by ``config.agent.learner`` for an env's action count (the
     action dimension for tqc), observation kind (images or vectors) and number of float
-    features beside the frames (``EnvSpec.feature_size``; 0: plain frames).
+    features beside the frames (``EnvSpec.feature_size``; 0: plain frames). env.reward_clip
+    and env.frame_stack auto are resolved by ``is_image`` (``launch/run.py`` has done so
+    already; this serves callers that start from a preset), so ``agent.config`` holds numbers.
 
     Raises:
       ValueError: a torso that does not fit the observations (see nets.resolve_torso).
+      ConfigError: agent.target_clamp auto with no reward clip (``resolve_env_auto``).
     """
+    config = resolve_env_auto(config, is_image)
     if config.agent.learner == "tqc":
         return make_tqc(config, num_actions, is_image, feature_size)
     cls = LEARNERS[config.agent.learner]

@@ -20,7 +20,8 @@ def iqn_btr() -> Config:
     dueling NoisyNet heads of 512, 8 taus, Munchausen (tau 0.03, alpha 0.9, clip -1),
     gamma 0.997, n-step 3, Adam lr 1e-4 eps 1.95e-5, grad clip 10, batch 256, hard target
     copy every 500 grad steps, PER alpha 0.2 / beta 0.4 -> 1, replay ratio 1/64, epsilon
-    1 -> 0.01 exponential over 2M steps and off at half of training, rewards clipped to 1.
+    1 -> 0.01 exponential over 2M steps and off at half of training, rewards clipped to 1 and
+    4 frames stacked (env auto on pixels; raw rewards and one observation on vector envs).
 
     Scaled to a small machine (2 cores, 24 GiB): 8 envs instead of 64, replay capacity
     131,072 instead of 2^20 (about 0.9 GiB of 84x84 frames instead of 7 GiB) and learning
@@ -34,15 +35,17 @@ def iqn() -> Config:
 
     Small CNN (images) or MLP (vectors) torso, no spectral norm, no noisy nets, no dueling,
     no Munchausen (double-Q targets instead), uniform replay, hard target copy every 100
-    updates, replay ratio 0.5, linear epsilon 1 -> 0.02 over 10k env steps. Tuned so
-    CartPole-v1 reaches 475 within 50k env steps (benchmarks/sample_efficiency.py). Gradient
+    updates, replay ratio 0.5, linear epsilon 1 -> 0.02 over 10k env steps; env auto: 4
+    frames and rewards clipped to 1 on pixels, one observation and raw rewards on vectors.
+    Tuned so CartPole-v1 reaches 475 within 50k env steps (benchmarks/sample_efficiency.py;
+    measured with 4 stacked observations and clip 1, the values before auto). Gradient
     clip 100 (seeds 000/001's working value): on CartPole the grad norm reaches 20-30, so a
     clip of 10 cut every step, which the seeds read as a red flag (and with Adam only
     rescales the step).
     """
     return Config(
         algo="iqn",
-        env=EnvConfig(num_envs=4, frame_stack=4),
+        env=EnvConfig(num_envs=4),
         network=NetworkConfig(torso="auto", spectral_norm=False, noisy=False, dueling=False,
                               hidden_dim=256, mlp_hidden=(256, 256)),
         agent=AgentConfig(gamma=0.99, n_step=3, munchausen=False, double_q=True,
@@ -76,8 +79,8 @@ def rainbow() -> Config:
     gamma 0.99, proportional PER alpha 0.5 with beta 0.4 -> 1 and the loss as priority,
     Adam lr 6.25e-5 eps 1.5e-4, batch 32, one update per 4 agent steps (replay ratio 0.25),
     target copy every 32k frames = 8k agent steps = 2,000 updates, learning starts at 80k
-    frames = 20k agent steps, Nature-DQN torso, hidden 512, rewards clipped to 1, grad clip
-    10 (Dopamine's value).
+    frames = 20k agent steps, Nature-DQN torso, hidden 512, rewards clipped to 1 and 4
+    frames stacked (env auto on pixels), grad clip 10 (Dopamine's value).
 
     Scaled like ``iqn_btr``: 8 envs, replay capacity 131,072 instead of 1M.
     """
@@ -176,12 +179,12 @@ def tqc() -> Config:
     batch 256, replay 1M, one update per env step, n-step 1, on Pendulum-v1.
 
     Warm-up: 1,000 uniformly random env steps before learning (SB3's TQC uses 100). Vector
-    observations enter the MLPs directly (frame stack 1); rewards are not clipped.
+    observations enter the MLPs directly, one at a time, and rewards are not clipped (env
+    auto on vectors: frame stack 1, reward clip None).
     """
     return Config(
         algo="tqc",
-        env=EnvConfig(id="Pendulum-v1", action_space="continuous", num_envs=1, frame_stack=1,
-                      reward_clip=None),
+        env=EnvConfig(id="Pendulum-v1", action_space="continuous", num_envs=1),
         network=NetworkConfig(torso="auto", spectral_norm=False, noisy=False, dueling=False),
         agent=AgentConfig(learner="tqc", munchausen=False, gamma=0.99, n_step=1, kappa=1.0,
                           target_tau=0.005, adam_eps=1e-8, epsilon_start=0.0, epsilon_end=0.0,

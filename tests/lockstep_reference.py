@@ -6,8 +6,9 @@ TensorBoard events (episode returns and lengths, losses, Q values, evaluation re
 epsilon; the ``perf/`` timings left out), the loop counters of the last checkpoint and a
 SHA-256 of every leaf of its train state and replay contents. The file in the repository was
 recorded from the single-threaded loop of commit 9bc72fa, under XLA's default CPU flags (the
-``car_racing_iqn_btr`` case with today's ``nets/layers.py:max_pool_same`` put into that
-commit's Impala torso, since the pool's gradient sums in another order);
+``car_racing_iqn_btr`` case with today's ``nets/layers.py`` put into that commit, its
+``max_pool_same`` in the Impala torso: the pool's gradient and the noisy layer's one matmul
+sum in another order);
 ``tests/test_loop.py`` runs the same cases in lockstep mode, with those flags, and asserts
 equality.
 """
@@ -38,6 +39,8 @@ _COMMON = ["--env.no-asynchronous", "--logging.no-progress-bar", "--logging.summ
 CASES = {
     "cartpole_dqn": [
         "--algo", "dqn", "--env", "CartPole-v1", "--seed", "5", "--total-steps", "480",
+        # The dqn preset's env values when recorded (auto now gives 1 and None on CartPole).
+        "--env.frame-stack", "4", "--env.reward-clip", "1.0",
         "--env.num-envs", "4", "--network.mlp-hidden", "16", "--network.hidden-dim", "16",
         "--training.learning-starts", "100", "--training.batch-size", "16",
         "--training.replay-ratio", "0.25", "--training.eval-interval", "240",

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+import envs
 from launch import cli
 from rl import config as config_lib
 from rl import presets
 from rl.config import (AgentConfig, Config, ConfigError, EnvConfig, NetworkConfig, ReplayConfig,
-                       TrainingConfig)
+                       TrackmaniaConfig, TrainingConfig, resolve_env_auto)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
     (lambda: AgentConfig(epsilon_off_fraction=0.0), "agent.epsilon_off_fraction", 0.0),
     (lambda: EnvConfig(num_envs=0), "env.num_envs", 0),
     (lambda: EnvConfig(frame_stack=2.5), "env.frame_stack", 2.5),
+    (lambda: EnvConfig(frame_stack="four"), "env.frame_stack", "four"),
+    (lambda: EnvConfig(frame_stack=0), "env.frame_stack", 0),
+    (lambda: EnvConfig(reward_clip="off"), "env.reward_clip", "off"),
     (lambda: ReplayConfig(priority_exponent=1.5), "replay.priority_exponent", 1.5),
     (lambda: TrainingConfig(replay_ratio=0.0), "training.replay_ratio", 0.0),
     (lambda: TrainingConfig(batch_size=True), "training.batch_size", True),
@@ -125,6 +129,9 @@ def _main(capsys, *args):
     (["--expert.kind", "scripted"], "expert.source=None"),
     (["--algo", "tempest_seed003", "--expert.source", "envs.scripted:nothing"],
      "no function 'nothing'"),
+    # auto leaves CartPole's rewards unclipped, so the auto clamp has no r_max.
+    (["--algo", "dqn", "--env", "CartPole-v1", "--agent.target-clamp", "auto"],
+     "agent.target_clamp='auto': needs env.reward_clip (r_max), which auto leaves off"),
 ])
 def test_run_rejects_bad_input_before_work(tmp_path, capsys, args, needle):
     code, stderr = _main(capsys, *args, "--run-dir", str(tmp_path / "run"))
@@ -226,6 +233,66 @@ def test_capacity_counts_action_history():
     assert info.value.field == "replay.capacity" and "capacity >= 840" in str(info.value)
 
 
+def test_capacity_is_checked_again_with_the_resolved_frame_stack():
+    # Each of 8 streams: n_step 3 + (frame_stack - 1) + 2 slots; auto counts as 1 (5 slots,
+    # capacity 40) until resolved: 4 frames on images need 8 slots (64).
+    cfg = Config(replay=ReplayConfig(capacity=40), training=TrainingConfig(batch_size=32))
+    assert resolve_env_auto(cfg, is_image=False).env.frame_stack == 1
+    with pytest.raises(ConfigError) as info:
+        resolve_env_auto(cfg, is_image=True)
+    assert info.value.field == "replay.capacity" and "capacity >= 64" in str(info.value)
+
+
+# --- env fields resolved by the env: auto ----------------------------------------------------
+
+@pytest.mark.parametrize("env_id, kwargs, want", [
+    ("CarRacing-v3", {}, (1.0, 4)),
+    ("trackmania", dict(image_size=64, trackmania=TrackmaniaConfig()), (1.0, 4)),  # frames
+    ("CartPole-v1", {}, (None, 1)),
+    ("Pendulum-v1", dict(action_space="continuous"), (None, 1)),
+])
+def test_env_auto_resolves_by_the_env_spec(env_id, kwargs, want):
+    spec = envs.env_spec(env_id, **kwargs)
+    cfg = Config(env=EnvConfig(id=env_id, num_envs=1),  # TrackMania: one game, no eval
+                 training=TrainingConfig(eval_interval=0))
+    assert (cfg.env.reward_clip, cfg.env.frame_stack) == ("auto", "auto")
+    env = resolve_env_auto(cfg, spec.is_image).env
+    assert (env.reward_clip, env.frame_stack) == want
+    assert resolve_env_auto(resolve_env_auto(cfg, spec.is_image), not spec.is_image).env == env
+
+
+def test_explicit_env_values_win_over_auto():
+    # From a preset: tm20_rainbow stores raw rewards in 4-frame stacks, on any env.
+    for is_image in (True, False):
+        env = resolve_env_auto(presets.get("tm20_rainbow"), is_image).env
+        assert (env.reward_clip, env.frame_stack) == (None, 4)
+    # From the command line, either way round.
+    cartpole = cli.parse(["--algo", "dqn", "--env", "CartPole-v1", "--env.frame-stack", "3",
+                          "--env.reward-clip", "0.5"]).config
+    env = resolve_env_auto(cartpole, is_image=False).env
+    assert (env.reward_clip, env.frame_stack) == (0.5, 3)
+    car = cli.parse(["--algo", "dqn", "--env.reward-clip", "None"]).config
+    env = resolve_env_auto(car, is_image=True).env
+    assert (env.reward_clip, env.frame_stack) == (None, 4)
+
+
+def test_value_presets_get_atari_values_on_pixels_and_raw_ones_on_vectors():
+    for name in ("iqn_btr", "iqn", "dqn", "rainbow", "linesight_a01", "tempest_seed003"):
+        cfg = presets.get(name)
+        assert (cfg.env.reward_clip, cfg.env.frame_stack) == ("auto", "auto"), name
+        assert resolve_env_auto(cfg, True).env.reward_clip == 1.0
+        assert resolve_env_auto(cfg, False).env.frame_stack == 1
+    tqc = resolve_env_auto(presets.get("tqc"), is_image=False).env  # Pendulum, as before
+    assert (tqc.reward_clip, tqc.frame_stack) == (None, 1)
+
+
+def test_env_steps_per_update_converts_target_periods():
+    # An update is grad_accumulation grad steps, replay_ratio grad steps per env step.
+    assert presets.get("rainbow").env_steps_per_update == 4.0    # 2000 updates = 8,000 steps
+    assert presets.get("iqn_btr").env_steps_per_update == 64.0
+    assert presets.get("tempest_seed003").env_steps_per_update == 0.5    # 4 / 8
+
+
 # --- presets round-trip through the saved text ---------------------------------------------
 
 def _same_with_types(a, b, path="config"):
@@ -294,7 +361,8 @@ def test_print_config_rainbow_and_tm20_differ_as_documented():
     assert rainbow_cfg["algo"] == "rainbow"
     assert rainbow_cfg["agent"]["learner"] == "c51"
     assert rainbow_cfg["agent"]["target_update_period"] == 2000
-    assert config_lib.from_dict(rainbow_cfg) == presets.get("rainbow")
+    assert (rainbow_cfg["env"]["reward_clip"], rainbow_cfg["env"]["frame_stack"]) == (1.0, 4)
+    assert config_lib.from_dict(rainbow_cfg) == resolve_env_auto(presets.get("rainbow"), True)
 
     tm20 = _run_wide("--algo", "tm20_rainbow", "--print-config")
     assert tm20.returncode == 0, tm20.stderr
@@ -303,6 +371,31 @@ def test_print_config_rainbow_and_tm20_differ_as_documented():
     assert tm20_cfg["agent"]["target_update_period"] == 1500
     assert tm20_cfg["env"]["reward_clip"] is None
     assert config_lib.from_dict(tm20_cfg) == presets.get("tm20_rainbow")
+
+
+def _printed_env(capsys, *args) -> tuple:
+    from launch import run
+
+    assert run.main([*args, "--print-config"]) == 0
+    env = json.loads(capsys.readouterr().out)["env"]
+    return env["reward_clip"], env["frame_stack"]
+
+
+def test_print_config_shows_the_env_values_auto_resolved_to(capsys):
+    assert _printed_env(capsys, "--algo", "dqn") == (1.0, 4)  # CarRacing
+    assert _printed_env(capsys, "--algo", "dqn", "--env", "CartPole-v1") == (None, 1)
+    assert _printed_env(capsys, "--algo", "dqn", "--env", "CartPole-v1",
+                        "--env.frame-stack", "2") == (None, 2)
+
+
+def test_a_resumed_run_keeps_its_saved_env_values(tmp_path, capsys):
+    # A run of before auto saved CartPole with Atari's values: resuming keeps them (its
+    # checkpoint holds 4-frame stacks), and so does a run saved with auto's values.
+    for clip, stack in ((1.0, 4), (None, 1)):
+        saved = presets.replace(presets.get("dqn"), env=dict(id="CartPole-v1",
+                                                             reward_clip=clip, frame_stack=stack))
+        config_lib.save(saved, tmp_path / "config.json")
+        assert _printed_env(capsys, "--resume", str(tmp_path)) == (clip, stack)
 
 
 @pytest.mark.parametrize("args, field", [

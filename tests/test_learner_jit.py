@@ -9,6 +9,7 @@ import pytest
 
 from rl import presets, schedules
 from rl.agent import METRIC_NAMES, SAMPLING_METRIC_NAMES
+from rl.config import resolve_env_auto
 from rl.learners import make_agent, update_metric_names
 
 IMAGE = (36, 36)  # small_cnn: 36 -> 8 -> 3 -> 1
@@ -274,8 +275,13 @@ def test_target_clamp_auto_bound():
     cfg = presets.replace(presets.get("dqn"), agent=dict(target_clamp="auto", gamma=0.99),
                           env=dict(reward_clip=2.0))
     np.testing.assert_allclose(target_bound(cfg, 4), 2.0 / 0.01)
+    # iqn_btr's reward_clip is auto: 1 on pixels, as make_agent resolves it.
     btr = presets.replace(presets.get("iqn_btr"), agent=dict(target_clamp="auto"))
-    np.testing.assert_allclose(target_bound(btr, 3), (1.0 + 0.03 * np.log(3)) / 0.003)
+    np.testing.assert_allclose(target_bound(resolve_env_auto(btr, is_image=True), 3),
+                               (1.0 + 0.03 * np.log(3)) / 0.003)
+    agent = make_agent(presets.replace(btr, network=dict(torso="small_cnn")), 3, is_image=True)
+    np.testing.assert_allclose(agent.target_bound, (1.0 + 0.03 * np.log(3)) / 0.003)
+    assert (agent.config.env.frame_stack, agent.replay.frame_stack) == (4, 4)
     assert target_bound(presets.get("dqn"), 4) is None
 
 
@@ -323,3 +329,28 @@ def test_jit_action_history_changes_q():
     q_none = agent.q_values(state, batch.obs, key, noisy=False, prev_actions=none)
     q_zero = agent.q_values(state, batch.obs, key, noisy=False, prev_actions=none.at[:, -1].set(0))
     assert float(jnp.abs(q_none - q_zero).max()) > 0
+
+
+@pytest.mark.parametrize("name", ["iqn_btr", "dqn"])  # Impala; Nature CNN (strided convs)
+def test_jit_scanned_update_equals_single_steps_with_fast_convolutions(name):
+    """Two grad steps in one call (a lax.scan) give the state of two one-step calls; every
+    convolution of the compiled update, gradients in the loop body included, has the layout
+    of XLA:CPU's fast convolutions and no dilation (strided and in-loop gradients otherwise
+    run as generic loops)."""
+    two = presets.replace(tiny(name), training=dict(grad_steps_per_call=2))
+    agent2, state, replay_state = filled(two)
+    agent1 = make_agent(tiny(name), num_actions=3, is_image=True)
+    beta = jnp.float32(0.5)
+    state2, replay2, metrics2 = jax.jit(agent2.update)(state, replay_state, beta)
+    update1 = jax.jit(agent1.update)
+    state1, replay1, first = update1(state, replay_state, beta)
+    state1, replay1, second = update1(state1, replay1, beta)
+    chex.assert_trees_all_close(state2, state1, rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(replay2, replay1, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(metrics2["loss"], (first["loss"] + second["loss"]) / 2,
+                               rtol=1e-4)
+    hlo = jax.jit(agent2.update).lower(state, replay_state, beta).compile().as_text()
+    convs = [line for line in hlo.splitlines() if " convolution(" in line]
+    slow = [c for c in convs if "dim_labels=b01f_01io->b01f" not in c or "lhs_dilate" in c
+            or "rhs_dilate" in c]
+    assert convs and not slow, slow[:3]

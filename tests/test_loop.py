@@ -213,3 +213,33 @@ def test_an_exception_in_the_actor_process_ends_the_run_with_its_traceback(tmp_p
     assert seconds < 10.0
     assert len(children) >= 2  # the actor process and its env worker at least
     assert _all_gone(children)
+
+
+EVAL_LINE = re.compile(r"eval at env step (\d+)(?: \(policy of env step (\d+)\))?: return")
+
+
+@pytest.mark.parametrize("mode", ["lockstep", "bounded", "realtime"])
+def test_evaluations_are_logged_at_multiples_of_the_interval(tmp_path, mode):
+    """4 envs and CartPole's autoreset slots move the env-step counter by 1 to 4, past
+    multiples of 90 more often than onto them: each evaluation is logged (TensorBoard,
+    best/) at the multiple it was due for, and the policy is that of the step reached."""
+    run_dir = tmp_path / "run"
+    result = run_faulty(*CARTPOLE, "--actors.mode", mode, "--actors.backend", "thread",
+                        "--total-steps", "300", "--training.eval-interval", "90",
+                        "--training.eval-episodes", "1", "--env.max-episode-steps", "30",
+                        "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    means = dict(scalars(run_dir)["eval/return_mean"])
+    assert list(means) == [90, 180, 270]
+    logged = EVAL_LINE.findall(result.stderr)
+    assert [int(step) for step, _ in logged] == [90, 180, 270]
+    reached = {int(step): int(r) for step, r in logged if r}
+    assert all(step < r < step + 4 for step, r in reached.items())
+    if mode == "lockstep":  # reproducible by seed: a multiple passed, not landed on
+        assert reached
+    # best/ is named by the best evaluation's step (the first of equal ones); its counters
+    # say where the evaluated policy was.
+    (best,) = [int(p.name) for p in (run_dir / "best").iterdir()]
+    assert best == max(means, key=means.get)
+    counters = json.loads((run_dir / "best" / str(best) / "loop" / "metadata").read_text())
+    assert counters["env_steps"] == reached.get(best, best)

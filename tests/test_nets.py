@@ -8,7 +8,7 @@ import pytest
 
 from nets import (Encoder, IQNNetwork, ImpalaCNN, NoisyDense, ValueHead, ValueNetwork,
                   adaptive_max_pool, make_torso, torsos)
-from nets.layers import max_pool_same
+from nets.layers import conv2d, max_pool_same
 from rl.config import NetworkConfig
 
 
@@ -202,3 +202,34 @@ def test_value_network_with_norm_and_action_history(norm):
         other = net.apply(variables, obs, prev_actions=prev.at[0].set(0), train=False, noisy=False)
         assert float(jnp.abs(other[0] - out[0]).max()) > 0
         np.testing.assert_array_equal(other[1:], out[1:])
+
+
+@pytest.mark.parametrize("shape, kernel, strides, padding", [
+    ((2, 9, 7, 3), 3, (1, 1), "SAME"), ((2, 9, 7, 3), 4, (1, 1), "SAME"),
+    ((2, 9, 7, 3), 3, (1, 1), "VALID"), ((2, 36, 36, 4), 8, (4, 4), "VALID"),
+    ((2, 15, 15, 6), 4, (2, 2), "VALID"), ((2, 11, 10, 3), 3, (2, 2), "SAME"),
+    ((2, 13, 9, 3), 5, (3, 2), "VALID"), ((2, 13, 9, 3), 3, (2, 3), ((1, 2), (0, 1)))])
+def test_conv2d_equals_lax_convolution_values_and_gradients(shape, kernel, strides, padding):
+    """The layout-fixed convolution (space-to-depth for strides) against
+    lax.conv_general_dilated: outputs and both gradients on random data."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, shape[3], 5)), jnp.float32)
+    reference = lambda x, w: jax.lax.conv_general_dilated(
+        x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ours = lambda x, w: conv2d(x, w, strides, padding)
+    out = reference(x, w)
+    np.testing.assert_allclose(ours(x, w), out, rtol=1e-5, atol=1e-4)
+    cotangent = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
+    grads = lambda conv: jax.grad(lambda x, w: jnp.sum(conv(x, w) * cotangent), (0, 1))(x, w)
+    for a, b in zip(grads(ours), grads(reference)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_conv2d_refuses_dilation_and_other_layouts():
+    x, w = jnp.zeros((1, 8, 8, 2)), jnp.zeros((3, 3, 2, 4))
+    with pytest.raises(ValueError, match="rhs_dilation"):
+        conv2d(x, w, (1, 1), "SAME", rhs_dilation=(2, 2))
+    with pytest.raises(ValueError, match="NHWC"):
+        conv2d(jnp.zeros((1, 2, 8, 8)), w, (1, 1), "SAME",
+               dimension_numbers=("NCHW", "HWIO", "NCHW"))

@@ -53,9 +53,13 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def test_car_racing_trains_writes_events_checkpoints_and_resumes(tmp_path):
     run_dir = tmp_path / "run"
-    run(*TINY_CAR_RACING, "--total-steps", "128", "--run-dir", str(run_dir))
+    result = run(*TINY_CAR_RACING, "--total-steps", "128", "--run-dir", str(run_dir))
     config = json.loads((run_dir / "config.json").read_text())
     assert config["env"]["id"] == "CarRacing-v3" and config["training"]["total_steps"] == 128
+    # env auto on pixels, saved as numbers; the target period also in env steps (5 updates
+    # at replay ratio 0.25).
+    assert (config["env"]["reward_clip"], config["env"]["frame_stack"]) == (1.0, 4)
+    assert "target network: hard copy every 5 updates = 20 env steps" in result.stderr
     steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir())
     assert len(steps) == 2 and 64 <= steps[0] < 66 and 128 <= steps[1] < 130
     assert len(list((run_dir / "best").iterdir())) == 1
@@ -70,6 +74,7 @@ def test_car_racing_trains_writes_events_checkpoints_and_resumes(tmp_path):
                 "charts/epsilon", "episode/return", "eval/return_mean",
                 "perf/env_steps_per_sec", "perf/learner_busy_share"):
         assert tag in tags, tag
+    assert [step for step, _ in tags["eval/return_mean"]] == [64, 128]
     grad_steps_first = tags["train/grad_steps"][-1][1]
     assert grad_steps_first > 0
 
@@ -101,6 +106,8 @@ def test_expert_curriculum_and_resume_with_a_raised_floor_and_no_saved_replay(tm
                  "--expert.ratio-start", "0.9", "--expert.ratio-floor", "0.2",
                  "--expert.ratio-decay-steps", "200", *common)
     assert "step 400/400 | expert 20%" in result.stderr  # the status line
+    saved_env = json.loads((run_dir / "config.json").read_text())["env"]
+    assert (saved_env["reward_clip"], saved_env["frame_stack"]) == (None, 1)  # vector auto
     first = max(int(p.name) for p in (run_dir / "checkpoints").iterdir())
     assert not (run_dir / "checkpoints" / str(first) / "replay").exists()
     tags = scalars(run_dir)
@@ -113,6 +120,7 @@ def test_expert_curriculum_and_resume_with_a_raised_floor_and_no_saved_replay(tm
                  "0.9", "--expert.floor-raise-steps", "100", *common)
     assert "the buffer is refilled" in result.stderr
     assert f"floor raised to 0.9 from env step {first} to {first + 100}" in result.stderr
+    assert json.loads((run_dir / "config.json").read_text())["env"] == saved_env
     last = max(int(p.name) for p in (run_dir / "checkpoints").iterdir())
     counters = loop_counters(run_dir, last)
     assert counters["expert_floor_raise"] == dict(floor=0.9, steps=100, start=first)
