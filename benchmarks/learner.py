@@ -60,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--image-size", type=int, default=None,
                    help="override env.image_size (default: the preset's)")
     p.add_argument("--width-scale", type=int, default=None, help="override network.width_scale")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
+                   help="override network.dtype (the layers' computation dtype)")
     p.add_argument("--capacity", type=int, default=16384, help="replay capacity (all streams)")
     p.add_argument("--against-pytorch", action="store_true",
                    help="time the PyTorch peer of the update and of acting side by side")
@@ -70,6 +72,8 @@ def parse_args(argv=None):
 
 def make_config(args, algo, batch_size):
     network = {} if args.width_scale is None else dict(width_scale=args.width_scale)
+    if args.dtype is not None:
+        network["dtype"] = args.dtype
     env = {} if args.image_size is None else dict(image_size=args.image_size)
     return presets.replace(
         presets.get(algo), env=env, network=network,
@@ -145,7 +149,8 @@ def bench(args, algo):
     fill_s = time.perf_counter() - t0
     print(f"jax={jax.__version__} backend={jax.default_backend()} "
           f"device={jax.devices()[0].device_kind} cpus={os.cpu_count()} algo={algo} "
-          f"torso={cfg.network.torso} width_scale={cfg.network.width_scale} params={n_params} "
+          f"torso={cfg.network.torso} width_scale={cfg.network.width_scale} "
+          f"dtype={cfg.network.dtype} params={n_params} "
           f"num_envs={e} frame_stack={k} capacity={cfg.replay.capacity} "
           f"fill_s={fill_s:.1f}", flush=True)
 

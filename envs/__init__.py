@@ -7,6 +7,7 @@ from envs.demos import DemoEpisode, DemoError, demo_slots, load_demos
 from envs.evaluation import evaluate
 from envs.make import (
     ACTION_SPACES,
+    BACKENDS,
     ActionRepeat,
     CarRacingGasBrakeSteer,
     EnvIdError,
@@ -18,6 +19,7 @@ from envs.make import (
     make_env,
     make_kwargs,
     make_vector_env,
+    resolve_backend,
     split_obs,
     zeros_obs,
 )
@@ -25,6 +27,7 @@ from envs.trackmania import GameConnectionError, is_trackmania
 
 __all__ = [
     "ACTION_SPACES",
+    "BACKENDS",
     "SLOT_KEYS",
     "ActionHistory",
     "ActionRepeat",
@@ -49,6 +52,7 @@ __all__ = [
     "make_kwargs",
     "make_vector_env",
     "replay_reward",
+    "resolve_backend",
     "split_obs",
     "zeros_obs",
 ]

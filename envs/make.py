@@ -18,6 +18,11 @@ Actions are discrete (a ``Discrete(n)`` space from 0: int32 in ``[0, n)``) or co
 Every env emits ONE preprocessed frame per step; frame stacking is done by
 :class:`envs.collector.Collector` so the replay buffer stores each frame once.
 Host-only numpy: do not import jax here (worker processes must stay light).
+
+Vector envs (:func:`make_vector_env`) of ``ALE/*`` ids run on envpool's C++ threads when envpool
+is installed (:class:`envs.envpool_env.EnvpoolAtari`, same frames), else on gymnasium's vector
+envs; the ``backend`` argument picks one (:data:`BACKENDS`). envpool (which imports jax) is
+imported only in the process that builds such a vector env, never in env workers.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from gymnasium.vector.async_vector_env import _async_worker  # AsyncVectorEnv's 
 
 __all__ = [
     "ACTION_SPACES",
+    "BACKENDS",
     "ActionRepeat",
     "CarRacingGasBrakeSteer",
     "EnvIdError",
@@ -52,6 +58,7 @@ __all__ = [
     "join_obs",
     "make_env",
     "make_vector_env",
+    "resolve_backend",
     "split_obs",
     "zeros_obs",
 ]
@@ -73,6 +80,11 @@ TRACKMANIA_ID = "trackmania"
 
 ACTION_SPACES = ("auto", "discrete", "continuous")
 """Allowed values of the ``action_space`` argument of :func:`make_env` and friends."""
+
+BACKENDS = ("auto", "gymnasium", "envpool")
+"""Allowed values of the ``backend`` argument of :func:`make_vector_env` / :func:`env_spec`:
+gymnasium's vector envs, envpool (``ALE/*`` ids only), or auto: envpool where it can run the id
+(installed, has the game, ``noop_max >= 1``), else gymnasium."""
 
 
 class EnvIdError(ValueError):
@@ -137,13 +149,13 @@ def split_obs(spec: EnvSpec, obs: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_kwargs(config: Any) -> dict[str, Any]:
-    """The keyword arguments of :func:`make_env` / :func:`env_spec` / :func:`make_vector_env`
-    for a run config (``rl.config.Config``; read: its ``env`` section's frame_skip,
-    image_size, max_episode_steps, action_space, and the ``trackmania`` section)."""
+    """The keyword arguments of :func:`env_spec` / :func:`make_vector_env` for a run config
+    (``rl.config.Config``; read: its ``env`` section's frame_skip, image_size,
+    max_episode_steps, action_space, backend, and the ``trackmania`` section)."""
     env = config.env
     return dict(frame_skip=env.frame_skip, image_size=env.image_size,
                 max_episode_steps=env.max_episode_steps, action_space=env.action_space,
-                trackmania=config.trackmania)
+                backend=env.backend, trackmania=config.trackmania)
 
 
 def zeros_obs(spec: EnvSpec, leading: tuple[int, ...] = ()) -> Any:
@@ -270,11 +282,13 @@ def _gym_make(env_id: str, **kwargs: Any) -> gym.Env:
         return gym.make(env_id, **kwargs)
 
 
-def _raw_kwargs(env_id: str, action_space: str) -> dict[str, Any]:
+def _raw_kwargs(
+    env_id: str, action_space: str, repeat_action_probability: float = 0.25
+) -> dict[str, Any]:
     """Constructor kwargs that turn the registered env into the one we run."""
     if _is_atari(env_id):
         # Frame skipping is done by AtariPreprocessing (with max-pooling), not by ALE.
-        return {"frameskip": 1, "repeat_action_probability": 0.25}
+        return {"frameskip": 1, "repeat_action_probability": float(repeat_action_probability)}
     if _is_car_racing(env_id):
         # Natively continuous, but "auto" keeps the 5 discrete actions the value learners use.
         return {"continuous": action_space == "continuous"}
@@ -424,9 +438,15 @@ def _is_image_space(space: gym.spaces.Box) -> bool:
 
 
 def _check_make_args(
-    frame_skip: int, image_size: int, max_episode_steps: int | None, action_space: str
+    frame_skip: int, image_size: int, max_episode_steps: int | None, action_space: str,
+    noop_max: int = 30, repeat_action_probability: float = 0.25,
 ) -> None:
     _check_action_space(action_space)
+    if int(noop_max) != noop_max or noop_max < 0:
+        raise ValueError(f"noop_max must be an integer >= 0, got {noop_max!r}")
+    if not 0.0 <= repeat_action_probability <= 1.0:
+        raise ValueError(f"repeat_action_probability must be in [0, 1], got "
+                         f"{repeat_action_probability!r}")
     if int(frame_skip) != frame_skip or frame_skip < 1:
         raise ValueError(f"frame_skip must be an integer >= 1, got {frame_skip!r}")
     if int(image_size) != image_size or image_size < 1:
@@ -448,6 +468,8 @@ def make_env(
     seed: int | None = None,
     action_space: str = "auto",
     trackmania: Any = None,
+    noop_max: int = 30,
+    repeat_action_probability: float = 0.25,
 ) -> gym.Env:
     """Build one preprocessed env emitting ONE frame per step (no frame stacking).
 
@@ -456,7 +478,8 @@ def make_env(
     * ``ALE/*-v5``: ``gym.make(id, frameskip=1, repeat_action_probability=0.25)`` then
       ``AtariPreprocessing(noop_max=30, frame_skip=frame_skip, screen_size=image_size,
       grayscale_obs=True, terminal_on_life_loss=False)`` (BTR / Machado et al. 2018):
-      uint8 [image_size, image_size].
+      uint8 [image_size, image_size]. ``noop_max`` and ``repeat_action_probability`` replace
+      the 30 and the 0.25 (0 and 0: a deterministic game, for tests).
     * CarRacing and other uint8 image envs: :class:`ActionRepeat` (``frame_skip``, rewards
       summed), grayscale, resize to image_size x image_size with ``cv2.INTER_AREA``: uint8
       [image_size, image_size]. The registered TimeLimit (CarRacing: 1000 frames) sits inside the
@@ -485,13 +508,17 @@ def make_env(
         action_space: ``"auto"``, ``"discrete"`` or ``"continuous"``, as above.
         trackmania: the ``trackmania`` config section, for ``env_id="trackmania"``
             (:class:`envs.trackmania.TrackmaniaEnv`; frame_skip and seed do not apply).
+        noop_max: Atari only: no-op frames at reset drawn from ``[1, noop_max]`` (0: none).
+        repeat_action_probability: Atari only: ALE's sticky-action probability.
 
     Raises:
         EnvIdError: see :func:`check_env_id`; "trackmania" without its config section.
-        ValueError: frame_skip, image_size or max_episode_steps out of range, or action_space not
-            one of :data:`ACTION_SPACES`.
+        ValueError: frame_skip, image_size, max_episode_steps, noop_max (< 0) or
+            repeat_action_probability (outside [0, 1]) out of range, or action_space not one of
+            :data:`ACTION_SPACES`.
     """
-    _check_make_args(frame_skip, image_size, max_episode_steps, action_space)
+    _check_make_args(frame_skip, image_size, max_episode_steps, action_space, noop_max,
+                     repeat_action_probability)
     if env_id == TRACKMANIA_ID:
         from envs.trackmania import TrackmaniaEnv
 
@@ -500,7 +527,8 @@ def make_env(
     _check_registered(env_id)
     # -1 removes the registered TimeLimit; ours (in agent steps) is added last.
     inner_limit = -1 if max_episode_steps is not None else None
-    env = _gym_make(env_id, max_episode_steps=inner_limit, **_raw_kwargs(env_id, action_space))
+    env = _gym_make(env_id, max_episode_steps=inner_limit,
+                    **_raw_kwargs(env_id, action_space, repeat_action_probability))
     try:
         _check_spaces(env_id, env, action_space)
         # Action maps innermost: an ActionRepeat outside them repeats the agent's action.
@@ -511,7 +539,7 @@ def make_env(
         if _is_atari(env_id):
             env = gym.wrappers.AtariPreprocessing(
                 env,
-                noop_max=30,
+                noop_max=noop_max,
                 frame_skip=frame_skip,
                 screen_size=image_size,
                 terminal_on_life_loss=False,
@@ -560,14 +588,19 @@ def env_spec(
     seed: int | None = None,
     action_space: str = "auto",
     trackmania: Any = None,
+    noop_max: int = 30,
+    repeat_action_probability: float = 0.25,
+    backend: str = "auto",
 ) -> EnvSpec:
     """The :class:`EnvSpec` of ``make_env(env_id, **same kwargs)``: builds one env, reads its
     spaces, closes it (TrackMania: from its config, without the game). Raises like
-    :func:`make_env`."""
+    :func:`make_env`, and like :func:`resolve_backend` for a ``backend`` that cannot run the
+    id (so a run stops before its workers start); the spec is the same for either backend."""
     if env_id == TRACKMANIA_ID:
         from envs.trackmania import tm_spec
 
         _check_make_args(frame_skip, image_size, max_episode_steps, action_space)
+        resolve_backend(env_id, backend)  # imports nothing for a non-ALE id
         return tm_spec(_tm_section(trackmania), image_size=image_size,
                        max_episode_steps=max_episode_steps, action_space=action_space)
     env = make_env(
@@ -577,8 +610,12 @@ def env_spec(
         max_episode_steps=max_episode_steps,
         seed=seed,
         action_space=action_space,
+        noop_max=noop_max,
+        repeat_action_probability=repeat_action_probability,
     )
     try:
+        if backend != "auto":  # auto always runs; deciding it would import envpool
+            resolve_backend(env_id, backend, noop_max=noop_max)
         return _spec_from_spaces(
             env_id, env.observation_space, env.action_space, frame_skip, max_episode_steps
         )
@@ -656,6 +693,39 @@ def _exit_after(parent: multiprocessing.process.BaseProcess) -> None:
     os._exit(0)
 
 
+def resolve_backend(env_id: str, backend: str = "auto", *, noop_max: int = 30) -> str:
+    """The vector-env backend :func:`make_vector_env` uses for ``env_id``: ``"envpool"`` or
+    ``"gymnasium"`` (see :data:`BACKENDS`). Imports envpool (seconds) for an ``ALE/*`` id when
+    it is installed.
+
+    Raises:
+        ValueError: ``backend`` not one of :data:`BACKENDS`.
+        EnvIdError: ``backend="envpool"`` for an id envpool cannot run (not ``ALE/<Game>-v5``,
+            envpool not installed, no ROM for the game, or ``noop_max`` 0).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(repr(b) for b in BACKENDS)}, got "
+                         f"{backend!r}")
+    if backend == "gymnasium":
+        return backend
+    from envs import envpool_env
+
+    if not _is_atari(env_id):
+        why = "envpool runs ALE/* Atari ids only"
+    elif not envpool_env.envpool_installed():
+        why = f"envpool is not installed; {envpool_env.ENVPOOL_HINT}"
+    elif envpool_env.envpool_game(env_id) is None:
+        why = "envpool has no ALE v5 game of that name"
+    elif noop_max < 1:
+        why = "envpool always takes at least one no-op at reset (noop_max must be >= 1)"
+    else:
+        return "envpool"
+    if backend == "envpool":
+        raise EnvIdError(f"backend 'envpool' cannot run {env_id!r}: {why}; use backend "
+                         "'gymnasium' or 'auto'.")
+    return "gymnasium"
+
+
 def make_vector_env(
     env_id: str,
     num_envs: int,
@@ -663,9 +733,15 @@ def make_vector_env(
     asynchronous: bool,
     seed: int,
     trackmania: Any = None,
+    backend: str = "auto",
     **make_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """``num_envs`` copies of :func:`make_env` in one vector env, autoreset mode NEXT_STEP.
+
+    ``backend`` (:func:`resolve_backend`): envpool runs an ``ALE/*`` id as one
+    :class:`envs.envpool_env.EnvpoolAtari` (C++ threads in this process, whatever
+    ``asynchronous`` says; same frames, rewards and flags as the gymnasium env on a fixed game,
+    other random streams for no-ops and sticky actions). Otherwise gymnasium:
 
     Asynchronous: ``AsyncVectorEnv`` with shared-memory observations and ``spawn`` worker
     processes (the learner process runs JAX threads, so forking it is unsafe) running
@@ -674,19 +750,39 @@ def make_vector_env(
     action space; ``VectorEnv.reset(seed=seed)`` gives the same per-env seeds).
 
     ``make_kwargs`` are passed to :func:`make_env` (frame_skip, image_size, max_episode_steps,
-    action_space). Observations are batched on a leading axis of size ``num_envs``, and so are
-    actions: int [num_envs] for discrete, float32 [num_envs, d] in [-1, 1] for continuous.
+    action_space, noop_max, repeat_action_probability). Observations are batched on a leading
+    axis of size ``num_envs``, and so are actions: int [num_envs] for discrete, float32
+    [num_envs, d] in [-1, 1] for continuous.
 
     ``env_id="trackmania"`` (with its ``trackmania`` config section) gives the game in its
     guarded worker (:func:`envs.trackmania.make_tm_vector_env`): one env, always in a worker.
 
     Raises:
         EnvIdError: see :func:`check_env_id` (raised in this process, before workers start:
-            both vector envs build the first env here); trackmania with num_envs != 1.
-        ValueError: num_envs < 1 or bad make_kwargs (action_space included).
+            both vector envs build the first env here); trackmania with num_envs != 1; see
+            :func:`resolve_backend`.
+        ValueError: num_envs < 1, bad make_kwargs (action_space included) or backend.
     """
     if int(num_envs) != num_envs or num_envs < 1:
         raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    if resolve_backend(env_id, backend, noop_max=make_kwargs.get("noop_max", 30)) == "envpool":
+        from envs.envpool_env import EnvpoolAtari
+
+        # The gymnasium env checks the id and the arguments, and gives the spaces to match.
+        probe = make_env(env_id, **make_kwargs)
+        try:
+            envs = EnvpoolAtari(env_id, num_envs, seed=seed,
+                                **{k: v for k, v in make_kwargs.items() if k != "action_space"})
+            if (envs.single_observation_space, envs.single_action_space) != \
+                    (probe.observation_space, probe.action_space):
+                envs.close()
+                raise RuntimeError(
+                    f"envpool's {env_id!r} has spaces {envs.single_observation_space}, "
+                    f"{envs.single_action_space}; gymnasium's {probe.observation_space}, "
+                    f"{probe.action_space}")
+        finally:
+            probe.close()
+        return envs
     if env_id == TRACKMANIA_ID:
         from envs.trackmania import make_tm_vector_env
 

@@ -22,14 +22,16 @@ class Encoder(nn.Module):
       torso: module mapping obs [B, k, *frame] to float32 [B, F] (nets.torsos).
       num_actions: size of the discrete action set.
       action_history_dim: width of the action-history embedding; 0 ignores prev_actions.
+      dtype: computation dtype of the embedding (the torso has its own).
 
     Call args: obs [B, k, *frame]; prev_actions int32 [B, h] or None; train (BatchNorm and
-    spectral-norm statistics). Returns float32 [B, F (+ action_history_dim)].
+    spectral-norm statistics). Returns the torso's dtype [B, F (+ action_history_dim)].
     """
 
     torso: nn.Module
     num_actions: int
     action_history_dim: int = 0
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, obs, prev_actions: jax.Array | None, train: bool) -> jax.Array:
@@ -38,7 +40,8 @@ class Encoder(nn.Module):
             return features
         one_hot = jax.nn.one_hot(prev_actions, self.num_actions, dtype=jnp.float32)  # -1 -> 0s
         history = one_hot.reshape(one_hot.shape[0], -1)
-        history = nn.relu(nn.Dense(self.action_history_dim, name="action_history")(history))
+        history = nn.relu(nn.Dense(self.action_history_dim, dtype=self.dtype,
+                                   name="action_history")(history))
         return jnp.concatenate([features, history], axis=-1)
 
 
@@ -53,8 +56,9 @@ class ValueHead(nn.Module):
       num_actions, outputs_per_action, hidden_dim: sizes.
       dueling: value + advantage streams.
       noisy_net: NoisyDense layers (Fortunato et al. 2018) with sigma0.
+      dtype: computation dtype of the layers (parameters float32); the output is float32.
 
-    Call args: x float32 [..., F]; noisy (draw head noise from the ``noise`` rng).
+    Call args: x float [..., F]; noisy (draw head noise from the ``noise`` rng).
     Returns float32 [..., num_actions, outputs_per_action].
     """
 
@@ -64,20 +68,22 @@ class ValueHead(nn.Module):
     dueling: bool = True
     noisy_net: bool = True
     sigma0: float = 0.5
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, noisy: bool) -> jax.Array:
         a, k = self.num_actions, self.outputs_per_action
-        dense = lambda n, name: HeadDense(n, self.noisy_net, self.sigma0, name=name)
+        dense = lambda n, name: HeadDense(n, self.noisy_net, self.sigma0, self.dtype, name=name)
         shape = x.shape[:-1]
         if not self.dueling:
             h = nn.relu(dense(self.hidden_dim, "hidden")(x, noisy))
-            return dense(a * k, "q")(h, noisy).reshape(*shape, a, k)
+            return dense(a * k, "q")(h, noisy).reshape(*shape, a, k).astype(jnp.float32)
         value = dense(k, "value")(nn.relu(dense(self.hidden_dim, "value_hidden")(x, noisy)),
                                   noisy).reshape(*shape, 1, k)
         adv = dense(a * k, "advantage")(
             nn.relu(dense(self.hidden_dim, "advantage_hidden")(x, noisy)), noisy
         ).reshape(*shape, a, k)
+        value, adv = value.astype(jnp.float32), adv.astype(jnp.float32)
         return value + adv - adv.mean(axis=-2, keepdims=True)
 
 

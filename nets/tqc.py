@@ -9,16 +9,16 @@ import jax
 import jax.numpy as jnp
 
 
-def _features(torso: nn.Module | None, obs: jax.Array) -> jax.Array:
-    """CNN features of images, or the flattened stacked vector observation."""
+def _features(torso: nn.Module | None, obs: jax.Array, dtype) -> jax.Array:
+    """CNN features of images, or the flattened stacked vector observation in ``dtype``."""
     if torso is None:
-        return obs.reshape(obs.shape[0], -1).astype(jnp.float32)
+        return obs.reshape(obs.shape[0], -1).astype(dtype)
     return torso(obs, False)
 
 
-def _mlp(x: jax.Array, hidden: Sequence[int]) -> jax.Array:
+def _mlp(x: jax.Array, hidden: Sequence[int], dtype) -> jax.Array:
     for i, h in enumerate(hidden):
-        x = nn.relu(nn.Dense(h, name=f"dense{i}")(x))
+        x = nn.relu(nn.Dense(h, dtype=dtype, name=f"dense{i}")(x))
     return x
 
 
@@ -30,6 +30,7 @@ class TanhGaussianActor(nn.Module):
       hidden: MLP widths.
       torso: CNN for image observations, or None (vector observations are flattened).
       log_std_min, log_std_max: clip of log_std.
+      dtype: computation dtype of the MLP (parameters float32; the torso has its own).
 
     Call args: obs [B, k, *frame]. Returns (mean, log_std), float32 [B, d] each.
     """
@@ -39,29 +40,35 @@ class TanhGaussianActor(nn.Module):
     torso: nn.Module | None = None
     log_std_min: float = -20.0
     log_std_max: float = 2.0
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        x = _mlp(_features(self.torso, obs), self.hidden)
-        mean = nn.Dense(self.action_dim, name="mean")(x)
-        log_std = nn.Dense(self.action_dim, name="log_std")(x)
+        x = _mlp(_features(self.torso, obs, self.dtype), self.hidden, self.dtype)
+        mean = nn.Dense(self.action_dim, dtype=self.dtype, name="mean")(x).astype(jnp.float32)
+        log_std = nn.Dense(self.action_dim, dtype=self.dtype,
+                           name="log_std")(x).astype(jnp.float32)
         return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
 
 
 class QuantileCritic(nn.Module):
     """One distributional critic: [features, action] -> MLP -> M quantiles of Z(s, a).
 
-    Call args: obs [B, k, *frame], action float32 [B, d]. Returns float32 [B, M].
+    Call args: obs [B, k, *frame], action float32 [B, d]. Returns float32 [B, M] (layers
+    compute in ``dtype``).
     """
 
     num_quantiles: int
     hidden: Sequence[int] = (512, 512, 512)
     torso: nn.Module | None = None
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
-        x = jnp.concatenate([_features(self.torso, obs), action.astype(jnp.float32)], axis=-1)
-        return nn.Dense(self.num_quantiles, name="quantiles")(_mlp(x, self.hidden))
+        x = jnp.concatenate([_features(self.torso, obs, self.dtype), action.astype(self.dtype)],
+                            axis=-1)
+        return nn.Dense(self.num_quantiles, dtype=self.dtype, name="quantiles")(
+            _mlp(x, self.hidden, self.dtype)).astype(jnp.float32)
 
 
 class CriticEnsemble(nn.Module):
@@ -75,10 +82,12 @@ class CriticEnsemble(nn.Module):
     num_quantiles: int
     hidden: Sequence[int] = (512, 512, 512)
     torso: nn.Module | None = None
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         ensemble = nn.vmap(QuantileCritic, variable_axes={"params": 0},
                            split_rngs={"params": True}, in_axes=None, out_axes=1,
                            axis_size=self.num_critics)
-        return ensemble(self.num_quantiles, self.hidden, self.torso, name="critics")(obs, action)
+        return ensemble(self.num_quantiles, self.hidden, self.torso, self.dtype,
+                        name="critics")(obs, action)

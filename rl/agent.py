@@ -433,11 +433,11 @@ def encoder(config: Config, num_actions: int, is_image: bool, feature_size: int 
     """
     net = config.network
     return Encoder(make_torso(net, is_image, feature_size), num_actions,
-                   net.action_history_dim if net.action_history > 0 else 0)
+                   net.action_history_dim if net.action_history > 0 else 0, jnp.dtype(net.dtype))
 
 
 def head(config: Config, num_actions: int, outputs_per_action: int) -> ValueHead:
     """The (dueling, noisy) head of the network config."""
     net = config.network
     return ValueHead(num_actions, outputs_per_action, net.hidden_dim, net.dueling, net.noisy,
-                     net.noisy_sigma0)
+                     net.noisy_sigma0, jnp.dtype(net.dtype))

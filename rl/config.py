@@ -18,6 +18,8 @@ TorsoName = Literal["impala", "small_cnn", "mlp", "auto"]
 NormName = Literal["none", "layer", "batch"]
 LearnerName = Literal["iqn", "c51", "dqn", "tqc"]
 ActionSpace = Literal["auto", "discrete", "continuous"]
+NetworkDtype = Literal["float32", "bfloat16"]
+EnvBackend = Literal["auto", "gymnasium", "envpool"]
 EpsilonSchedule = Literal["exponential", "linear"]
 EpsilonUnit = Literal["steps", "episodes"]
 TargetUpdate = Literal["hard", "soft", "both"]
@@ -144,12 +146,20 @@ class EnvConfig:
     > 0; None disables; auto: 1.0 for image observations (Atari's clip) and None for vector
     observations (a LunarLander crash of -100 stays -100); resolved like frame_stack."""
 
+    backend: EnvBackend = "auto"
+    """Vector envs: envpool (C++ threads; ALE/* ids, envpool from the [atari] extra),
+    gymnasium (AsyncVectorEnv / SyncVectorEnv per env.asynchronous), or auto: envpool where it
+    can run the id, else gymnasium. Same frames on a fixed game; the no-op and sticky-action
+    draws of a seed differ between the two."""
+
     def __post_init__(self):
         _check_number_fields(self, "env")
         _check(isinstance(self.id, str) and self.id.strip() != "", "env.id", self.id,
                "must be a non-empty gymnasium id such as CarRacing-v3")
         _check(self.action_space in typing.get_args(ActionSpace), "env.action_space",
                self.action_space, f"must be one of {typing.get_args(ActionSpace)}")
+        _check(self.backend in typing.get_args(EnvBackend), "env.backend", self.backend,
+               f"must be one of {typing.get_args(EnvBackend)}")
         _positive_int("env.num_envs", self.num_envs)
         _positive_int("env.frame_skip", self.frame_skip)
         _check(self.frame_stack == "auto" or isinstance(self.frame_stack, int)
@@ -219,6 +229,11 @@ class NetworkConfig:
     """Width of the Dense + ReLU embedding of the env's float features (TrackMania: speed,
     gear, rpm, previous actions), concatenated to the torso output; unused by envs without
     features; >= 1."""
+    dtype: NetworkDtype = "float32"
+    """Computation dtype of the network's layers: float32, or bfloat16 (mixed precision:
+    parameters, optimiser state, normalisation statistics, the network's outputs, losses and
+    targets stay float32; convolutions and matmuls take bfloat16 inputs). bfloat16 is the
+    main lever on GPUs and TPUs; on CPUs without bfloat16 units it is slower."""
 
     def __post_init__(self):
         _check_number_fields(self, "network")
@@ -237,6 +252,8 @@ class NetworkConfig:
                "network.action_history", self.action_history, "must be an integer >= 0")
         _positive_int("network.action_history_dim", self.action_history_dim)
         _check(self.noisy_sigma0 > 0, "network.noisy_sigma0", self.noisy_sigma0, "must be > 0")
+        _check(self.dtype in typing.get_args(NetworkDtype), "network.dtype", self.dtype,
+               f"must be one of {typing.get_args(NetworkDtype)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,8 @@ class IQN(ValueAgent):
                       feature_size: int = 0) -> IQNNetwork:
         return IQNNetwork(agent_lib.encoder(config, num_actions, is_image, feature_size),
                           agent_lib.head(config, num_actions, 1),
-                          num_cosines=config.network.cosine_embedding_dim)
+                          num_cosines=config.network.cosine_embedding_dim,
+                          dtype=jnp.dtype(config.network.dtype))
 
     def _taus(self, key, batch: int, n: int) -> jax.Array:
         return jax.random.uniform(key, (batch, n), jnp.float32)

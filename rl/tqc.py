@@ -256,13 +256,16 @@ def make_tqc(config: Config, action_dim: int, is_image: bool, feature_size: int 
       ValueError: a torso that does not fit the observations (see nets.resolve_torso).
     """
     tqc, agent = config.tqc, config.agent
+    dtype = jnp.dtype(config.network.dtype)
     if is_image:
         torso = make_torso(config.network, is_image, feature_size)
     else:
-        torso = WithFeatures(None, config.network.feature_dim) if feature_size else None
+        torso = (WithFeatures(None, config.network.feature_dim, dtype) if feature_size
+                 else None)
     actor = TanhGaussianActor(action_dim, tuple(tqc.actor_hidden), torso, tqc.log_std_min,
-                              tqc.log_std_max)
-    critic = CriticEnsemble(tqc.num_critics, tqc.num_quantiles, tuple(tqc.critic_hidden), torso)
+                              tqc.log_std_max, dtype)
+    critic = CriticEnsemble(tqc.num_critics, tqc.num_quantiles, tuple(tqc.critic_hidden), torso,
+                            dtype)
     adam = lambda lr: optax.adam(lr, eps=agent.adam_eps)
     target_entropy = (-float(action_dim) if tqc.target_entropy is None
                       else float(tqc.target_entropy))
