@@ -362,7 +362,7 @@ def _cosine(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-@pytest.mark.parametrize("name", ["iqn_btr", "rainbow", "dqn"])
+@pytest.mark.parametrize("name", ["iqn_btr", "dqn"])  # Impala, IQN, noisy; Nature CNN
 def test_jit_bfloat16_network_keeps_float32_params_and_the_float32_loss(name):
     """network.dtype=bfloat16 computes the layers in bfloat16 from the same float32
     parameters: on a fixed batch the loss is within 3% of float32's and the gradient points
