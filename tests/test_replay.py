@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 
 import chex
 import jax
@@ -219,6 +220,86 @@ def test_sum_tree_float32_rounding_never_returns_zero_leaf():
     tiny = tree_set(sum_tree.init(2), jnp.array([0, 1]), jnp.array([1e8, 1e-8]))
     assert float(sum_tree.total(tiny)) == np.float32(1e8)
     assert np.all(np.asarray(tree_sample(tiny, jax.random.key(4), 1000)) <= 1)
+
+
+def ref_tree(leaves):
+    """The heap-ordered sum tree of ``leaves`` in numpy: float32 [2L], node 0 unused."""
+    size = 1 << (len(leaves) - 1).bit_length()
+    level = np.zeros(size, np.float32)
+    level[: len(leaves)] = leaves
+    levels = [level]
+    while level.size > 1:
+        level = level[0::2] + level[1::2]
+        levels.append(level)
+    return np.concatenate([np.zeros(1, np.float32)] + levels[::-1])
+
+
+def ref_descend(leaves, u):
+    """Leaf whose interval [prefix_i, prefix_i + leaf_i) holds ``u``; past the total, the
+    last positive leaf (float64 prefix sums; exact for the integer leaves used below)."""
+    inclusive = np.cumsum(np.asarray(leaves, np.float64))
+    positive = np.nonzero(np.asarray(leaves) > 0)[0]
+    return np.where(u >= inclusive[-1], positive[-1],
+                    np.searchsorted(inclusive, u, side="right"))
+
+
+# Sizes that are not powers of two pad the leaf level (13 -> 16, 1025 -> 2048).
+@pytest.mark.parametrize("num_leaves", [1, 2, 3, 5, 8, 13, 100, 1025])
+def test_sum_tree_matches_numpy_reference_over_random_updates(num_leaves):
+    # Integer leaves 0..8 (totals far below 2^24): every float32 sum is exact, so the device
+    # tree must equal the reference bit for bit whatever the summation order, and each
+    # target's leaf is unambiguous.
+    rng = np.random.default_rng(num_leaves)
+    set_fn = jax.jit(sum_tree.set)
+    targets = 3 * num_leaves + 4
+    descend_fn = jax.jit(_descend)
+    leaves = np.zeros(num_leaves, np.float32)
+    tree = sum_tree.init(num_leaves)
+    for case in range(25):
+        # 32 writes with duplicates (same value, so any winner gives the same tree) and
+        # zeros (positions that stop being sampleable).
+        idx = rng.integers(0, num_leaves, 32)
+        values = rng.integers(0, 9, num_leaves).astype(np.float32) * (rng.random(num_leaves) < 0.8)
+        tree = set_fn(tree, jnp.asarray(idx), jnp.asarray(values[idx]))
+        leaves[idx] = values[idx]
+        np.testing.assert_array_equal(tree, ref_tree(leaves), err_msg=f"case {case}")
+        np.testing.assert_array_equal(sum_tree.get(tree, jnp.arange(num_leaves)), leaves)
+        assert float(sum_tree.total(tree)) == leaves.sum()
+        if leaves.sum() == 0:
+            continue
+        # Targets: each positive leaf's interval start (inclusive), middle and last float
+        # below its end (exclusive), then 0, the total and beyond (rounding guards).
+        start = np.cumsum(leaves) - leaves
+        live = leaves > 0
+        u = np.concatenate([start[live], start[live] + leaves[live] / 2,
+                            np.nextafter(start[live] + leaves[live], np.float32(0)),
+                            [0.0, leaves.sum(), 2 * leaves.sum()]]).astype(np.float32)
+        u = np.resize(u, targets)  # one compiled shape per size
+        got = np.asarray(descend_fn(tree, jnp.asarray(u)))
+        np.testing.assert_array_equal(got, ref_descend(leaves, u), err_msg=f"case {case}")
+        assert np.all(leaves[got] > 0)
+    np.testing.assert_array_equal(sum_tree.build(leaves), tree)
+
+
+@pytest.mark.parametrize("num_leaves,batch_size", [(37, 64), (300, 256), (5, 1)])
+def test_sum_tree_sampling_frequencies_match_random_priorities(num_leaves, batch_size):
+    # Many stratified batches: leaf i is drawn with frequency leaf_i / total (Schaul et al.
+    # 2016, App. B.2.1); leaves of 0 never. 5 binomial sigmas (an upper bound for
+    # stratified draws).
+    rng = np.random.default_rng(num_leaves)
+    values = (rng.gamma(0.5, size=num_leaves) * (rng.random(num_leaves) < 0.7)).astype(np.float32)
+    values[rng.integers(num_leaves)] = 1.0  # at least one positive leaf
+    tree = sum_tree.build(values)
+    calls = 100_000 // batch_size + 1
+    keys = jax.random.split(jax.random.key(num_leaves), calls)
+    draws = jax.jit(jax.vmap(sum_tree.sample, in_axes=(None, 0, None)), static_argnums=2)(
+        tree, keys, batch_size)
+    counts = np.bincount(np.asarray(draws).ravel(), minlength=num_leaves)
+    assert counts.size == num_leaves  # padding leaves never drawn
+    n = calls * batch_size
+    p = values.astype(np.float64) / values.sum(dtype=np.float64)
+    assert np.all(np.abs(counts - n * p) <= 5 * np.sqrt(n * p * (1 - p)) + 1)
+    assert np.all(counts[values == 0] == 0)
 
 
 # ----------------------------------------------------------------------------------
@@ -556,3 +637,32 @@ def test_constructor_validation(kwargs, field):
                 prioritized=True)
     with pytest.raises(ValueError, match=field):
         DeviceReplay(**{**base, **kwargs})
+
+
+# ----------------------------------------------------------------------------------
+# benchmarks/replay.py --against flashbax (the [bench] extra).
+
+
+def test_benchmark_against_flashbax_prints_both_columns(monkeypatch, capsys):
+    pytest.importorskip("flashbax")
+    from benchmarks import replay as replay_benchmark  # noqa: PLC0415
+
+    monkeypatch.setattr("sys.argv", ["replay.py", "--against", "flashbax", "--capacities", "160",
+                                     "--batch", "8", "--add-seconds", "0"])
+    replay_benchmark.main()
+    out = capsys.readouterr().out
+    assert out.startswith("machine: nproc=")
+    header = next(line for line in out.splitlines() if line.startswith("| capacity"))
+    assert "ours ms/call" in header and "flashbax transitions/s" in header
+    row = next(line for line in out.splitlines() if line.startswith("| 160 | 8 |"))
+    ratio = float(row.strip("| ").split("|")[-1])
+    assert ratio > 0
+
+
+def test_benchmark_against_flashbax_without_it_names_the_extra(monkeypatch):
+    from benchmarks import replay as replay_benchmark  # noqa: PLC0415
+
+    monkeypatch.setitem(sys.modules, "flashbax", None)  # import now fails
+    monkeypatch.setattr("sys.argv", ["replay.py", "--against", "flashbax"])
+    with pytest.raises(SystemExit, match=r'pip install -e "\.\[bench\]"'):
+        replay_benchmark.main()
