@@ -18,12 +18,26 @@ Presets built for pixels and long runs get the changes in SMALL_ENV_OVERRIDES on
 with the expert curriculum (EXPERT_CURRICULUM: the env's scripted expert of
 ``envs/scripted.py`` drives 50% of the episodes at first, 10% from 20k env steps on); the
 evaluations are always the agent's own.
+
+``--against sbx`` runs sbx (PyPI ``sbx-rl``; ``benchmarks/sbx_peer.py``) beside ours, seed by
+seed, ours then sbx, with exactly our run's settings (SBX_FITS first narrows ours to what
+sbx can express; the mapping refuses anything else), ours in one loop mode (default
+lockstep), and prints a column each: the steps-to-target rows, the mean evaluation return
+of the seeds at every evaluation step, and wall minutes per run (each run's whole
+subprocess, start-up and evaluations included). sbx runs under ``--sbx-python`` (default:
+this interpreter), so it may live in its own venv; each writes ``evaluations.json`` in its
+run directory.
+
+    python benchmarks/sample_efficiency.py --algo tqc --env Pendulum-v1 --against sbx
+    python benchmarks/sample_efficiency.py --algo dqn --env LunarLander-v3 --against sbx
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,14 +48,20 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from common import ROOT, RUN_PY, machine, markdown_table
+import sbx_peer
 
 MODES = ("lockstep", "bounded")
 
-# env id -> (target mean evaluation return, env-step budget).
+# env id -> (target mean evaluation return, env-step budget). LunarLander: gymnasium's
+# "solved" return and RL Zoo's DQN budget (n_timesteps 1e5).
 TARGETS = {
     "CartPole-v1": (475.0, 50_000),
     "Pendulum-v1": (-200.0, 15_000),
+    "LunarLander-v3": (200.0, 100_000),
 }
+
+# env id -> env steps between evaluations when --eval-interval is not given.
+EVAL_INTERVALS = {"CartPole-v1": 2_500, "Pendulum-v1": 2_500, "LunarLander-v3": 10_000}
 
 # (preset, env id) -> launch/run.py flags that fit a pixel preset to a small env and budget.
 # Rainbow keeps its algorithm (C51 51 atoms, double Q, dueling, noisy nets, n-step 3, PER 0.5
@@ -63,6 +83,40 @@ SMALL_ENV_OVERRIDES = {
 }
 
 
+# RL Baselines3 Zoo's tuned DQN for LunarLander (hyperparams/dqn.yml, LunarLander-v3 block,
+# rl-baselines3-zoo commit 22e3ff2 of 2026-04-23; the same numbers as its LunarLander-v2
+# block since 2021). The sbx run of --against sbx gets exactly these (benchmarks/sbx_peer.py
+# maps our flags below back onto them; tests/test_sample_efficiency.py checks it).
+RL_ZOO_LUNARLANDER_DQN = dict(
+    n_timesteps=100_000, net_arch=[256, 256], learning_rate=6.3e-4, batch_size=128,
+    buffer_size=50_000, learning_starts=0, gamma=0.99, target_update_interval=250,
+    train_freq=4, gradient_steps=-1, exploration_fraction=0.12, exploration_final_eps=0.1)
+
+# (preset, env id) -> launch/run.py flags of --against sbx (after SMALL_ENV_OVERRIDES): what
+# sbx cannot do is switched off in ours, so both run one algorithm with one set of numbers.
+SBX_FITS = {
+    # TQC's small-env fit already is sbx's TQC (2 critics, no clips, Adam eps 1e-8).
+    ("tqc", "Pendulum-v1"): [],
+    # sbx's DQN: no double Q, Q network Dense-ReLU x 2 of one width, uniform random actions
+    # before learning_starts.
+    ("dqn", "CartPole-v1"): ["--agent.no-double-q", "--network.mlp-hidden", "256",
+                             "--agent.random-warmup"],
+    # RL_ZOO_LUNARLANDER_DQN in our units: one env; replay ratio 1 in calls of 4 grad steps
+    # (train_freq 4, gradient_steps -1 = 4); target copy every 250 updates = 250 env steps;
+    # epsilon 1 -> 0.1 linear over 0.12 x 100k = 12k env steps, greedy evaluation; and sbx's
+    # DQN as it is: no double Q, 1-step targets, Adam eps 1e-8, no gradient clip.
+    ("dqn", "LunarLander-v3"): [
+        "--env.num-envs", "1", "--network.mlp-hidden", "256", "--network.hidden-dim", "256",
+        "--agent.learning-rate", "6.3e-4", "--training.batch-size", "128",
+        "--replay.capacity", "50000", "--training.learning-starts", "0",
+        "--agent.gamma", "0.99", "--agent.target-update-period", "250",
+        "--training.replay-ratio", "1", "--training.grad-steps-per-call", "4",
+        "--agent.epsilon-schedule", "linear", "--agent.epsilon-start", "1.0",
+        "--agent.epsilon-end", "0.1", "--agent.epsilon-decay-steps", "12000",
+        "--agent.eval-epsilon", "0", "--agent.no-double-q", "--agent.n-step", "1",
+        "--agent.adam-eps", "1e-8", "--agent.max-grad-norm", "0"],
+}
+
 # env id -> the expert curriculum of --expert scripted.
 EXPERT_CURRICULUM = {
     env_id: ["--expert.kind", "scripted", "--expert.source", f"envs.scripted:{name}",
@@ -72,7 +126,11 @@ EXPERT_CURRICULUM = {
 
 
 def eval_returns(run_dir: Path) -> list[tuple[int, float]]:
-    """(env step, eval/return_mean) of every evaluation of a run."""
+    """(env step, mean evaluation return) of every evaluation of a run: ours from
+    eval/return_mean in its TensorBoard events, sbx's from its evaluations.json."""
+    sbx_file = run_dir / sbx_peer.EVALUATIONS_FILE
+    if sbx_file.exists():
+        return [(step, mean) for step, mean, _ in json.loads(sbx_file.read_text())["evaluations"]]
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     if "eval/return_mean" not in acc.Tags()["scalars"]:
@@ -85,28 +143,68 @@ def steps_to_target(returns: list[tuple[int, float]], target: float) -> int | No
     return next((step for step, value in returns if value >= target), None)
 
 
+def run_flags(args: argparse.Namespace, seed: int, budget: int) -> list[str]:
+    """launch/run.py flags of one seed of ours, without run dir and loop mode."""
+    return ["--algo", args.algo, "--env", args.env, "--seed", str(seed),
+            "--total-steps", str(budget), "--env.no-asynchronous", "--logging.no-progress-bar",
+            "--training.eval-interval", str(args.eval_interval),
+            "--training.eval-episodes", str(args.eval_episodes),
+            "--training.checkpoint-interval", str(budget), *fitted_flags(args)]
+
+
 def run_seed(args: argparse.Namespace, seed: int, mode: str, budget: int,
              out: Path) -> tuple[Path, float]:
-    """Train one seed in one loop mode; returns its run directory and wall seconds."""
+    """Train one seed in one loop mode (or, mode ``sbx``, sbx's run of the same settings);
+    returns its run directory and wall seconds (the whole subprocess). A run that finished
+    in ``out`` before (its ``<run>.done.json`` is there: ``--out`` of an interrupted
+    benchmark) is not run again."""
     run_dir = out / f"{args.algo}-{args.env.replace('/', '_')}-{mode}-s{seed}"
-    cmd = [sys.executable, str(RUN_PY), "--algo", args.algo, "--env", args.env,
-           "--seed", str(seed), "--total-steps", str(budget), "--run-dir", str(run_dir),
-           "--actors.mode", mode, "--env.no-asynchronous", "--logging.no-progress-bar",
-           "--training.eval-interval", str(args.eval_interval),
-           "--training.eval-episodes", str(args.eval_episodes),
-           "--training.checkpoint-interval", str(budget),
-           *fitted_flags(args)]
+    done = out / f"{run_dir.name}.done.json"
+    if done.exists():
+        return run_dir, json.loads(done.read_text())["wall_s"]
+    if run_dir.exists():  # an interrupted run of ours: start it again
+        shutil.rmtree(run_dir)
+    if mode == "sbx":
+        run_dir.mkdir(parents=True, exist_ok=True)
+        spec_path = run_dir / sbx_peer.SPEC_FILE
+        spec_path.write_text(json.dumps(sbx_spec(run_flags(args, seed, budget)), indent=1))
+        cmd = [args.sbx_python, str(Path(sbx_peer.__file__).resolve()), str(spec_path)]
+    else:
+        cmd = [sys.executable, str(RUN_PY), *run_flags(args, seed, budget),
+               "--run-dir", str(run_dir), "--actors.mode", mode]
     start = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    (out / f"{run_dir.name}.log").write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         raise RuntimeError(f"seed {seed} ({mode}) failed:\n{result.stderr[-3000:]}")
-    return run_dir, time.perf_counter() - start
+    done.write_text(json.dumps(dict(wall_s=wall, eval_returns=eval_returns(run_dir))) + "\n")
+    return run_dir, wall
+
+
+def our_config(flags: list[str]):
+    """The config launch/run.py resolves from ``flags`` (env auto fields set for the env)."""
+    import envs
+    from launch import cli
+    from rl import config as config_lib
+
+    config = cli.parse(flags).config
+    spec = envs.env_spec(config.env.id, **envs.make_kwargs(config))
+    return config_lib.resolve_env_auto(config, spec.is_image)
+
+
+def sbx_spec(flags: list[str]) -> dict:
+    """sbx's run of our run with launch/run.py ``flags`` (``sbx_peer.sbx_spec``)."""
+    return sbx_peer.sbx_spec(our_config(flags))
 
 
 def fitted_flags(args: argparse.Namespace) -> list[str]:
-    """The launch/run.py flags added to every seed: small-env fit, expert curriculum, extras."""
+    """The launch/run.py flags added to every seed: small-env fit, sbx fit (--against sbx),
+    expert curriculum, extras."""
     expert = EXPERT_CURRICULUM[args.env] if args.expert == "scripted" else []
-    return [*SMALL_ENV_OVERRIDES.get((args.algo, args.env), []), *expert, *args.overrides]
+    against = SBX_FITS.get((args.algo, args.env), []) if args.against == "sbx" else []
+    return [*SMALL_ENV_OVERRIDES.get((args.algo, args.env), []), *against, *expert,
+            *args.overrides]
 
 
 def mode_column(steps: list[int | None], walls: list[float], budget: int) -> list[str]:
@@ -124,68 +222,104 @@ def mode_column(steps: list[int | None], walls: list[float], budget: int) -> lis
             f"{statistics.median(walls) / 60:.1f}"]
 
 
+def curve_cells(curves: list[list[tuple[int, float]]], at: list[int]) -> list[str]:
+    """Mean over seeds of the evaluation return at each step of ``at`` (seeds without an
+    evaluation there are left out; '-' when none has one)."""
+    cells = []
+    for step in at:
+        values = [value for curve in curves for s, value in curve if s == step]
+        cells.append(f"{statistics.fmean(values):.1f}" if values else "-")
+    return cells
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", default="iqn", help="preset (rl/presets.py)")
     parser.add_argument("--env", default="CartPole-v1", choices=sorted(TARGETS))
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1, in each mode")
-    parser.add_argument("--required", type=int, default=4,
-                        help="seeds that must reach the target for exit code 0")
-    parser.add_argument("--eval-interval", type=int, default=2_500,
-                        help="env steps between evaluations")
+    parser.add_argument("--required", type=int, default=None,
+                        help="seeds that must reach the target for exit code 0 (in each of "
+                        "our modes; default 4, 0 with --against)")
+    parser.add_argument("--eval-interval", type=int, default=None,
+                        help="env steps between evaluations (default: EVAL_INTERVALS)")
     parser.add_argument("--eval-episodes", type=int, default=10,
                         help="episodes per evaluation")
     parser.add_argument("--parallel", type=int, default=2, help="runs at once")
-    parser.add_argument("--mode", choices=[*MODES, "both"], default="both",
-                        help="the loop's --actors.mode; both: every seed in each mode")
+    parser.add_argument("--mode", choices=[*MODES, "both"], default=None,
+                        help="the loop's --actors.mode; both: every seed in each mode "
+                        "(default both; lockstep with --against)")
     parser.add_argument("--expert", choices=["none", "scripted"], default="none",
                         help="train with the scripted expert's curriculum (EXPERT_CURRICULUM)")
+    parser.add_argument("--against", choices=["sbx"], default=None,
+                        help="also run sbx with the same settings, seed by seed after ours")
+    parser.add_argument("--sbx-python", default=sys.executable,
+                        help="interpreter with sbx-rl installed, for --against sbx")
     parser.add_argument("--out", type=Path, default=None,
-                        help="keep the run directories here (default: a temporary directory)")
+                        help="keep the run directories here (default: a temporary "
+                        "directory); runs finished there before are not run again")
     parser.add_argument("overrides", nargs=argparse.REMAINDER,
                         help="extra launch/run.py flags after --, e.g. -- --agent.n-step 1")
     args = parser.parse_args()
     args.overrides = [a for a in args.overrides if a != "--"]
+    if args.eval_interval is None:
+        args.eval_interval = EVAL_INTERVALS[args.env]
+    if args.expert == "scripted" and args.env not in EXPERT_CURRICULUM:
+        parser.error(f"--expert scripted: no scripted expert for {args.env}")
+    if args.required is None:
+        args.required = 0 if args.against else 4
     target, budget = TARGETS[args.env]
-    modes = MODES if args.mode == "both" else (args.mode,)
+    mode = args.mode or ("lockstep" if args.against else "both")
+    if args.against and mode == "both":
+        parser.error("--against compares one of our loop modes: --mode lockstep or bounded")
+    ours = MODES if mode == "both" else (mode,)
+    columns = [*ours, *([args.against] if args.against else [])]
     print(machine(), flush=True)
     fitted = fitted_flags(args)
     if fitted:
         print(f"overrides: {' '.join(fitted)}", flush=True)
+    if args.against:  # refuse an unmappable setting before any run
+        print(f"sbx: {json.dumps(sbx_spec(run_flags(args, 0, budget)))}", flush=True)
 
-    steps = {mode: [] for mode in modes}
-    walls = {mode: [] for mode in modes}
+    steps = {column: [] for column in columns}
+    walls = {column: [] for column in columns}
+    curves = {column: [] for column in columns}
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-            # Seed by seed, each mode in turn: the modes share the machine's load alike.
-            futures = {(seed, mode): pool.submit(run_seed, args, seed, mode, budget, out)
-                       for seed in range(args.seeds) for mode in modes}
-            for (seed, mode), future in futures.items():
+            # Seed by seed, each column in turn: they share the machine's load alike.
+            futures = {(seed, column): pool.submit(run_seed, args, seed, column, budget, out)
+                       for seed in range(args.seeds) for column in columns}
+            for (seed, column), future in futures.items():
                 run_dir, wall = future.result()
                 returns = eval_returns(run_dir)
                 reached = steps_to_target(returns, target)
-                steps[mode].append(reached)
-                walls[mode].append(wall)
+                steps[column].append(reached)
+                walls[column].append(wall)
+                curves[column].append(returns)
                 curve = " ".join(f"{step}:{value:.1f}" for step, value in returns)
-                print(f"seed={seed} mode={mode} "
+                print(f"seed={seed} mode={column} "
                       f"steps_to_target={reached if reached is not None else 'none'} "
                       f"wall_s={wall:.0f} eval_returns={curve}", flush=True)
     ok = True
-    for mode in modes:
-        reached = sum(s is not None for s in steps[mode])
-        ok &= reached >= args.required
-        print(f"summary algo={args.algo} env={args.env} mode={mode} expert={args.expert} "
+    for column in columns:
+        reached = sum(s is not None for s in steps[column])
+        passed = reached >= args.required
+        ok &= passed or column == args.against
+        print(f"summary algo={args.algo} env={args.env} mode={column} expert={args.expert} "
               f"target={target:g} budget={budget} reached={reached}/{args.seeds} "
-              f"required={args.required} {'PASS' if reached >= args.required else 'FAIL'}")
-    columns = [mode_column(steps[mode], walls[mode], budget) for mode in modes]
+              f"required={args.required} {'PASS' if passed else 'FAIL'}")
+    cells = [mode_column(steps[column], walls[column], budget) for column in columns]
     rows = ["seeds that reached the target", "median env steps to target",
             "range (seeds that reached it)", "env steps to target by seed",
             "median wall minutes per run"]
+    table = [[row, *row_cells] for row, *row_cells in zip(rows, *cells)]
+    at = list(range(args.eval_interval, budget + 1, args.eval_interval))
+    table[4:4] = [[f"mean eval return at {step}", *row_cells] for step, *row_cells in
+                  zip(at, *(curve_cells(curves[column], at) for column in columns))]
     print()
     print(markdown_table([f"{args.algo} on {args.env} (target {target:g}, budget {budget})",
-                          *modes], [[row, *cells] for row, *cells in zip(rows, *columns)]))
+                          *columns], table))
     return 0 if ok else 1
 
 

@@ -1,0 +1,142 @@
+"""benchmarks/sample_efficiency.py --against sbx: the sbx kwargs built from our config carry
+our numbers (benchmarks/sbx_peer.py), and the LunarLander case is RL Zoo's tuned DQN. Needs
+sbx only to construct the models (skipped without it)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import sample_efficiency as se  # noqa: E402  (puts the repository root first on sys.path)
+import sbx_peer  # noqa: E402
+
+from rl import presets  # noqa: E402
+
+
+def case(algo: str, env: str) -> tuple[object, dict]:
+    """(our resolved config, sbx spec) of a --against sbx case, seed 0, the case's budget."""
+    args = argparse.Namespace(algo=algo, env=env, expert="none", against="sbx", overrides=[],
+                              eval_interval=se.EVAL_INTERVALS[env], eval_episodes=10)
+    config = se.our_config(se.run_flags(args, 0, se.TARGETS[env][1]))
+    return config, sbx_peer.sbx_spec(config)
+
+
+@pytest.fixture(scope="module")
+def cases() -> dict:
+    return {key: case(*key) for key in se.SBX_FITS}
+
+
+def test_train_schedule_worked_numbers():
+    # replay ratio x envs = grad steps per vector step, run in calls of grad_steps_per_call.
+    assert sbx_peer.train_schedule(1.0, 4, 1) == (4, 4)     # RL Zoo LunarLander
+    assert sbx_peer.train_schedule(0.5, 1, 4) == (1, 2)     # dqn preset, 4 envs
+    assert sbx_peer.train_schedule(1.0, 1, 1) == (1, 1)     # tqc preset
+    assert sbx_peer.train_schedule(0.25, 1, 1) == (4, 1)    # Rainbow's 1 per 4 steps
+    assert sbx_peer.train_schedule(6.0, 1, 1) == (1, 6)     # tqc_tm20
+
+
+def test_tqc_pendulum(cases):
+    config, spec = cases[("tqc", "Pendulum-v1")]
+    kw, tqc = spec["kwargs"], config.tqc
+    assert (spec["algo"], spec["env_id"], spec["num_envs"]) == ("TQC", "Pendulum-v1", 1)
+    assert (spec["total_timesteps"], spec["eval_interval"], spec["eval_episodes"]) == \
+        (15_000, 2_500, 10)
+    assert (kw["learning_rate"], kw["qf_learning_rate"]) == (1e-3, 1e-3) == \
+        (tqc.actor_learning_rate, tqc.critic_learning_rate)
+    assert (kw["batch_size"], kw["gamma"], kw["buffer_size"], kw["learning_starts"]) == \
+        (256, 0.99, 1_000_000, 1_000)
+    assert (kw["train_freq"], kw["gradient_steps"], kw["tau"]) == (1, 1, 0.005)
+    assert kw["top_quantiles_to_drop_per_net"] == tqc.top_quantiles_to_drop == 2
+    assert kw["policy_kwargs"] == dict(net_arch=dict(pi=[256, 256], qf=[256, 256]),
+                                       n_quantiles=25, n_critics=2)
+    assert (kw["ent_coef"], kw["target_entropy"], kw["n_steps"]) == ("auto_1.0", "auto", 1)
+    assert spec["optimizer"] == dict(eps=1e-8, max_grad_norm=0.0)
+
+
+def test_dqn_cartpole(cases):
+    config, spec = cases[("dqn", "CartPole-v1")]
+    kw = spec["kwargs"]
+    assert (spec["algo"], spec["num_envs"], spec["total_timesteps"]) == ("DQN", 4, 50_000)
+    assert (kw["learning_rate"], kw["batch_size"], kw["gamma"], kw["buffer_size"]) == \
+        (1e-3, 64, 0.99, 100_000)
+    assert (kw["learning_starts"], kw["n_steps"]) == (1_000, 3)
+    # Replay ratio 0.5 on 4 envs: 2 grad steps per vector step.
+    assert (kw["train_freq"], kw["gradient_steps"]) == (1, 2)
+    # 100 updates x (1 / 0.5) env steps per update.
+    assert (kw["target_update_interval"], kw["tau"]) == (200, 1.0)
+    # Linear 1 -> 0.02 over 10k of 50k env steps.
+    assert (kw["exploration_initial_eps"], kw["exploration_final_eps"],
+            kw["exploration_fraction"]) == (1.0, 0.02, 0.2)
+    assert kw["policy_kwargs"] == dict(net_arch=[256, 256])
+    assert spec["optimizer"] == dict(eps=1e-4, max_grad_norm=100.0)
+    assert config.agent.eval_epsilon == 0.0 and config.env.frame_stack == 1
+
+
+def test_dqn_lunarlander_is_rl_zoo(cases):
+    config, spec = cases[("dqn", "LunarLander-v3")]
+    kw, zoo = spec["kwargs"], se.RL_ZOO_LUNARLANDER_DQN
+    assert (spec["env_id"], spec["num_envs"], spec["total_timesteps"]) == \
+        ("LunarLander-v3", 1, zoo["n_timesteps"])
+    assert (spec["eval_interval"], spec["eval_episodes"]) == (10_000, 10)
+    for name in ("learning_rate", "batch_size", "buffer_size", "learning_starts", "gamma",
+                 "target_update_interval", "train_freq", "exploration_fraction",
+                 "exploration_final_eps"):
+        assert kw[name] == zoo[name], name
+    # gradient_steps -1 on one env: as many as the train_freq steps collected.
+    assert kw["gradient_steps"] == kw["train_freq"] * spec["num_envs"]
+    assert kw["policy_kwargs"] == dict(net_arch=zoo["net_arch"])
+    # sbx's DQN defaults, which ours is set to: 1-step, tau 1, eps 1 at the start, Adam
+    # eps 1e-8, no clip.
+    assert (kw["n_steps"], kw["tau"], kw["exploration_initial_eps"]) == (1, 1.0, 1.0)
+    assert spec["optimizer"] == dict(eps=1e-8, max_grad_norm=0.0)
+    # The vector env's auto fields: raw rewards (a crash stays -100), one observation.
+    assert (config.env.reward_clip, config.env.frame_stack) == (None, 1)
+
+
+def test_unmappable_settings_are_refused():
+    config = presets.dqn()
+    with pytest.raises(sbx_peer.SbxMappingError, match="agent.double_q"):
+        sbx_peer.sbx_spec(config)
+    plain = presets.replace(config, agent=dict(double_q=False, random_warmup=True),
+                            network=dict(mlp_hidden=(256,)), env=dict(reward_clip=1.0, frame_stack=1))
+    with pytest.raises(sbx_peer.SbxMappingError, match="env.reward_clip"):
+        sbx_peer.sbx_spec(plain)
+    tqc = presets.replace(presets.tqc(), env=dict(reward_clip=None, frame_stack=1))
+    with pytest.raises(sbx_peer.SbxMappingError, match="tqc.num_critics"):
+        sbx_peer.sbx_spec(tqc)  # the paper's 5 critics
+    tm = dataclasses.replace(tqc, tqc=dataclasses.replace(tqc.tqc, num_critics=2,
+                                                          critic_grad_clip=1.0))
+    with pytest.raises(sbx_peer.SbxMappingError, match="tqc.critic_grad_clip"):
+        sbx_peer.sbx_spec(tm)
+
+
+def test_sbx_models_build(cases):
+    """sbx accepts the kwargs (skipped without sbx-rl)."""
+    pytest.importorskip("sbx")
+    import sbx
+    from stable_baselines3.common.env_util import make_vec_env
+
+    for _, spec in cases.values():
+        kwargs = dict(spec["kwargs"])
+        policy_kwargs = dict(kwargs.pop("policy_kwargs"),
+                             optimizer_kwargs=dict(eps=spec["optimizer"]["eps"]))
+        if spec["algo"] == "DQN":
+            policy_kwargs["optimizer_class"] = sbx_peer._adam(spec["optimizer"]["max_grad_norm"])
+        env = make_vec_env(spec["env_id"], n_envs=spec["num_envs"], seed=0)
+        model = getattr(sbx, spec["algo"])("MlpPolicy", env, policy_kwargs=policy_kwargs,
+                                           **kwargs)
+        assert model.batch_size == kwargs["batch_size"]
+        assert model.train_freq.frequency == kwargs["train_freq"]
+        if spec["algo"] == "DQN":
+            # sbx divides the interval by the env count: calls of one vector step each.
+            assert model.target_update_interval == \
+                kwargs["target_update_interval"] // spec["num_envs"]
+        else:
+            assert model.policy.n_target_quantiles == 2 * (25 - 2)
+        env.close()
