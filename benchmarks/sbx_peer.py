@@ -237,9 +237,8 @@ def run(spec_path: Path) -> dict:
     policy_kwargs = dict(kwargs.pop("policy_kwargs"))
     policy_kwargs["optimizer_class"] = _adam(spec["optimizer"]["max_grad_norm"])
     policy_kwargs["optimizer_kwargs"] = dict(eps=spec["optimizer"]["eps"])
-    if spec["algo"] == "TQC":  # sbx wraps it in inject_hyperparams: no Python closure needed
+    if spec["algo"] == "TQC":  # sbx wraps it in inject_hyperparams; the mapping has no clip
         import optax
-        _need(spec["optimizer"]["max_grad_norm"] == 0, "max_grad_norm", 0, "TQC")
         policy_kwargs["optimizer_class"] = optax.adam
     evaluations: list = []
 

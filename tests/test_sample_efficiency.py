@@ -104,7 +104,8 @@ def test_unmappable_settings_are_refused():
     with pytest.raises(sbx_peer.SbxMappingError, match="agent.double_q"):
         sbx_peer.sbx_spec(config)
     plain = presets.replace(config, agent=dict(double_q=False, random_warmup=True),
-                            network=dict(mlp_hidden=(256,)), env=dict(reward_clip=1.0, frame_stack=1))
+                            network=dict(mlp_hidden=(256,)),
+                            env=dict(reward_clip=1.0, frame_stack=1))
     with pytest.raises(sbx_peer.SbxMappingError, match="env.reward_clip"):
         sbx_peer.sbx_spec(plain)
     tqc = presets.replace(presets.tqc(), env=dict(reward_clip=None, frame_stack=1))
