@@ -275,3 +275,59 @@ def _conv_stride1_bwd(pads, residuals, g):
 
 
 _conv_stride1.defvjp(_conv_stride1_fwd, _conv_stride1_bwd)
+
+
+@jax.custom_vjp
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+    """``y + bias`` over the last axis, whose bias gradient is a matmul with a ones vector.
+
+    Why: autodiff's bias gradient is a sum over batch and space, which XLA:CPU rewrites
+    into slow windowed reductions (tree reduction for precision): 21 ms for one
+    [32, 84, 84, 32] gradient against 2.9 ms as ``ones @ g`` on 2 cores; the Impala torso's
+    grad step 8-10% faster. Same sum, another order (float32 rounding differs).
+
+    Args: y float [..., C]; bias float [C]. Returns y's shape and dtype.
+    """
+    return y + bias
+
+
+def _add_bias_fwd(y, bias):
+    return y + bias, None
+
+
+def _add_bias_bwd(_, g):
+    rows = g.reshape(-1, g.shape[-1])
+    return g, jnp.ones((rows.shape[0],), g.dtype) @ rows
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+class Conv(nn.Module):
+    """2-D convolution of NHWC inputs: flax ``nn.Conv``'s parameters (``kernel``
+    [kh, kw, C_in, features], LeCun normal; ``bias`` [features], zeros; same names, shapes
+    and initial values), computed with :func:`conv2d` and :func:`add_bias`.
+
+    Attributes:
+      features: output channels.
+      kernel_size: (kh, kw).
+      strides: (s_h, s_w).
+      padding: "SAME", "VALID" or ((lo, hi), (lo, hi)).
+      dtype: computation dtype (parameters float32).
+
+    Call args: x float [B, H, W, C_in]. Returns ``dtype`` [B, H', W', features].
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    padding: str | tuple = "SAME"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, self.padding)
+        return add_bias(y, bias.astype(self.dtype))

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nets.layers import adaptive_max_pool, conv2d, max_pool_same
+from nets.layers import Conv, adaptive_max_pool, max_pool_same
 
 
 def images_to_nhwc(obs: jax.Array, dtype=jnp.float32) -> jax.Array:
@@ -49,8 +49,8 @@ class ResidualBlock(nn.Module):
         y = x
         for i in range(2):
             y = nn.relu(y)
-            conv = nn.Conv(self.channels, (3, 3), padding="SAME", name=f"conv{i}",
-                           dtype=self.dtype, conv_general_dilated=conv2d)
+            conv = Conv(self.channels, (3, 3), padding="SAME", name=f"conv{i}",
+                        dtype=self.dtype)
             y = nn.SpectralNorm(conv, name=f"sn{i}")(y, update_stats=train) \
                 if self.spectral_norm else conv(y)
         return x + y
@@ -82,8 +82,7 @@ class ImpalaCNN(nn.Module):
         x = images_to_nhwc(obs, self.dtype)
         for s, c in enumerate(self.channels):
             c = c * self.width_scale
-            x = nn.Conv(c, (3, 3), padding="SAME", name=f"stage{s}_conv", dtype=self.dtype,
-                        conv_general_dilated=conv2d)(x)
+            x = Conv(c, (3, 3), padding="SAME", name=f"stage{s}_conv", dtype=self.dtype)(x)
             x = normalize(self.norm, x, train, f"stage{s}_norm", self.dtype)
             x = max_pool_same(x, 3, 2)
             for b in range(2):
@@ -111,8 +110,8 @@ class SmallCNN(nn.Module):
         specs = ((8, 4), (4, 2), (3, 1))
         for i, c in enumerate(self.channels):
             kernel, stride = specs[min(i, len(specs) - 1)]
-            x = nn.Conv(c, (kernel, kernel), strides=(stride, stride), padding="VALID",
-                        name=f"conv{i}", dtype=self.dtype, conv_general_dilated=conv2d)(x)
+            x = Conv(c, (kernel, kernel), strides=(stride, stride), padding="VALID",
+                     name=f"conv{i}", dtype=self.dtype)(x)
             x = nn.relu(normalize(self.norm, x, train, f"norm{i}", self.dtype))
         return x.reshape(x.shape[0], -1)
 

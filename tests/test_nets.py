@@ -8,7 +8,7 @@ import pytest
 
 from nets import (Encoder, IQNNetwork, ImpalaCNN, NoisyDense, ValueHead, ValueNetwork,
                   adaptive_max_pool, make_torso, torsos)
-from nets.layers import conv2d, max_pool_same
+from nets.layers import Conv, add_bias, conv2d, max_pool_same
 from rl.config import NetworkConfig
 
 
@@ -233,3 +233,38 @@ def test_conv2d_refuses_dilation_and_other_layouts():
     with pytest.raises(ValueError, match="NHWC"):
         conv2d(jnp.zeros((1, 2, 8, 8)), w, (1, 1), "SAME",
                dimension_numbers=("NCHW", "HWIO", "NCHW"))
+
+
+@pytest.mark.parametrize("kernel, strides, padding", [
+    ((3, 3), (1, 1), "SAME"), ((8, 8), (4, 4), "VALID"), ((4, 4), (2, 2), "VALID")])
+def test_conv_module_is_flax_conv_with_the_same_parameters(kernel, strides, padding):
+    """nets.layers.Conv against flax's nn.Conv on one key: the same parameter tree and
+    initial values, outputs, and parameter gradients (its bias gradient as a matmul)."""
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(3, 20, 20, 4)), jnp.float32)
+    ours = Conv(6, kernel, strides, padding)
+    flax_conv = nn.Conv(6, kernel, strides, padding)
+    params = ours.init(jax.random.PRNGKey(3), x)["params"]
+    flax_params = flax_conv.init(jax.random.PRNGKey(3), x)["params"]
+    jax.tree.map(np.testing.assert_array_equal, params, flax_params)
+    params = {"kernel": params["kernel"], "bias": params["bias"] + 0.3}  # a nonzero bias
+    out = flax_conv.apply({"params": params}, x)
+    np.testing.assert_allclose(ours.apply({"params": params}, x), out, rtol=1e-5, atol=1e-5)
+    cotangent = jnp.asarray(np.random.default_rng(6).normal(size=out.shape), jnp.float32)
+    grads = lambda module: jax.grad(
+        lambda p: jnp.sum(module.apply({"params": p}, x) * cotangent))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4),
+                 grads(ours), grads(flax_conv))
+
+
+def test_add_bias_gradient_is_the_sum_over_every_axis_but_the_last():
+    """add_bias's gradients against numpy: g itself for y, g summed over batch and space
+    (float64 reference) for the bias."""
+    rng = np.random.default_rng(7)
+    y = jnp.asarray(rng.normal(size=(4, 9, 7, 5)), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=(5,)), jnp.float32)
+    g = rng.normal(size=(4, 9, 7, 5)).astype(np.float32)
+    np.testing.assert_array_equal(add_bias(y, bias), y + bias)
+    dy, dbias = jax.vjp(add_bias, y, bias)[1](jnp.asarray(g))
+    np.testing.assert_array_equal(dy, g)
+    np.testing.assert_allclose(dbias, g.astype(np.float64).sum(axis=(0, 1, 2)), rtol=1e-5,
+                               atol=1e-5)
