@@ -16,7 +16,10 @@ and Munchausen-IQN step, or TQC with ``tqc_tm20``'s shapes) and times both in th
 one JAX call then one torch call, ``--iters`` times, with torch on as many threads as XLA
 has cores. It prints the medians ``jax_ms``, ``torch_ms`` and ``ratio = torch_ms / jax_ms``
 (above 1: ours is faster) for the update at each batch size and, for ``iqn_btr``, for acting
-at each of ``--act-batch-sizes``. For the update it also prints a ``blocks`` line: ``--iters``
+at each of ``--act-batch-sizes``: once with the calls back to back, once paced (``paced``
+line: each side's call every ``--act-period-ms``, default 50 ms, the other's in between, as
+the actor of the 20 Hz game calls its policy; both sides then start from idle threads, whose
+wake-up the back-to-back line hides and the paced one counts). For the update it also prints a ``blocks`` line: ``--iters``
 JAX calls, then ``--iters`` torch calls (alternating single calls, each side starts in
 the other's memory footprint; on a quiet machine the two ratios agreed within 4%). Torch's batch is already on the host: its time leaves out
 the replay sampling that the JAX update includes.
@@ -69,6 +72,10 @@ def parse_args(argv=None):
                    help="time the PyTorch peer of the update and of acting side by side")
     p.add_argument("--act-batch-sizes", default=None,
                    help="comma-separated batch sizes for acting (default: env.num_envs)")
+    p.add_argument("--act-period-ms", type=float, default=50.0,
+                   help="with --against-pytorch, also time acting paced: each side's call "
+                   "every this many ms, the other's half a period later (50: TrackMania's "
+                   "20 Hz control step; 0: back-to-back calls only)")
     return p.parse_args(argv)
 
 
@@ -161,17 +168,23 @@ def bench(args, algo):
     time_acting(args, algo, agent, state, (k, *frame_shape), frame_dtype, peer)
 
 
-def alternate(jax_step, torch_step, pairs: int) -> tuple[list[float], list[float]]:
+def alternate(jax_step, torch_step, pairs: int, period_s: float = 0.0
+              ) -> tuple[list[float], list[float]]:
     """Seconds of each of ``pairs`` calls of ``jax_step(i)`` (which must block until its
-    result is ready) and of ``torch_step()``, one after the other."""
+    result is ready) and of ``torch_step()``, one after the other. With ``period_s`` > 0
+    each side's call starts every ``period_s`` seconds, the other side's half a period
+    later (a paced loop, as an actor of a real-time game calls its policy); a call that
+    overruns its slot starts the next one at once."""
     jax_s, torch_s = [], []
+    slot = time.perf_counter()
     for i in range(pairs):
-        t0 = time.perf_counter()
-        jax_step(i)
-        jax_s.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        torch_step()
-        torch_s.append(time.perf_counter() - t0)
+        for step, times in ((lambda: jax_step(i), jax_s), (torch_step, torch_s)):
+            if period_s > 0:
+                time.sleep(max(0.0, slot - time.perf_counter()))
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+            slot = max(slot, t0) + period_s / 2
     return jax_s, torch_s
 
 
@@ -256,6 +269,11 @@ def time_acting(args, algo, agent, state, obs_shape, obs_dtype, peer):
             jax_s, torch_s = alternate(lambda i: call(100 + i), lambda: peer_act(obs_np),
                                        max(args.iters, 10))
             print_ratio(f"algo={algo} act batch={n}", jax_s, torch_s)
+            if args.act_period_ms > 0:
+                paced = alternate(lambda i: call(200 + i), lambda: peer_act(obs_np),
+                                  max(args.iters, 10), args.act_period_ms / 1000)
+                print_ratio(f"algo={algo} act batch={n} paced period_ms={args.act_period_ms:g}",
+                            *paced)
             act_ms = 1000 * statistics.median(jax_s)
         print(f"algo={algo} act_ms_batch_E={act_ms:.2f} E={n} noisy=True", flush=True)
 

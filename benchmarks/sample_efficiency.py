@@ -98,9 +98,9 @@ SBX_FITS = {
     # TQC's small-env fit already is sbx's TQC (2 critics, no clips, Adam eps 1e-8).
     ("tqc", "Pendulum-v1"): [],
     # sbx's DQN: no double Q, Q network Dense-ReLU x 2 of one width, uniform random actions
-    # before learning_starts.
+    # before learning_starts, one epsilon draw per vector step.
     ("dqn", "CartPole-v1"): ["--agent.no-double-q", "--network.mlp-hidden", "256",
-                             "--agent.random-warmup"],
+                             "--agent.random-warmup", "--agent.epsilon-draw", "vector_step"],
     # RL_ZOO_LUNARLANDER_DQN in our units: one env; replay ratio 1 in calls of 4 grad steps
     # (train_freq 4, gradient_steps -1 = 4); target copy every 250 updates = 250 env steps;
     # epsilon 1 -> 0.1 linear over 0.12 x 100k = 12k env steps, greedy evaluation; and sbx's

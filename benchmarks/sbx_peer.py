@@ -24,7 +24,9 @@ How our settings become sbx's (sbx 0.28 / SB3 2.9 semantics):
 - DQN target: ours copies every ``agent.target_update_period`` optimizer updates, sbx every
   ``target_update_interval`` env steps: period x ``Config.env_steps_per_update``.
 - DQN exploration: ours linear over ``agent.epsilon_decay_steps`` env steps, sbx over
-  ``exploration_fraction`` of ``total_timesteps``: decay_steps / total_steps.
+  ``exploration_fraction`` of ``total_timesteps``: decay_steps / total_steps. SB3 draws the
+  epsilon coin once per vector step (all envs explore or none): ours with
+  ``agent.epsilon_draw vector_step`` (or one env).
 - Adam's eps (``optimizer_kwargs``) and DQN's global-norm clip (an optax chain built here;
   sbx's DQN has no clip of its own) travel too.
 - Not in sbx, so refused: double Q, dueling, noisy nets, PER, Munchausen, lr schedules,
@@ -134,6 +136,10 @@ def _dqn_kwargs(config) -> tuple[dict, dict]:
           "sbx's epsilon is linear in env steps, with no cutoff")
     _need(agent.eval_epsilon == 0.0, "agent.eval_epsilon", agent.eval_epsilon,
           "the peer evaluates with deterministic (greedy) actions")
+    _need(agent.epsilon_draw == "vector_step" or config.env.num_envs == 1,
+          "agent.epsilon_draw", agent.epsilon_draw,
+          "SB3's DQN.predict draws epsilon once per vector step (--agent.epsilon-draw "
+          "vector_step)")
     _need(not (training.learning_starts > 0 and not agent.random_warmup), "agent.random_warmup",
           False, "SB3 acts uniformly at random before learning_starts (--agent.random-warmup)")
     kwargs = dict(

@@ -24,7 +24,7 @@ import optax
 
 from nets import Encoder, ValueHead, make_torso
 from replay import Batch, DeviceReplay, ReplayState
-from rl.config import Config
+from rl.config import AgentConfig, Config
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -74,6 +74,15 @@ METRIC_NAMES = ("loss", "q_mean", "q_min", "q_max", "td_abs_mean", "grad_norm",
 of steps clipped, clip ratio min(1, max_grad_norm / grad_norm) (seed 003's ClipΔ), current
 learning rate, optimizer updates since the last hard target copy, relative distance
 ||online - target|| / ||online||, mean importance weight."""
+
+
+def explore_mask(agent: AgentConfig, key: jax.Array, num_envs: int, epsilon: jax.Array
+                 ) -> jax.Array:
+    """Which of ``num_envs`` envs take a random action this step: bool [E], each True with
+    probability ``epsilon`` (float scalar), drawn per env or once for all of them
+    (``agent.epsilon_draw``)."""
+    shape = (num_envs,) if agent.epsilon_draw == "env" else ()
+    return jnp.broadcast_to(jax.random.uniform(key, shape) < epsilon, (num_envs,))
 
 
 def where_tree(cond: jax.Array, new: Any, old: Any) -> Any:
@@ -203,7 +212,7 @@ class ValueAgent:
         greedy = jnp.argmax(self.q_values(state, obs, k_q, noisy=noisy,
                                           prev_actions=prev_actions), axis=-1)
         random = jax.random.randint(k_random, greedy.shape, 0, self.num_actions)
-        explore = jax.random.uniform(k_explore, greedy.shape) < epsilon
+        explore = explore_mask(self.config.agent, k_explore, greedy.shape[0], epsilon)
         return jnp.where(explore, random, greedy).astype(jnp.int32)
 
     # --- learning ------------------------------------------------------------------------

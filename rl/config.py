@@ -22,6 +22,7 @@ NetworkDtype = Literal["float32", "bfloat16"]
 EnvBackend = Literal["auto", "gymnasium", "envpool"]
 EpsilonSchedule = Literal["exponential", "linear"]
 EpsilonUnit = Literal["steps", "episodes"]
+EpsilonDraw = Literal["env", "vector_step"]
 TargetUpdate = Literal["hard", "soft", "both"]
 LrSchedule = Literal["constant", "linear", "cosine", "exponential"]
 OptimizerName = Literal["adam", "adamw", "radam"]
@@ -356,6 +357,12 @@ class AgentConfig:
     """What t counts in the epsilon schedule and cutoff: env steps, or finished episodes
     (kept only to reproduce seed 000's failed setting: episode lengths grow as the agent
     improves, so exploration ends far too early; a warning is logged)."""
+    epsilon_draw: EpsilonDraw = "env"
+    """Who shares an epsilon-greedy draw: env (each env of the vector draws its own) or
+    vector_step (one draw per vector step: every env explores, or none does; SB3's
+    DQN.predict). Each env explores with probability epsilon either way; only the
+    correlation across envs differs (on CartPole with 4 envs it mattered: README,
+    Benchmarks). Evaluation runs one env, where the two are the same."""
     epsilon_start: float = 1.0
     """Exploration epsilon at t = 0, in [0, 1]."""
     epsilon_end: float = 0.01
@@ -423,6 +430,8 @@ class AgentConfig:
                "must be >= 0 (0 disables clipping)")
         _check(self.epsilon_unit in typing.get_args(EpsilonUnit), "agent.epsilon_unit",
                self.epsilon_unit, f"must be one of {typing.get_args(EpsilonUnit)}")
+        _check(self.epsilon_draw in typing.get_args(EpsilonDraw), "agent.epsilon_draw",
+               self.epsilon_draw, f"must be one of {typing.get_args(EpsilonDraw)}")
         for name in ("epsilon_start", "epsilon_end", "eval_epsilon"):
             _unit_interval(f"agent.{name}", getattr(self, name))
         if self.epsilon_cutoff is not None:

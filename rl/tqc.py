@@ -22,8 +22,8 @@ from nets import WithFeatures, make_torso
 from nets.tqc import CriticEnsemble, TanhGaussianActor
 from replay import Batch, DeviceReplay, ReplayState
 from rl import losses
-from rl.agent import (clip_by_global_norm, make_replay, sampled_updates, target_bound,
-                      where_tree)
+from rl.agent import (clip_by_global_norm, explore_mask, make_replay, sampled_updates,
+                      target_bound, where_tree)
 from rl.config import Config
 
 
@@ -145,7 +145,7 @@ class TQC:
         else:
             action = jnp.tanh(self.actor.apply({"params": state.actor_params}, obs)[0])
         random = jax.random.uniform(k_random, action.shape, minval=-1.0, maxval=1.0)
-        explore = jax.random.uniform(k_explore, action.shape[:1]) < epsilon
+        explore = explore_mask(self.config.agent, k_explore, action.shape[0], epsilon)
         return jnp.where(explore[:, None], random, action).astype(jnp.float32)
 
     # --- learning --------------------------------------------------------------------

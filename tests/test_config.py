@@ -179,6 +179,7 @@ def test_run_rejects_bad_input_in_a_real_process(tmp_path):
     (lambda: AgentConfig(lr_warmup_steps=-1), "agent.lr_warmup_steps", -1),
     (lambda: AgentConfig(max_grad_norm=-1.0), "agent.max_grad_norm", -1.0),
     (lambda: AgentConfig(epsilon_unit="frames"), "agent.epsilon_unit", "frames"),
+    (lambda: AgentConfig(epsilon_draw="actor"), "agent.epsilon_draw", "actor"),
     (lambda: AgentConfig(epsilon_cutoff=-5), "agent.epsilon_cutoff", -5),
     (lambda: AgentConfig(epsilon_after_cutoff="start"), "agent.epsilon_after_cutoff", "start"),
     (lambda: AgentConfig(epsilon_off_fraction=1.5), "agent.epsilon_off_fraction", 1.5),

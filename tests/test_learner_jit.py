@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rl import presets, schedules
-from rl.agent import METRIC_NAMES, SAMPLING_METRIC_NAMES
+from rl.agent import METRIC_NAMES, SAMPLING_METRIC_NAMES, explore_mask
 from rl.config import resolve_env_auto
 from rl.learners import make_agent, update_metric_names
 
@@ -177,6 +177,26 @@ def test_jit_act_epsilon_greedy():
                               minlength=3)
     # epsilon 1: uniform over 3 actions; 3200 draws, each share within 5 sigma of 1/3.
     assert np.all(np.abs(counts / counts.sum() - 1 / 3) < 5 * np.sqrt(2 / 9 / 3200))
+
+
+@pytest.mark.parametrize("draw", ["env", "vector_step"])
+def test_jit_act_epsilon_draw_per_env_or_per_vector_step(draw):
+    """epsilon 0.5 over 200 keys: each env explores half the time either way; with one draw
+    per vector step a call explores in all 64 envs or in none (greedy everywhere)."""
+    cfg = tiny("dqn", epsilon_draw=draw)  # deterministic greedy Q (IQN samples taus)
+    agent, state, _ = filled(cfg, steps=0)
+    masks = np.stack([explore_mask(cfg.agent, jax.random.PRNGKey(i), 64, jnp.float32(0.5))
+                      for i in range(200)])
+    assert masks.shape == (200, 64) and abs(masks.mean() - 0.5) < 5 * np.sqrt(0.25 / 200)
+    same = masks.all(axis=1) | ~masks.any(axis=1)
+    assert same.all() if draw == "vector_step" else not same.any()
+    obs = jnp.asarray(np.random.default_rng(0).integers(0, 255, (64, 2, *IMAGE)), jnp.uint8)
+    act = jax.jit(agent.act, static_argnames="noisy")
+    greedy = np.asarray(act(state, obs, jax.random.PRNGKey(0), 0.0, noisy=False))
+    all_greedy = np.mean([np.array_equal(act(state, obs, jax.random.PRNGKey(i), 0.5,
+                                             noisy=False), greedy) for i in range(200)])
+    # One draw: about half the calls are greedy in every env; per env: (1/2)^64 of them.
+    assert abs(all_greedy - 0.5) < 0.2 if draw == "vector_step" else all_greedy == 0.0
 
 
 def _leaves(tree):

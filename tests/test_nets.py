@@ -8,7 +8,8 @@ import pytest
 
 from nets import (Encoder, IQNNetwork, ImpalaCNN, NoisyDense, ValueHead, ValueNetwork,
                   adaptive_max_pool, make_torso, torsos)
-from nets.layers import Conv, add_bias, conv2d, max_pool_same
+from nets.layers import (KERNEL_GRAD_MAX_CHUNKS, Conv, add_bias, conv2d, kernel_grad_chunk,
+                         max_pool_same)
 from rl.config import NetworkConfig
 
 
@@ -208,10 +209,12 @@ def test_value_network_with_norm_and_action_history(norm):
     ((2, 9, 7, 3), 3, (1, 1), "SAME"), ((2, 9, 7, 3), 4, (1, 1), "SAME"),
     ((2, 9, 7, 3), 3, (1, 1), "VALID"), ((2, 36, 36, 4), 8, (4, 4), "VALID"),
     ((2, 15, 15, 6), 4, (2, 2), "VALID"), ((2, 11, 10, 3), 3, (2, 2), "SAME"),
-    ((2, 13, 9, 3), 5, (3, 2), "VALID"), ((2, 13, 9, 3), 3, (2, 3), ((1, 2), (0, 1)))])
+    ((2, 13, 9, 3), 5, (3, 2), "VALID"), ((2, 13, 9, 3), 3, (2, 3), ((1, 2), (0, 1))),
+    # Kernel gradients summed over batch chunks: 3 chunks of 8 (48x48), 2 of 8 (strided).
+    ((24, 48, 48, 3), 3, (1, 1), "SAME"), ((16, 100, 100, 2), 4, (2, 2), "VALID")])
 def test_conv2d_equals_lax_convolution_values_and_gradients(shape, kernel, strides, padding):
-    """The layout-fixed convolution (space-to-depth for strides) against
-    lax.conv_general_dilated: outputs and both gradients on random data."""
+    """The layout-fixed convolution (space-to-depth for strides, kernel gradient in batch
+    chunks) against lax.conv_general_dilated: outputs and both gradients on random data."""
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     w = jnp.asarray(rng.normal(size=(kernel, kernel, shape[3], 5)), jnp.float32)
@@ -224,6 +227,19 @@ def test_conv2d_equals_lax_convolution_values_and_gradients(shape, kernel, strid
     grads = lambda conv: jax.grad(lambda x, w: jnp.sum(conv(x, w) * cotangent), (0, 1))(x, w)
     for a, b in zip(grads(ours), grads(reference)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_kernel_gradient_chunks_divide_the_batch_near_the_target_size():
+    assert kernel_grad_chunk(24, 48 * 48) == 8 and kernel_grad_chunk(16, 49 * 49) == 8
+    assert kernel_grad_chunk(256, 42 * 42) == 8      # 32 chunks
+    assert kernel_grad_chunk(256, 11 * 11) == 128    # 16384 / 121 = 135 -> 128
+    assert kernel_grad_chunk(32, 21 * 21) == 32      # one convolution
+    assert kernel_grad_chunk(1024, 84 * 84) == 32    # at most KERNEL_GRAD_MAX_CHUNKS
+    assert kernel_grad_chunk(37, 84 * 84) == 37      # a prime batch: one convolution
+    for batch in range(1, 300):
+        for pixels in (1, 36, 121, 441, 1764, 7056):
+            size = kernel_grad_chunk(batch, pixels)
+            assert batch % size == 0 and batch // size <= KERNEL_GRAD_MAX_CHUNKS
 
 
 def test_conv2d_refuses_dilation_and_other_layouts():

@@ -76,6 +76,12 @@ def test_dqn_cartpole(cases):
     assert kw["policy_kwargs"] == dict(net_arch=[256, 256])
     assert spec["optimizer"] == dict(eps=1e-4, max_grad_norm=100.0)
     assert config.agent.eval_epsilon == 0.0 and config.env.frame_stack == 1
+    # SB3 draws epsilon once per vector step; ours per env is refused on 4 envs, not on 1.
+    assert config.agent.epsilon_draw == "vector_step"
+    per_env = presets.replace(config, agent=dict(epsilon_draw="env"))
+    with pytest.raises(sbx_peer.SbxMappingError, match="agent.epsilon_draw"):
+        sbx_peer.sbx_spec(per_env)
+    sbx_peer.sbx_spec(presets.replace(per_env, env=dict(num_envs=1)))
 
 
 def test_dqn_lunarlander_is_rl_zoo(cases):
@@ -103,7 +109,8 @@ def test_unmappable_settings_are_refused():
     config = presets.dqn()
     with pytest.raises(sbx_peer.SbxMappingError, match="agent.double_q"):
         sbx_peer.sbx_spec(config)
-    plain = presets.replace(config, agent=dict(double_q=False, random_warmup=True),
+    plain = presets.replace(config, agent=dict(double_q=False, random_warmup=True,
+                                               epsilon_draw="vector_step"),
                             network=dict(mlp_hidden=(256,)),
                             env=dict(reward_clip=1.0, frame_stack=1))
     with pytest.raises(sbx_peer.SbxMappingError, match="env.reward_clip"):
