@@ -19,10 +19,11 @@ has cores. It prints the medians ``jax_ms``, ``torch_ms`` and ``ratio = torch_ms
 at each of ``--act-batch-sizes``: once with the calls back to back, once paced (``paced``
 line: each side's call every ``--act-period-ms``, default 50 ms, the other's in between, as
 the actor of the 20 Hz game calls its policy; both sides then start from idle threads, whose
-wake-up the back-to-back line hides and the paced one counts). For the update it also prints a ``blocks`` line: ``--iters``
-JAX calls, then ``--iters`` torch calls (alternating single calls, each side starts in
-the other's memory footprint; on a quiet machine the two ratios agreed within 4%). Torch's batch is already on the host: its time leaves out
-the replay sampling that the JAX update includes.
+wake-up the back-to-back line hides and the paced one counts). For the update it also prints
+a ``blocks`` line: ``--iters`` JAX calls, then ``--iters`` torch calls (alternating single
+calls, each side starts in the other's memory footprint; on a quiet machine the two ratios
+agreed within 4%). Torch's batch is already on the host: its time leaves out the replay
+sampling that the JAX update includes.
 
 Run:
   python benchmarks/learner.py --algo iqn_btr,rainbow,tm20_rainbow --batch-sizes 32,256 --iters 5
