@@ -536,27 +536,7 @@ def make_env(
             env = CarRacingGasBrakeSteer(env)
         elif isinstance(env.action_space, gym.spaces.Box):
             env = _rescale_to_unit(env)
-        if _is_atari(env_id):
-            env = gym.wrappers.AtariPreprocessing(
-                env,
-                noop_max=noop_max,
-                frame_skip=frame_skip,
-                screen_size=image_size,
-                terminal_on_life_loss=False,
-                grayscale_obs=True,
-            )
-        elif _is_image_space(env.observation_space):
-            if frame_skip > 1:
-                env = ActionRepeat(env, frame_skip)
-            shape = env.observation_space.shape
-            if len(shape) == 3 and shape[-1] == 3:
-                env = gym.wrappers.GrayscaleObservation(env, keep_dim=False)
-            elif len(shape) == 3:
-                env = gym.wrappers.ReshapeObservation(env, shape[:2])
-            if env.observation_space.shape != (image_size, image_size):
-                env = gym.wrappers.ResizeObservation(env, (image_size, image_size))
-        elif env.observation_space.dtype != np.float32:
-            env = _cast_to_float32(env)
+        env = _preprocess_observations(env, env_id, frame_skip, image_size, noop_max)
     except BaseException:
         env.close()
         raise
@@ -564,6 +544,35 @@ def make_env(
         env = gym.wrappers.TimeLimit(env, max_episode_steps)
     if seed is not None:
         env = _SeedFirstReset(env, seed)
+    return env
+
+
+def _preprocess_observations(env: gym.Env, env_id: str, frame_skip: int, image_size: int,
+                             noop_max: int) -> gym.Env:
+    """The observation wrappers of :func:`make_env` (Atari preprocessing; action repeat,
+    grayscale and resize for other image envs; float32 vectors), around the action maps."""
+    if _is_atari(env_id):
+        return gym.wrappers.AtariPreprocessing(
+            env,
+            noop_max=noop_max,
+            frame_skip=frame_skip,
+            screen_size=image_size,
+            terminal_on_life_loss=False,
+            grayscale_obs=True,
+        )
+    if _is_image_space(env.observation_space):
+        if frame_skip > 1:
+            env = ActionRepeat(env, frame_skip)
+        shape = env.observation_space.shape
+        if len(shape) == 3 and shape[-1] == 3:
+            env = gym.wrappers.GrayscaleObservation(env, keep_dim=False)
+        elif len(shape) == 3:
+            env = gym.wrappers.ReshapeObservation(env, shape[:2])
+        if env.observation_space.shape != (image_size, image_size):
+            env = gym.wrappers.ResizeObservation(env, (image_size, image_size))
+        return env
+    if env.observation_space.dtype != np.float32:
+        return _cast_to_float32(env)
     return env
 
 

@@ -266,8 +266,8 @@ def kernel_grad_chunk(batch: int, pixels: int) -> int:
     long. On 2 AMD EPYC (Zen 5) cores, an Impala kernel gradient at batch 256 took 58.6 ms
     in one convolution and 39.1-39.5 ms as 16 or 32 summed ones (42x42, 32 -> 32 channels;
     this rule takes 32); 13.7 vs 8.3 ms at 11x11 in 2; 15.7 vs 8.6 ms at batch 32 in 4 (42x42,
-    32 -> 64). The whole
-    ``iqn_btr`` torso gradient at batch 256: 1,747 vs 1,663 ms (same at batch 32).
+    32 -> 64). The whole ``iqn_btr`` torso gradient at batch 256: 1,747 vs 1,663 ms (same at
+    batch 32).
 
     Args: batch (samples, >= 1) and pixels (output pixels per sample) of the gradient.
     Returns a divisor of ``batch``."""

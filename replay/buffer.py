@@ -295,27 +295,7 @@ class DeviceReplay:
 
         new_valid = put(state.valid, valid)
         new_is_demo = put(state.is_demo, is_demo)
-        streams = jnp.arange(num_streams, dtype=jnp.int32) * capacity
-
-        # Position t - n now has its n future slots.
-        ready_ring = (t - self.n_step) % capacity
-        ready = (t >= self.n_step) & new_valid[:, ready_ring]
-        fresh = (
-            state.max_priority ** jnp.float32(self.priority_exponent)
-            if self.prioritized
-            else jnp.float32(1.0)
-        )
-        ready_values = jnp.where(ready, fresh * self._demo_factor(state, new_is_demo[:, ready_ring]),
-                                 0.0)
-
-        # The written slot and the H oldest positions are no longer sampleable.
-        stale_rings = (t + jnp.arange(self.history + 1, dtype=jnp.int32)) % capacity
-        stale_idx = (streams[:, None] + stale_rings[None, :]).reshape(-1)
-
-        # C > n + H + 1 guarantees the two index sets never overlap.
-        indices = jnp.concatenate([streams + ready_ring, stale_idx])
-        values = jnp.concatenate([ready_values, jnp.zeros(stale_idx.shape, jnp.float32)])
-
+        indices, values = self._leaf_updates(state, new_valid, new_is_demo)
         return state.replace(
             obs=jax.tree.map(put, state.obs, obs),
             action=put(state.action, action),
@@ -329,6 +309,31 @@ class DeviceReplay:
             sum_tree=sum_tree.set(state.sum_tree, indices, values),
             count=t + 1,
         )
+
+    def _leaf_updates(self, state: ReplayState, new_valid: jax.Array, new_is_demo: jax.Array
+                      ) -> tuple[jax.Array, jax.Array]:
+        """Sum-tree (flat indices int32, values float32) of :meth:`add` at ``state.count``:
+        the leaf that now has its n future slots, and zeros for the written slot and the H
+        oldest positions. ``new_valid`` / ``new_is_demo``: the rings after the write."""
+        capacity, t = self.capacity_per_stream, state.count
+        streams = jnp.arange(self.num_streams, dtype=jnp.int32) * capacity
+        # Position t - n now has its n future slots.
+        ready_ring = (t - self.n_step) % capacity
+        ready = (t >= self.n_step) & new_valid[:, ready_ring]
+        fresh = (
+            state.max_priority ** jnp.float32(self.priority_exponent)
+            if self.prioritized
+            else jnp.float32(1.0)
+        )
+        ready_values = jnp.where(ready, fresh * self._demo_factor(state, new_is_demo[:, ready_ring]),
+                                 0.0)
+        # The written slot and the H oldest positions are no longer sampleable.
+        stale_rings = (t + jnp.arange(self.history + 1, dtype=jnp.int32)) % capacity
+        stale_idx = (streams[:, None] + stale_rings[None, :]).reshape(-1)
+        # C > n + H + 1 guarantees the two index sets never overlap.
+        indices = jnp.concatenate([streams + ready_ring, stale_idx])
+        values = jnp.concatenate([ready_values, jnp.zeros(stale_idx.shape, jnp.float32)])
+        return indices, values
 
     def add_sequence(self, state: ReplayState, slots: dict[str, Any]) -> ReplayState:
         """Applies :meth:`add` to L consecutive vector steps in one ``lax.scan``.

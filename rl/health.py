@@ -228,7 +228,41 @@ class HealthMonitor:
         armed = step >= self._armed_from
         previous = [m for _, m in self._records]
         results: dict[str, tuple[bool, float, float, str] | None] = {}
+        finite = self._check_nonfinite(metrics, results)
+        if finite:
+            self._check_q(metrics, previous, armed, results)
+            self._check_loss(metrics, previous, armed, results)
+        self._check_returns(armed, results)
+        if finite:
+            self._check_alpha(metrics, results)
+            self._check_grad_norm(metrics, previous, armed, results)
+            self._check_share(previous, metrics, "clipped_fraction", "clipping_high",
+                              cfg.clipped_share, results, lambda share: (
+                                  f"{100 * share:.0f}% of grad steps were clipped over the "
+                                  f"last {cfg.window_steps} env steps (seed 003's ClipΔ); the "
+                                  "updates are large: lower the learning rate or raise "
+                                  "agent.max_grad_norm"))
+        self._check_epsilon(step, epsilon, results)
+        if finite:
+            identical = _first(metrics, "critics_identical_fraction")
+            if identical is not None:
+                results["critics_identical"] = (
+                    identical > cfg.critics_identical_share, identical,
+                    cfg.critics_identical_share,
+                    f"{100 * identical:.0f}% of the batch has two critics within 1e-6 (seed "
+                    "004: twin critics sharing a seed learn nothing from each other)")
+            self._check_share(previous, metrics, "demo_fraction", "demo_fraction_stuck",
+                              cfg.demo_fraction_max, results, lambda share: (
+                                  f"demonstrations were {100 * share:.0f}% of sampled batches "
+                                  f"over the last {cfg.window_steps} env steps (seed 004: stuck "
+                                  "at 93%); lower demos.sampling_weight or "
+                                  "demos.weight_decay_samples"))
+        if finite and metrics and armed:  # the windows hold post-warm-up values only
+            self._records.append((step, {k: float(v) for k, v in metrics.items()}))
+        return self._transitions(step, results)
 
+    def _check_nonfinite(self, metrics: Mapping[str, float], results: dict) -> bool:
+        """The nonfinite flag (metrics or a training return); returns whether all are finite."""
         bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
         if self._nonfinite_return is not None:
             bad["return"] = self._nonfinite_return
@@ -238,39 +272,47 @@ class HealthMonitor:
         else:
             results["nonfinite"] = (False, 0.0, 0.0, "")
         self._nonfinite_return = None
-        finite = not bad
+        return not bad
 
+    def _check_q(self, metrics: Mapping[str, float], previous: list[dict], armed: bool,
+                 results: dict) -> None:
+        """Q above its bound, below its floor, and its range jumping within the window."""
+        cfg = self.config
         q_min, q_max = _first(metrics, "q_min"), _first(metrics, "q_max")
         upper, lower = self.q_bounds()
         returns = self.return_range()
         seen = "" if returns is None else \
             f"; returns of the replayed rewards lie in [{returns[0]:.4g}, {returns[1]:.4g}]"
-        if finite and q_max is not None and upper is not None:
+        if q_max is not None and upper is not None:
             results["q_above_bound"] = (
                 q_max > upper, q_max, upper,
                 f"Q max {q_max:.4g} above the bound {upper:.4g}{seen}: Q is diverging (seed "
                 "003); lower the learning rate, slow the target updates")
-        if finite and q_min is not None and lower is not None:
+        if q_min is not None and lower is not None:
             results["q_below_floor"] = (
                 q_min < lower, q_min, lower,
                 f"Q min {q_min:.4g} below the floor {lower:.4g}{seen}: Q is collapsing (seeds "
                 "000/001: soft targets every step with a decaying learning rate)")
-        if finite and q_min is not None and q_max is not None and armed \
-                and len(previous) >= MIN_WINDOW_POINTS:
-            floor = self.q_range_floor()
-            now = max(q_max - q_min, floor)
-            ranges = [max(m["q_max"] - m["q_min"], floor) for m in previous
-                      if "q_max" in m and "q_min" in m]
-            if ranges:
-                ratio = max(now / min(ranges), max(ranges) / now)
-                results["q_range_jump"] = (
-                    ratio > cfg.q_range_factor, ratio, cfg.q_range_factor,
-                    f"Q range [{q_min:.4g}, {q_max:.4g}] changed {ratio:.1f}x within "
-                    f"{cfg.window_steps} env steps (seed 003's divergence)")
+        if q_min is None or q_max is None or not armed or len(previous) < MIN_WINDOW_POINTS:
+            return
+        floor = self.q_range_floor()
+        now = max(q_max - q_min, floor)
+        ranges = [max(m["q_max"] - m["q_min"], floor) for m in previous
+                  if "q_max" in m and "q_min" in m]
+        if ranges:
+            ratio = max(now / min(ranges), max(ranges) / now)
+            results["q_range_jump"] = (
+                ratio > cfg.q_range_factor, ratio, cfg.q_range_factor,
+                f"Q range [{q_min:.4g}, {q_max:.4g}] changed {ratio:.1f}x within "
+                f"{cfg.window_steps} env steps (seed 003's divergence)")
 
+    def _check_loss(self, metrics: Mapping[str, float], previous: list[dict], armed: bool,
+                    results: dict) -> None:
+        """The loss against its median over the window."""
+        cfg = self.config
         loss = _first(metrics, "loss", "critic_loss")
         losses = [v for v in (_first(m, "loss", "critic_loss") for m in previous) if v is not None]
-        if finite and loss is not None and armed and len(losses) >= MIN_WINDOW_POINTS:
+        if loss is not None and armed and len(losses) >= MIN_WINDOW_POINTS:
             median = float(np.median(losses))
             ratio = loss / median if median > 0 else math.inf
             results["loss_spike"] = (
@@ -278,6 +320,9 @@ class HealthMonitor:
                 f"loss {loss:.4g} is {ratio:.1f}x its median {median:.4g} over the last "
                 f"{cfg.window_steps} env steps")
 
+    def _check_returns(self, armed: bool, results: dict) -> None:
+        """Declining training and evaluation returns, once their windows are full."""
+        cfg = self.config
         if armed and len(self._returns) == cfg.return_decline_episodes:
             results["train_return_decline"] = self._decline(
                 self._returns, "training return", f"{cfg.return_decline_episodes} episodes")
@@ -285,64 +330,58 @@ class HealthMonitor:
             results["eval_return_decline"] = self._decline(
                 self._evals, "evaluation return", f"{cfg.eval_decline_points} evaluations")
 
+    def _check_alpha(self, metrics: Mapping[str, float], results: dict) -> None:
+        """The entropy coefficient against its minimum so far."""
+        cfg = self.config
         alpha = _first(metrics, "alpha")
-        if finite and alpha is not None and alpha > 0:
-            self._alpha_min = min(self._alpha_min, alpha)
-            ratio = alpha / self._alpha_min
-            results["alpha_runaway"] = (
-                ratio > cfg.alpha_rise_factor, ratio, cfg.alpha_rise_factor,
-                f"entropy coefficient alpha {alpha:.4g} is {ratio:.1f}x its minimum "
-                f"{self._alpha_min:.4g} (seed 004: learned alpha ran away; lower "
-                "tqc.target_entropy or fix alpha with --tqc.no-learn-alpha)")
+        if alpha is None or alpha <= 0:
+            return
+        self._alpha_min = min(self._alpha_min, alpha)
+        ratio = alpha / self._alpha_min
+        results["alpha_runaway"] = (
+            ratio > cfg.alpha_rise_factor, ratio, cfg.alpha_rise_factor,
+            f"entropy coefficient alpha {alpha:.4g} is {ratio:.1f}x its minimum "
+            f"{self._alpha_min:.4g} (seed 004: learned alpha ran away; lower "
+            "tqc.target_entropy or fix alpha with --tqc.no-learn-alpha)")
 
+    def _check_grad_norm(self, metrics: Mapping[str, float], previous: list[dict],
+                         armed: bool, results: dict) -> None:
+        """The grad norm's median swing between neighbouring log intervals."""
+        cfg = self.config
         norm_key = "grad_norm" if "grad_norm" in metrics else "critic_grad_norm"
         norms = [m[norm_key] for m in previous if norm_key in m]
-        if finite and norm_key in metrics and armed and len(norms) >= MIN_WINDOW_POINTS:
-            # A swing is an up-and-down between log intervals, not the steady growth of the
-            # grad norm with the Q scale: the median factor between neighbours.
-            norms = np.maximum(np.array(norms + [float(metrics[norm_key])]), 1e-12)
-            factors = np.exp(np.abs(np.diff(np.log(norms))))
-            swing = float(np.median(factors))
-            results["grad_norm_swing"] = (
-                swing > cfg.grad_norm_swing_factor, swing, cfg.grad_norm_swing_factor,
-                f"{norm_key} swings by {swing:.2f}x between log intervals (median over the "
-                f"last {cfg.window_steps} env steps; range {norms.min():.3g} to "
-                f"{norms.max():.3g}; seed 003's 4.8 <-> 8.8): lower the learning rate")
+        if norm_key not in metrics or not armed or len(norms) < MIN_WINDOW_POINTS:
+            return
+        # A swing is an up-and-down between log intervals, not the steady growth of the
+        # grad norm with the Q scale: the median factor between neighbours.
+        norms = np.maximum(np.array(norms + [float(metrics[norm_key])]), 1e-12)
+        factors = np.exp(np.abs(np.diff(np.log(norms))))
+        swing = float(np.median(factors))
+        results["grad_norm_swing"] = (
+            swing > cfg.grad_norm_swing_factor, swing, cfg.grad_norm_swing_factor,
+            f"{norm_key} swings by {swing:.2f}x between log intervals (median over the "
+            f"last {cfg.window_steps} env steps; range {norms.min():.3g} to "
+            f"{norms.max():.3g}; seed 003's 4.8 <-> 8.8): lower the learning rate")
 
-        share = _window_mean(previous, metrics, "clipped_fraction")
-        if finite and share is not None:
-            results["clipping_high"] = (
-                share > cfg.clipped_share, share, cfg.clipped_share,
-                f"{100 * share:.0f}% of grad steps were clipped over the last "
-                f"{cfg.window_steps} env steps (seed 003's ClipΔ); the updates are large: "
-                "lower the learning rate or raise agent.max_grad_norm")
+    @staticmethod
+    def _check_share(previous: list[dict], metrics: Mapping[str, float], key: str, flag: str,
+                     limit: float, results: dict, message) -> None:
+        """A fraction metric's mean over the window against ``limit``; ``message(share)``."""
+        share = _window_mean(previous, metrics, key)
+        if share is not None:
+            results[flag] = (share > limit, share, limit, message(share))
 
-        if epsilon is not None and self.epsilon_start > cfg.epsilon_floor:
-            early = cfg.epsilon_floor_fraction * self.total_steps
-            results["epsilon_early"] = (
-                epsilon < cfg.epsilon_floor and step < early, epsilon, cfg.epsilon_floor,
-                f"epsilon {epsilon:.3f} is below {cfg.epsilon_floor} after {step} of "
-                f"{self.total_steps} env steps (seeds 000/001: episode-based decay ended "
-                "exploration after 1.5% of training; prefer agent.epsilon_unit=steps)")
-
-        identical = _first(metrics, "critics_identical_fraction")
-        if finite and identical is not None:
-            results["critics_identical"] = (
-                identical > cfg.critics_identical_share, identical, cfg.critics_identical_share,
-                f"{100 * identical:.0f}% of the batch has two critics within 1e-6 (seed 004: "
-                "twin critics sharing a seed learn nothing from each other)")
-
-        share = _window_mean(previous, metrics, "demo_fraction")
-        if finite and share is not None:
-            results["demo_fraction_stuck"] = (
-                share > cfg.demo_fraction_max, share, cfg.demo_fraction_max,
-                f"demonstrations were {100 * share:.0f}% of sampled batches over the last "
-                f"{cfg.window_steps} env steps (seed 004: stuck at 93%); lower "
-                "demos.sampling_weight or demos.weight_decay_samples")
-
-        if finite and metrics and armed:  # the windows hold post-warm-up values only
-            self._records.append((step, {k: float(v) for k, v in metrics.items()}))
-        return self._transitions(step, results)
+    def _check_epsilon(self, step: int, epsilon: float | None, results: dict) -> None:
+        """Epsilon below its floor early in training (episode-based decay)."""
+        cfg = self.config
+        if epsilon is None or self.epsilon_start <= cfg.epsilon_floor:
+            return
+        early = cfg.epsilon_floor_fraction * self.total_steps
+        results["epsilon_early"] = (
+            epsilon < cfg.epsilon_floor and step < early, epsilon, cfg.epsilon_floor,
+            f"epsilon {epsilon:.3f} is below {cfg.epsilon_floor} after {step} of "
+            f"{self.total_steps} env steps (seeds 000/001: episode-based decay ended "
+            "exploration after 1.5% of training; prefer agent.epsilon_unit=steps)")
 
     def _decline(self, points, what: str, span: str) -> tuple[bool, float, float, str]:
         steps, values = np.array(points, np.float64).T

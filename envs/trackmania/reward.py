@@ -280,6 +280,54 @@ class TrackReward:
             last = reach(best)  # unchanged when nothing improved: the loop ends
         return best, best_d
 
+    def _advance(self, pos: np.ndarray) -> tuple[int, float, bool, bool]:
+        """tmrl's progress for one step: (new trajectory index, progress in track units,
+        no progress this step, no progress for longer than the failure countdown)."""
+        self._step_counter += 1
+        old = self._cur_idx
+        best, best_d = self._scan(pos, old, self._check_forward, forward=True)
+        if best_d > self._max_stray:
+            best = old
+        progress = (best - old) / _INDICES_PER_UNIT
+        no_progress = best == old
+        no_progress_end = False
+        if no_progress:
+            best, _ = self._scan(pos, old, self._check_backward, forward=False)
+            if self._step_counter > self._min_steps:
+                self._failure_counter += 1
+                no_progress_end = self._failure_counter > self._failure_countdown
+        else:
+            self._failure_counter = 0
+        self._cur_idx = best
+        return best, progress, no_progress, no_progress_end
+
+    def _shaping(self, pos: np.ndarray, best: int, progress: float, no_progress: bool,
+                 speed: float) -> tuple[float, float, float, float, float, bool]:
+        """Seed 004's terms: (deviation from the line in metres, progress scaled off the line,
+        speed bonus, off-track penalty, wall-hug penalty, wall hugged too long)."""
+        deviation = float(np.linalg.norm(pos - self._data[best]))
+        off_line = deviation > self._safe
+        ratio = deviation / self._safe
+        speed_bonus = 0.0
+        if progress > 0:
+            if off_line:
+                progress *= self._proximity
+            else:
+                speed_bonus = self._speed_bonus * speed
+        off_track = 0.0
+        if off_line and speed > _RECKLESS_MIN_SPEED:
+            off_track = -self._reckless_factor * (speed / self._reckless_threshold) * ratio
+        wall_hug = 0.0
+        wall_hug_end = False
+        if no_progress and off_line and speed > self._wall_hug_speed:
+            self._no_progress_steps += 1
+            k = self._no_progress_steps
+            wall_hug = -self._wall_hug_factor * k * ratio
+            wall_hug_end = k > 3 * self._failure_countdown
+        else:
+            self._no_progress_steps = 0
+        return deviation, progress, speed_bonus, off_track, wall_hug, wall_hug_end
+
     def step(self, pos: Any, speed_kmh: float, finished: bool) -> StepReward:
         """Advances one step.
 
@@ -309,46 +357,9 @@ class TrackReward:
             raise ValueError(f"speed_kmh must be finite, got {speed_kmh!r}")
         finished = bool(finished)
 
-        # tmrl's progress
-        self._step_counter += 1
-        old = self._cur_idx
-        best, best_d = self._scan(pos, old, self._check_forward, forward=True)
-        if best_d > self._max_stray:
-            best = old
-        progress = (best - old) / _INDICES_PER_UNIT
-        no_progress = best == old
-        no_progress_end = False
-        if no_progress:
-            best, _ = self._scan(pos, old, self._check_backward, forward=False)
-            if self._step_counter > self._min_steps:
-                self._failure_counter += 1
-                no_progress_end = self._failure_counter > self._failure_countdown
-        else:
-            self._failure_counter = 0
-        self._cur_idx = best
-
-        # seed 004's terms
-        deviation = float(np.linalg.norm(pos - self._data[best]))
-        off_line = deviation > self._safe
-        ratio = deviation / self._safe
-        speed_bonus = 0.0
-        if progress > 0:
-            if off_line:
-                progress *= self._proximity
-            else:
-                speed_bonus = self._speed_bonus * speed
-        off_track = 0.0
-        if off_line and speed > _RECKLESS_MIN_SPEED:
-            off_track = -self._reckless_factor * (speed / self._reckless_threshold) * ratio
-        wall_hug = 0.0
-        wall_hug_end = False
-        if no_progress and off_line and speed > self._wall_hug_speed:
-            self._no_progress_steps += 1
-            k = self._no_progress_steps
-            wall_hug = -self._wall_hug_factor * k * ratio
-            wall_hug_end = k > 3 * self._failure_countdown
-        else:
-            self._no_progress_steps = 0
+        best, progress, no_progress, no_progress_end = self._advance(pos)
+        deviation, progress, speed_bonus, off_track, wall_hug, wall_hug_end = self._shaping(
+            pos, best, progress, no_progress, speed)
 
         terms = {
             "progress": float(progress),

@@ -435,13 +435,11 @@ class StandinGame:
                 for key, _ in sel.select(max(0.0, next_tick - time.monotonic())):
                     sock = key.fileobj
                     if sock is self._listeners["data"]:
-                        client, _ = sock.accept()
-                        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        client = _accept(sock)
                         client.setblocking(False)
                         data_clients.append(client)
                     elif sock is self._listeners["control"]:
-                        client, _ = sock.accept()
-                        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        client = _accept(sock)
                         client.settimeout(1.0)  # bounds sendall to a client that stopped reading
                         control_clients[client] = bytearray()
                         sel.register(client, selectors.EVENT_READ)
@@ -462,23 +460,33 @@ class StandinGame:
                 if not self._frozen:
                     self._advance(min(now - last_step, _MAX_TICK_S))
                     if not self._silent:
-                        record = self._record()
-                        for client in list(data_clients):
-                            try:
-                                sent = client.send(record)
-                            except OSError:
-                                sent = 0
-                            # A client that stopped reading (full buffer) or left is dropped;
-                            # a partial record would misalign its stream.
-                            if sent != len(record):
-                                data_clients.remove(client)
-                                client.close()
+                        _broadcast(self._record(), data_clients)
                 last_step = now
                 next_tick = max(next_tick + period, now)
         finally:
             sel.close()
             for sock in [*data_clients, *control_clients, *self._listeners.values()]:
                 sock.close()
+
+
+def _accept(listener: socket.socket) -> socket.socket:
+    """A new client of ``listener``, with Nagle's delay off (records are small and timed)."""
+    client, _ = listener.accept()
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return client
+
+
+def _broadcast(record: bytes, clients: list[socket.socket]) -> None:
+    """Send one data record to every client. A client that stopped reading (full buffer) or
+    left is closed and removed from ``clients``: a partial record would misalign its stream."""
+    for client in list(clients):
+        try:
+            sent = client.send(record)
+        except OSError:
+            sent = 0
+        if sent != len(record):
+            clients.remove(client)
+            client.close()
 
 
 class _ControlLink:
