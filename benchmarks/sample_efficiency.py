@@ -26,7 +26,8 @@ lockstep), and prints a column each: the steps-to-target rows, the mean evaluati
 of the seeds at every evaluation step, and wall minutes per run (each run's whole
 subprocess, start-up and evaluations included). sbx runs under ``--sbx-python`` (default:
 this interpreter), so it may live in its own venv; each writes ``evaluations.json`` in its
-run directory.
+run directory. ``--swap`` (TQC) adds a column of sbx's loop with our update
+(``benchmarks/sbx_swap.py``): where ours and sbx differ, it tells the loop from the update.
 
     python benchmarks/sample_efficiency.py --algo tqc --env Pendulum-v1 --against sbx
     python benchmarks/sample_efficiency.py --algo dqn --env LunarLander-v3 --against sbx
@@ -51,6 +52,9 @@ from common import ROOT, RUN_PY, machine, markdown_table
 import sbx_peer
 
 MODES = ("lockstep", "bounded")
+
+SWAP = "sbx_our_update"
+"""Column of ``--swap``: sbx's loop with our update (benchmarks/sbx_swap.py)."""
 
 # env id -> (target mean evaluation return, env-step budget). LunarLander: gymnasium's
 # "solved" return and RL Zoo's DQN budget (n_timesteps 1e5).
@@ -143,6 +147,18 @@ def steps_to_target(returns: list[tuple[int, float]], target: float) -> int | No
     return next((step for step, value in returns if value >= target), None)
 
 
+def dips_after_target(curves: list[list[tuple[int, float]]], target: float) -> str:
+    """Evaluations below ``target`` after a seed first reached it, over all seeds, as
+    ``"below/after"`` (how well a learned policy is kept; '-' when no seed reached it)."""
+    below = after = 0
+    for returns in curves:
+        reached = steps_to_target(returns, target)
+        later = [value for step, value in returns if reached is not None and step > reached]
+        below += sum(value < target for value in later)
+        after += len(later)
+    return f"{below}/{after}" if after else "-"
+
+
 def run_flags(args: argparse.Namespace, seed: int, budget: int) -> list[str]:
     """launch/run.py flags of one seed of ours, without run dir and loop mode."""
     return ["--algo", args.algo, "--env", args.env, "--seed", str(seed),
@@ -164,11 +180,17 @@ def run_seed(args: argparse.Namespace, seed: int, mode: str, budget: int,
         return run_dir, json.loads(done.read_text())["wall_s"]
     if run_dir.exists():  # an interrupted run of ours: start it again
         shutil.rmtree(run_dir)
-    if mode == "sbx":
+    if mode in ("sbx", SWAP):
         run_dir.mkdir(parents=True, exist_ok=True)
         spec_path = run_dir / sbx_peer.SPEC_FILE
-        spec_path.write_text(json.dumps(sbx_spec(run_flags(args, seed, budget)), indent=1))
-        cmd = [args.sbx_python, str(Path(sbx_peer.__file__).resolve()), str(spec_path)]
+        flags = run_flags(args, seed, budget)
+        spec = sbx_spec(flags)
+        if mode == SWAP:  # our update in sbx's loop (benchmarks/sbx_swap.py), our interpreter
+            spec[sbx_peer.SWAP_FLAGS_KEY] = flags
+            cmd = [sys.executable, str(Path(__file__).with_name("sbx_swap.py")), str(spec_path)]
+        else:
+            cmd = [args.sbx_python, str(Path(sbx_peer.__file__).resolve()), str(spec_path)]
+        spec_path.write_text(json.dumps(spec, indent=1))
     else:
         cmd = [sys.executable, str(RUN_PY), *run_flags(args, seed, budget),
                "--run-dir", str(run_dir), "--actors.mode", mode]
@@ -242,6 +264,8 @@ def main() -> int:
                         "our modes; default 4, 0 with --against)")
     parser.add_argument("--eval-interval", type=int, default=None,
                         help="env steps between evaluations (default: EVAL_INTERVALS)")
+    parser.add_argument("--budget", type=int, default=None,
+                        help="env steps per run (default: the env's budget in TARGETS)")
     parser.add_argument("--eval-episodes", type=int, default=10,
                         help="episodes per evaluation")
     parser.add_argument("--parallel", type=int, default=2, help="runs at once")
@@ -252,6 +276,10 @@ def main() -> int:
                         help="train with the scripted expert's curriculum (EXPERT_CURRICULUM)")
     parser.add_argument("--against", choices=["sbx"], default=None,
                         help="also run sbx with the same settings, seed by seed after ours")
+    parser.add_argument("--swap", action="store_true",
+                        help="with --against sbx, also a column of sbx's loop with our update "
+                        "(benchmarks/sbx_swap.py; TQC): is a difference the loop's or the "
+                        "update's?")
     parser.add_argument("--sbx-python", default=sys.executable,
                         help="interpreter with sbx-rl installed, for --against sbx")
     parser.add_argument("--out", type=Path, default=None,
@@ -268,11 +296,14 @@ def main() -> int:
     if args.required is None:
         args.required = 0 if args.against else 4
     target, budget = TARGETS[args.env]
+    budget = args.budget or budget
     mode = args.mode or ("lockstep" if args.against else "both")
     if args.against and mode == "both":
         parser.error("--against compares one of our loop modes: --mode lockstep or bounded")
+    if args.swap and (args.against != "sbx" or args.algo != "tqc"):
+        parser.error("--swap needs --against sbx and a TQC preset (--algo tqc)")
     ours = MODES if mode == "both" else (mode,)
-    columns = [*ours, *([args.against] if args.against else [])]
+    columns = [*ours, *([args.against] if args.against else []), *([SWAP] if args.swap else [])]
     print(machine(), flush=True)
     fitted = fitted_flags(args)
     if fitted:
@@ -305,7 +336,7 @@ def main() -> int:
     for column in columns:
         reached = sum(s is not None for s in steps[column])
         passed = reached >= args.required
-        ok &= passed or column == args.against
+        ok &= passed or column in (args.against, SWAP)
         print(f"summary algo={args.algo} env={args.env} mode={column} expert={args.expert} "
               f"target={target:g} budget={budget} reached={reached}/{args.seeds} "
               f"required={args.required} {'PASS' if passed else 'FAIL'}")
@@ -317,6 +348,8 @@ def main() -> int:
     at = list(range(args.eval_interval, budget + 1, args.eval_interval))
     table[4:4] = [[f"mean eval return at {step}", *row_cells] for step, *row_cells in
                   zip(at, *(curve_cells(curves[column], at) for column in columns))]
+    table.insert(-1, ["evaluations below target after reaching it",
+                      *(dips_after_target(curves[column], target) for column in columns)])
     print()
     print(markdown_table([f"{args.algo} on {args.env} (target {target:g}, budget {budget})",
                           *columns], table))

@@ -51,6 +51,9 @@ EVAL_SEED_OFFSET = 100_003
 """Evaluation env seeds are seed + this + eval step + episode (``launch/evaluation.py``)."""
 MAX_TRAIN_FREQ = 1_000
 """Longest train_freq (vector steps) accepted when mapping a replay ratio."""
+SWAP_FLAGS_KEY = "our_flags"
+"""Spec key of ``benchmarks/sbx_swap.py``: our run's launch/run.py flags."""
+
 SBX_LOG_STD = (-20.0, 2.0)
 """sbx's SquashedGaussianActor clips log std to these (fixed in sbx)."""
 SBX_ALPHA_ADAM_EPS = 1e-8

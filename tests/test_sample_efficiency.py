@@ -148,3 +148,72 @@ def test_sbx_models_build(cases):
         else:
             assert model.policy.n_target_quantiles == 2 * (25 - 2)
         env.close()
+
+
+def test_dips_after_target_worked_values():
+    target = -200.0
+    curves = [
+        [(1, -900.0), (2, -150.0), (3, -400.0), (4, -201.0), (5, -200.0)],  # reached at 2
+        [(1, -180.0), (2, -170.0)],                                         # reached at 1
+        [(1, -900.0), (2, -800.0)],                                         # never
+    ]
+    # seed 0: 3 evaluations after step 2, two below (-400, -201; -200 is at it); seed 1: 1
+    # after, none below; seed 2 never reached it.
+    assert se.dips_after_target(curves, target) == "2/4"
+    assert se.dips_after_target([curves[2]], target) == "-"
+
+
+def test_swap_batch_from_sb3_samples():
+    """sbx_swap.to_batch: one-frame stacks, discount gamma(1 - done), the rest carried."""
+    torch = pytest.importorskip("torch")
+    import types
+
+    import numpy as np
+    import sbx_swap
+
+    samples = types.SimpleNamespace(
+        observations=torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]),
+        actions=torch.tensor([[0.5], [-1.0]]),
+        next_observations=torch.tensor([[7.0, 8.0, 9.0], [1.0, 1.0, 1.0]]),
+        dones=torch.tensor([[0.0], [1.0]]), rewards=torch.tensor([[-3.0], [-0.5]]),
+        discounts=None)
+    batch = sbx_swap.to_batch(samples, 0.99)
+    assert batch.obs.shape == (2, 1, 3) and batch.next_obs.shape == (2, 1, 3)
+    np.testing.assert_allclose(batch.next_obs[0, 0], [7.0, 8.0, 9.0])
+    np.testing.assert_allclose(batch.discount, [0.99, 0.0])
+    np.testing.assert_allclose(batch.reward, [-3.0, -0.5])
+    np.testing.assert_allclose(batch.action, [[0.5], [-1.0]])
+    np.testing.assert_allclose(batch.weights, [1.0, 1.0])
+    samples.discounts = torch.tensor([[0.5], [0.25]])  # SB3's n-step buffer gives its own
+    np.testing.assert_allclose(sbx_swap.to_batch(samples, 0.99).discount, [0.5, 0.0])
+
+
+def test_swap_refuses_a_dqn_spec(tmp_path, cases):
+    import sbx_swap
+
+    _, spec = cases[("dqn", "CartPole-v1")]
+    path = tmp_path / sbx_peer.SPEC_FILE
+    path.write_text(__import__("json").dumps(dict(spec, **{sbx_peer.SWAP_FLAGS_KEY: []})))
+    with pytest.raises(ValueError, match="TQC"):
+        sbx_swap.run(path)
+
+
+def test_swap_gives_sbx_our_policy():
+    """Our actor's params in sbx's actor: the same Gaussian before the tanh (skipped
+    without sbx-rl)."""
+    pytest.importorskip("sbx")
+    import jax
+    import numpy as np
+    import sbx_swap
+    from sbx.common.policies import SquashedGaussianActor
+
+    from nets.tqc import TanhGaussianActor
+
+    obs = jax.random.normal(jax.random.PRNGKey(1), (5, 3))
+    ours = TanhGaussianActor(2, (8, 8))
+    params = ours.init(jax.random.PRNGKey(0), obs[:, None])["params"]
+    mean, log_std = ours.apply({"params": params}, obs[:, None])
+    dist = SquashedGaussianActor([8, 8], 2).apply(sbx_swap.sbx_actor_params(params, 2), obs)
+    np.testing.assert_allclose(dist.distribution.mean(), mean, rtol=1e-6)
+    np.testing.assert_allclose(dist.distribution.stddev(), np.exp(log_std), rtol=1e-6)
+    np.testing.assert_allclose(dist.mode(), np.tanh(mean), rtol=1e-6)
