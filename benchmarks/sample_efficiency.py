@@ -43,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +56,10 @@ MODES = ("lockstep", "bounded")
 
 SWAP = "sbx_our_update"
 """Column of ``--swap``: sbx's loop with our update (benchmarks/sbx_swap.py)."""
+
+_SPEC_LOCK = threading.Lock()
+"""Held while a run's spec is built: our config parser fails in two threads at once
+(CPython 3.11: "SystemError: AST constructor recursion depth mismatch")."""
 
 # env id -> (target mean evaluation return, env-step budget). LunarLander: gymnasium's
 # "solved" return and RL Zoo's DQN budget (n_timesteps 1e5).
@@ -168,6 +173,15 @@ def run_flags(args: argparse.Namespace, seed: int, budget: int) -> list[str]:
             "--training.checkpoint-interval", str(budget), *fitted_flags(args)]
 
 
+def peer_spec(args: argparse.Namespace, seed: int, budget: int, mode: str) -> dict:
+    """The sbx spec of one seed (mode ``sbx``), with our run's flags added for ``SWAP``;
+    safe to call from several threads."""
+    flags = run_flags(args, seed, budget)
+    with _SPEC_LOCK:
+        spec = sbx_spec(flags)
+    return {**spec, sbx_peer.SWAP_FLAGS_KEY: flags} if mode == SWAP else spec
+
+
 def run_seed(args: argparse.Namespace, seed: int, mode: str, budget: int,
              out: Path) -> tuple[Path, float]:
     """Train one seed in one loop mode (or, mode ``sbx``, sbx's run of the same settings);
@@ -183,14 +197,11 @@ def run_seed(args: argparse.Namespace, seed: int, mode: str, budget: int,
     if mode in ("sbx", SWAP):
         run_dir.mkdir(parents=True, exist_ok=True)
         spec_path = run_dir / sbx_peer.SPEC_FILE
-        flags = run_flags(args, seed, budget)
-        spec = sbx_spec(flags)
+        spec_path.write_text(json.dumps(peer_spec(args, seed, budget, mode), indent=1))
         if mode == SWAP:  # our update in sbx's loop (benchmarks/sbx_swap.py), our interpreter
-            spec[sbx_peer.SWAP_FLAGS_KEY] = flags
             cmd = [sys.executable, str(Path(__file__).with_name("sbx_swap.py")), str(spec_path)]
         else:
             cmd = [args.sbx_python, str(Path(sbx_peer.__file__).resolve()), str(spec_path)]
-        spec_path.write_text(json.dumps(spec, indent=1))
     else:
         cmd = [sys.executable, str(RUN_PY), *run_flags(args, seed, budget),
                "--run-dir", str(run_dir), "--actors.mode", mode]
@@ -258,7 +269,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", default="iqn", help="preset (rl/presets.py)")
     parser.add_argument("--env", default="CartPole-v1", choices=sorted(TARGETS))
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1, in each mode")
+    parser.add_argument("--seeds", type=int, default=5,
+                        help="N seeds, first-seed .. first-seed + N - 1, in each mode")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first seed")
     parser.add_argument("--required", type=int, default=None,
                         help="seeds that must reach the target for exit code 0 (in each of "
                         "our modes; default 4, 0 with --against)")
@@ -320,7 +333,8 @@ def main() -> int:
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
             # Seed by seed, each column in turn: they share the machine's load alike.
             futures = {(seed, column): pool.submit(run_seed, args, seed, column, budget, out)
-                       for seed in range(args.seeds) for column in columns}
+                       for seed in range(args.first_seed, args.first_seed + args.seeds)
+                       for column in columns}
             for (seed, column), future in futures.items():
                 run_dir, wall = future.result()
                 returns = eval_returns(run_dir)

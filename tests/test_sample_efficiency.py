@@ -217,3 +217,17 @@ def test_swap_gives_sbx_our_policy():
     np.testing.assert_allclose(dist.distribution.mean(), mean, rtol=1e-6)
     np.testing.assert_allclose(dist.distribution.stddev(), np.exp(log_std), rtol=1e-6)
     np.testing.assert_allclose(dist.mode(), np.tanh(mean), rtol=1e-6)
+
+
+def test_peer_specs_from_several_threads():
+    """run_seed builds specs in its worker threads; unlocked, our config parser failed
+    there (SystemError from CPython's AST constructor) for 2 of 4 seeds."""
+    import concurrent.futures
+
+    args = argparse.Namespace(algo="tqc", env="Pendulum-v1", expert="none", against="sbx",
+                              overrides=[], eval_interval=1250, eval_episodes=10)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        specs = list(pool.map(lambda seed: se.peer_spec(args, seed, 7500, se.SWAP), range(4)))
+    assert [spec["kwargs"]["seed"] for spec in specs] == [0, 1, 2, 3]
+    assert all(spec[sbx_peer.SWAP_FLAGS_KEY][:2] == ["--algo", "tqc"] for spec in specs)
+    assert sbx_peer.SWAP_FLAGS_KEY not in se.peer_spec(args, 0, 7500, "sbx")
