@@ -5,9 +5,11 @@ column: sbx's loop (its env, exploration, replay buffer, warm-up and evaluation,
 ``benchmarks/sbx_peer.py`` runs it) whose ``train`` is our TQC ``learn_step`` (``rl.tqc``),
 from our initial parameters, on the batches sbx's replay samples. After every training call
 our actor's parameters are copied into sbx's actor (the same Dense layers), so sbx acts and
-evaluates with our policy. A column that follows sbx points at our loop (collection, replay,
-acting); one that follows ours points at the update. Run as a script under this project's
-interpreter with sbx-rl installed::
+evaluates with our policy. Seed by seed the column shares sbx's env stream and its random
+draws of warm-up actions and policy noise; our initial parameters, the learner's draws and
+the update are ours. A column that follows sbx seed by seed says our update is not where a
+difference between ours and sbx comes from; one that follows ours says it is. Run as a
+script under this project's interpreter with sbx-rl installed::
 
     python benchmarks/sbx_swap.py RUN_DIR/sbx_spec.json
 

@@ -226,7 +226,9 @@ def test_conv2d_equals_lax_convolution_values_and_gradients(shape, kernel, strid
     cotangent = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
     grads = lambda conv: jax.grad(lambda x, w: jnp.sum(conv(x, w) * cotangent), (0, 1))(x, w)
     for a, b in zip(grads(ours), grads(reference)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+        # A kernel gradient entry sums up to 55k products in another order than lax's: float32
+        # rounding is relative to the gradient's scale (AVX2 EPYC: 1.8e-4 at an entry of 4.2).
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4 + 1e-6 * float(jnp.abs(b).max()))
 
 
 def test_kernel_gradient_chunks_divide_the_batch_near_the_target_size():
