@@ -39,6 +39,7 @@ from replay import Batch  # noqa: E402
 from rl import config as config_lib  # noqa: E402
 from rl.learners import make_agent  # noqa: E402
 
+
 def sbx_actor_params(actor_params: dict, num_hidden: int) -> dict:
     """Our ``TanhGaussianActor`` params as sbx's ``SquashedGaussianActor`` params: hidden
     layers ``dense{i}`` -> ``Dense_{i}``, then ``mean`` and ``log_std`` (same shapes)."""
