@@ -265,7 +265,9 @@ def curve_cells(curves: list[list[tuple[int, float]]], at: list[int]) -> list[st
     return cells
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
+    """The command line, checked, with defaults filled in: ``budget`` and ``eval_interval``
+    from the env, ``required``, and ``columns`` (our loop modes, then sbx and the swap)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", default="iqn", help="preset (rl/presets.py)")
     parser.add_argument("--env", default="CartPole-v1", choices=sorted(TARGETS))
@@ -308,65 +310,81 @@ def main() -> int:
         parser.error(f"--expert scripted: no scripted expert for {args.env}")
     if args.required is None:
         args.required = 0 if args.against else 4
-    target, budget = TARGETS[args.env]
-    budget = args.budget or budget
+    args.budget = args.budget or TARGETS[args.env][1]
     mode = args.mode or ("lockstep" if args.against else "both")
     if args.against and mode == "both":
         parser.error("--against compares one of our loop modes: --mode lockstep or bounded")
     if args.swap and (args.against != "sbx" or args.algo != "tqc"):
         parser.error("--swap needs --against sbx and a TQC preset (--algo tqc)")
     ours = MODES if mode == "both" else (mode,)
-    columns = [*ours, *([args.against] if args.against else []), *([SWAP] if args.swap else [])]
-    print(machine(), flush=True)
-    fitted = fitted_flags(args)
-    if fitted:
-        print(f"overrides: {' '.join(fitted)}", flush=True)
-    if args.against:  # refuse an unmappable setting before any run
-        print(f"sbx: {json.dumps(sbx_spec(run_flags(args, 0, budget)))}", flush=True)
+    args.columns = [*ours, *([args.against] if args.against else []),
+                    *([SWAP] if args.swap else [])]
+    return args
 
-    steps = {column: [] for column in columns}
-    walls = {column: [] for column in columns}
-    curves = {column: [] for column in columns}
+
+def run_all(args: argparse.Namespace, target: float) -> dict[str, dict[str, list]]:
+    """Every seed of every column (``args.parallel`` runs at once, seed by seed, each column
+    in turn, so that they share the machine's load alike), printing a line per run; returns
+    column -> ``steps`` (to target, or None), ``walls`` (s) and ``curves`` (evaluations)."""
+    results = {column: dict(steps=[], walls=[], curves=[]) for column in args.columns}
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-            # Seed by seed, each column in turn: they share the machine's load alike.
-            futures = {(seed, column): pool.submit(run_seed, args, seed, column, budget, out)
+            futures = {(seed, column): pool.submit(run_seed, args, seed, column, args.budget,
+                                                   out)
                        for seed in range(args.first_seed, args.first_seed + args.seeds)
-                       for column in columns}
+                       for column in args.columns}
             for (seed, column), future in futures.items():
                 run_dir, wall = future.result()
                 returns = eval_returns(run_dir)
                 reached = steps_to_target(returns, target)
-                steps[column].append(reached)
-                walls[column].append(wall)
-                curves[column].append(returns)
+                for name, value in (("steps", reached), ("walls", wall), ("curves", returns)):
+                    results[column][name].append(value)
                 curve = " ".join(f"{step}:{value:.1f}" for step, value in returns)
                 print(f"seed={seed} mode={column} "
                       f"steps_to_target={reached if reached is not None else 'none'} "
                       f"wall_s={wall:.0f} eval_returns={curve}", flush=True)
-    ok = True
-    for column in columns:
-        reached = sum(s is not None for s in steps[column])
-        passed = reached >= args.required
-        ok &= passed or column in (args.against, SWAP)
-        print(f"summary algo={args.algo} env={args.env} mode={column} expert={args.expert} "
-              f"target={target:g} budget={budget} reached={reached}/{args.seeds} "
-              f"required={args.required} {'PASS' if passed else 'FAIL'}")
-    cells = [mode_column(steps[column], walls[column], budget) for column in columns]
+    return results
+
+
+def summary_table(args: argparse.Namespace, results: dict, target: float) -> str:
+    """The markdown table of :func:`run_all`'s results, a column each."""
+    columns, budget = args.columns, args.budget
+    cells = [mode_column(results[c]["steps"], results[c]["walls"], budget) for c in columns]
     rows = ["seeds that reached the target", "median env steps to target",
             "range (seeds that reached it)", "env steps to target by seed",
             "median wall minutes per run"]
     table = [[row, *row_cells] for row, *row_cells in zip(rows, *cells)]
     at = list(range(args.eval_interval, budget + 1, args.eval_interval))
     table[4:4] = [[f"mean eval return at {step}", *row_cells] for step, *row_cells in
-                  zip(at, *(curve_cells(curves[column], at) for column in columns))]
+                  zip(at, *(curve_cells(results[c]["curves"], at) for c in columns))]
     table.insert(-1, ["evaluations below target after reaching it",
-                      *(dips_after_target(curves[column], target) for column in columns)])
+                      *(dips_after_target(results[c]["curves"], target) for c in columns)])
+    return markdown_table([f"{args.algo} on {args.env} (target {target:g}, budget {budget})",
+                           *columns], table)
+
+
+def main() -> int:
+    args = parse_args()
+    target = TARGETS[args.env][0]
+    print(machine(), flush=True)
+    fitted = fitted_flags(args)
+    if fitted:
+        print(f"overrides: {' '.join(fitted)}", flush=True)
+    if args.against:  # refuse an unmappable setting before any run
+        print(f"sbx: {json.dumps(sbx_spec(run_flags(args, 0, args.budget)))}", flush=True)
+    results = run_all(args, target)
+    ok = True
+    for column in args.columns:
+        reached = sum(s is not None for s in results[column]["steps"])
+        passed = reached >= args.required
+        ok &= passed or column in (args.against, SWAP)
+        print(f"summary algo={args.algo} env={args.env} mode={column} expert={args.expert} "
+              f"target={target:g} budget={args.budget} reached={reached}/{args.seeds} "
+              f"required={args.required} {'PASS' if passed else 'FAIL'}")
     print()
-    print(markdown_table([f"{args.algo} on {args.env} (target {target:g}, budget {budget})",
-                          *columns], table))
+    print(summary_table(args, results, target))
     return 0 if ok else 1
 
 

@@ -49,8 +49,14 @@ def sbx_actor_params(actor_params: dict, num_hidden: int) -> dict:
 
 
 def to_batch(samples, gamma: float) -> Batch:
-    """SB3 replay samples (torch tensors; ``dones`` already 0 at time-limit ends) as our
-    :class:`replay.Batch` of 1-step transitions with one-frame stacks."""
+    """SB3 replay samples as our :class:`replay.Batch` of 1-step transitions.
+
+    Args: ``samples`` with float32 torch tensors ``observations`` / ``next_observations``
+    [B, *obs], ``actions`` [B, d], ``rewards`` / ``dones`` [B, 1] (``dones`` already 0 at
+    time-limit ends, SB3's handle_timeout_termination) and ``discounts`` [B, 1] or None;
+    ``gamma``, used when ``discounts`` is None.
+    Returns obs / next_obs float32 [B, 1, *obs] (one-frame stacks), discount float32 [B] =
+    discount x (1 - done), unit importance weights, no action history."""
     obs = samples.observations.numpy()
     n = obs.shape[0]
     dones = samples.dones.numpy().reshape(-1)

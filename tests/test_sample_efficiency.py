@@ -231,3 +231,21 @@ def test_peer_specs_from_several_threads():
     assert [spec["kwargs"]["seed"] for spec in specs] == [0, 1, 2, 3]
     assert all(spec[sbx_peer.SWAP_FLAGS_KEY][:2] == ["--algo", "tqc"] for spec in specs)
     assert sbx_peer.SWAP_FLAGS_KEY not in se.peer_spec(args, 0, 7500, "sbx")
+
+
+def test_summary_table_worked_values():
+    args = argparse.Namespace(algo="tqc", env="Pendulum-v1", columns=["lockstep", "sbx"],
+                              budget=2000, eval_interval=1000)
+    curves = {"lockstep": [[(1000, -300.0), (2000, -150.0)], [(1000, -180.0), (2000, -250.0)]],
+              "sbx": [[(1000, -900.0), (2000, -800.0)], [(1000, -100.0), (2000, -120.0)]]}
+    results = {c: dict(steps=[se.steps_to_target(r, -200.0) for r in curves[c]],
+                       walls=[60.0, 180.0], curves=curves[c]) for c in curves}
+    rows = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ")[1:]
+            for line in se.summary_table(args, results, -200.0).splitlines()[2:]}
+    assert rows["seeds that reached the target"] == ["2/2", "1/2"]
+    assert rows["median env steps to target"] == ["1500", "> 2000"]
+    assert rows["env steps to target by seed"] == ["2000 1000", "none 1000"]
+    assert rows["mean eval return at 1000"] == ["-240.0", "-500.0"]
+    assert rows["mean eval return at 2000"] == ["-200.0", "-460.0"]
+    assert rows["evaluations below target after reaching it"] == ["1/1", "0/1"]
+    assert rows["median wall minutes per run"] == ["2.0", "2.0"]
