@@ -3,12 +3,14 @@
 It takes the actor's vector steps into the replay with the jitted ``add`` (on TrackMania an
 episode's slots wait until it ends, so a lost connection drops it whole), earns grad steps at
 ``training.replay_ratio`` once the replay holds ``learning_starts`` slots, runs them as
-jitted ``update`` calls, and hands out copies of the acting params for the actor.
+jitted ``update`` calls, and hands out copies of the acting params for the actor. With
+``learner.devices`` > 1 the update runs on a mesh of devices (``rl/sharding.py``).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import time
 from typing import Any
@@ -21,7 +23,7 @@ import envs
 from launch.actor import VectorStep
 from rl import agent as agent_lib
 from rl import health as health_lib
-from rl import schedules
+from rl import schedules, sharding
 from rl.config import Config
 from rl.learners import make_agent, update_metric_names
 
@@ -41,12 +43,23 @@ class Learner:
       loop: the loop counters (checkpointed with the state); this object updates env_steps,
         vector_steps, episodes, replay_slots and grad_credit.
       learning_starts: replay slots before the first grad step.
+
+    Raises:
+      ConfigError: learner.devices asks for more devices than there are, or a batch that
+        does not split across them.
     """
 
     def __init__(self, config: Config, spec: envs.EnvSpec, agent: Any, state: Any,
                  replay_state: Any, loop: dict, learning_starts: int):
         self.config, self.spec, self.agent = config, spec, agent
-        self.state, self.replay_state, self.loop = state, replay_state, loop
+        self.mesh = sharding.learner_mesh(config.learner, config.training.batch_size)
+        if self.mesh is not None:
+            log.info("learner on %d devices (%s), %d transitions of each batch per device",
+                     self.mesh.size, ", ".join(str(d) for d in self.mesh.devices.flat),
+                     config.training.batch_size // self.mesh.size)
+        self.state = sharding.replicate(state, self.mesh)
+        self.replay_state = sharding.replicate(replay_state, self.mesh)
+        self.loop = loop
         self.learning_starts = learning_starts
         self.grad_steps = int(state.grad_steps)
         self.busy_time = 0.0  # seconds in update calls since the start
@@ -69,10 +82,17 @@ class Learner:
         learner = self.agent if lr_scale == 1.0 else make_agent(
             health_lib.scale_learning_rates(config, lr_scale), spec.num_actions, spec.is_image,
             spec.feature_size)
-        jitted = jax.jit(learner.update, donate_argnums=(0, 1))
+        on_mesh = {} if self.mesh is None else dict(out_shardings=jax.sharding.NamedSharding(
+            self.mesh, jax.sharding.PartitionSpec()))  # state, replay and metrics replicated
+        jitted = jax.jit(learner.update, donate_argnums=(0, 1), **on_mesh)
         if self._whole_episodes:
-            return jitted.lower(self.state, self.replay_state, 0.4).compile()
+            with self._on_mesh():
+                return jitted.lower(self.state, self.replay_state, 0.4).compile()
         return jitted
+
+    def _on_mesh(self):
+        """The context an update is traced in: the learner's mesh, if any."""
+        return contextlib.nullcontext() if self.mesh is None else jax.set_mesh(self.mesh)
 
     def compile(self) -> None:
         """Compile ``add`` and the metric fold for the shapes of a vector step, before the
@@ -152,8 +172,9 @@ class Learner:
         beta = schedules.importance_exponent(self.config.replay, self.loop["env_steps"],
                                              training.total_steps, self.grad_steps)
         start = time.perf_counter()
-        self.state, self.replay_state, metrics = self._update(self.state, self.replay_state,
-                                                              beta)
+        with self._on_mesh():
+            self.state, self.replay_state, metrics = self._update(self.state,
+                                                                  self.replay_state, beta)
         self._interval = self._fold(self._interval, metrics)
         jax.block_until_ready(self.state.grad_steps)
         self.busy_time += time.perf_counter() - start
@@ -179,9 +200,10 @@ class Learner:
 
     # --- params out ------------------------------------------------------------------------
     def acting_params(self) -> Any:
-        """What the actor needs to act (``agent.acting_state``), sharing the learner's
-        buffers: only for a caller that is done with it before the next :meth:`update`."""
-        return self.agent.acting_state(self.state)
+        """What the actor needs to act (``agent.acting_state``, on the first learner device),
+        sharing the learner's buffers: only for a caller that is done with it before the next
+        :meth:`update`."""
+        return sharding.first_device(self.agent.acting_state(self.state), self.mesh)
 
     def acting_params_copy(self) -> Any:
         """A copy of the acting params that the next update's donation leaves intact,
@@ -191,7 +213,7 @@ class Learner:
     def restore(self, state: Any, lr_scale: float) -> None:
         """Go on from ``state`` (a rollback's best checkpoint) with the learning rates times
         ``lr_scale``."""
-        self.state = state
+        self.state = sharding.replicate(state, self.mesh)
         self._update = self._compile_update(lr_scale)
 
     @property

@@ -295,7 +295,7 @@ class Trainer:
         multiple of training.eval_interval it was due for; the env-step counter may be up to
         num_envs - 1 past it, the best checkpoint's loop counters say where."""
         writer = self.logbook.writer
-        returns = self.evaluation.run(self.learner.state, step)
+        returns = self.evaluation.run(self.learner.acting_params(), step)
         mean = float(np.mean(returns))
         self.health.monitor.record_eval(step, mean)
         for name, value in (("mean", mean), ("std", np.std(returns)), ("min", np.min(returns)),

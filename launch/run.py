@@ -26,6 +26,7 @@ from launch.experts import build_expert
 from launch.loop import train
 from nets import resolve_torso
 from rl import config as config_lib
+from rl import sharding
 from rl.config import Config, ConfigError
 
 log = logging.getLogger("launch")
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(config_lib.to_dict(config), indent=2))
             return 0
         resolve_torso(config.network.torso, spec.is_image)
+        sharding.learner_mesh(config.learner, config.training.batch_size)  # the devices exist
         if spec.continuous != (config.agent.learner == "tqc"):
             kind = "continuous" if spec.continuous else "discrete"
             raise ConfigError("agent.learner", config.agent.learner,

@@ -25,6 +25,7 @@ import optax
 from nets import Encoder, ValueHead, make_torso
 from replay import Batch, DeviceReplay, ReplayState
 from rl.config import AgentConfig, Config
+from rl.sharding import shard_batch
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -310,15 +311,16 @@ def sampled_updates(agent, state, replay_state: ReplayState, importance_exponent
     (state, metrics, priorities)``; ``state`` has an ``rng`` field. Expert transitions have
     their importance weights multiplied by ``expert.loss_weight``. The learner's metrics plus
     SAMPLING_METRIC_NAMES are averaged over the steps, except names ending in ``_min`` /
-    ``_max`` (min / max) and LAST_VALUE_METRICS (last).
+    ``_max`` (min / max) and LAST_VALUE_METRICS (last). Traced under a mesh with a ``data``
+    axis, each batch is split across its devices (:func:`rl.sharding.shard_batch`).
     """
     cfg = agent.config
 
     def grad_step(carry, _):
         state, replay_state = carry
         rng, k_sample, k_loss = jax.random.split(state.rng, 3)
-        batch = agent.replay.sample(replay_state, k_sample, cfg.training.batch_size,
-                                    importance_exponent)
+        batch = shard_batch(agent.replay.sample(replay_state, k_sample,
+                                                cfg.training.batch_size, importance_exponent))
         if cfg.expert.loss_weight != 1.0:
             batch = batch.replace(weights=batch.weights * jnp.where(
                 batch.is_expert, jnp.float32(cfg.expert.loss_weight), jnp.float32(1.0)))

@@ -901,6 +901,25 @@ class ActorsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LearnerConfig:
+    """Where the learner's update runs (``rl/sharding.py``)."""
+
+    devices: int | Literal["all"] = 1
+    """Devices of this process the update runs on: 1 (today's single-device update), N (the
+    first N of ``jax.devices()``) or all. With more than one, a ``jax.sharding.Mesh`` with a
+    ``data`` axis: each sampled batch is split across the devices, params, optimiser state
+    and replay are replicated, and XLA reduces the gradients (jit with shardings). The batch
+    (training.batch_size) must divide evenly; on a CPU,
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` gives N devices."""
+
+    def __post_init__(self):
+        _check(self.devices == "all" or (isinstance(self.devices, int)
+                                         and not isinstance(self.devices, bool)
+                                         and self.devices >= 1),
+               "learner.devices", self.devices, "must be an integer >= 1 or 'all'")
+
+
+@dataclasses.dataclass(frozen=True)
 class HealthConfig:
     """Training-health monitor (``rl/health.py``): the red flags of the seeds, checked every
     log interval on the learner's metrics and the episode returns. Defaults come from the
@@ -1068,6 +1087,7 @@ class Config:
     trackmania: TrackmaniaConfig = TrackmaniaConfig()
     training: TrainingConfig = TrainingConfig()
     actors: ActorsConfig = ActorsConfig()
+    learner: LearnerConfig = LearnerConfig()
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()
 
@@ -1115,6 +1135,10 @@ class Config:
                self.actors.max_lag, "must be >= training.grad_steps_per_call "
                f"({self.training.grad_steps_per_call}): the learner owes grad steps in whole "
                "calls, so a smaller lag would hold the actor forever")
+        _check(self.learner.devices == "all"
+               or self.training.batch_size % self.learner.devices == 0, "training.batch_size",
+               self.training.batch_size, f"must be a multiple of learner.devices "
+               f"({self.learner.devices}): each device takes an equal share of the batch")
         _check(self.training.batch_size <= self.replay.capacity, "training.batch_size",
                self.training.batch_size, f"must be <= replay.capacity ({self.replay.capacity})")
 

@@ -1,0 +1,68 @@
+"""Run by tests/test_sharding.py in a process with two CPU devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=2``): for each learner, the same updates
+from the same state and replay on one device and on a 2-device mesh (``rl/sharding.py``).
+Prints one JSON object: learner -> the largest relative gap over the state's float leaves
+(max |a - b| / max |b| per leaf), whether the 2-device program all-reduces, and the devices
+the updated params live on.
+"""
+
+import contextlib
+import json
+import sys
+
+import jax
+import numpy as np
+
+import rl  # noqa: F401  (the project's XLA flags, before JAX starts)
+import test_learner_jit as value_tests
+import test_tqc as tqc_tests
+from rl import sharding
+from rl.config import LearnerConfig
+
+STEPS = 2
+
+
+def cases():
+    """name -> (agent, state, replay_state) on tiny nets, one per learner kind."""
+    out = {}
+    for name in ("iqn_btr", "rainbow", "dqn"):
+        cfg = value_tests.tiny(name, network=dict(torso="mlp"))
+        out[f"{name} ({cfg.agent.learner})"] = value_tests.filled(cfg, image=False)
+    out["tqc (tqc)"] = tqc_tests.filled(tqc_tests.tiny())
+    return out
+
+
+def updated(agent, state, replay_state, mesh):
+    """State after STEPS jitted updates under ``mesh`` (None: one device), and the program."""
+    state, replay_state = sharding.replicate((state, replay_state), mesh)
+    update = jax.jit(agent.update, donate_argnums=(0, 1))
+    with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+        compiled = update.lower(state, replay_state, 0.5).compile()
+        for _ in range(STEPS):
+            state, replay_state, _ = compiled(state, replay_state, 0.5)
+    return jax.device_get(state), state, compiled.as_text()
+
+
+def relative_gap(a, b) -> float:
+    gaps = [float(np.abs(x - y).max() / max(np.abs(y).max(), 1e-12))
+            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+            if np.issubdtype(np.asarray(y).dtype, np.floating) and np.size(y)]
+    return max(gaps)
+
+
+def main() -> None:
+    assert jax.device_count() == 2, jax.devices()
+    mesh = sharding.learner_mesh(LearnerConfig(devices=2), batch_size=8)
+    report = {}
+    for name, (agent, state, replay_state) in cases().items():
+        copy = lambda tree: jax.tree.map(np.copy, jax.device_get(tree))
+        one, _, _ = updated(agent, copy(state), copy(replay_state), None)
+        two, on_mesh, text = updated(agent, state, replay_state, mesh)
+        leaf = jax.tree.leaves(on_mesh)[0]
+        report[name] = dict(gap=relative_gap(two, one), all_reduce="all-reduce" in text,
+                            devices=len(leaf.sharding.device_set))
+    json.dump(report, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
