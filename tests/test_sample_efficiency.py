@@ -249,3 +249,90 @@ def test_summary_table_worked_values():
     assert rows["mean eval return at 2000"] == ["-200.0", "-460.0"]
     assert rows["evaluations below target after reaching it"] == ["1/1", "0/1"]
     assert rows["median wall minutes per run"] == ["2.0", "2.0"]
+
+
+def test_one_tqc_step_equals_sbx_given_the_same_params_batch_and_noise(monkeypatch):
+    """Our TQC learn_step against sbx's ``TQC._train`` (one grad step, skipped without
+    sbx-rl), from the same parameters, batch and policy noise: the same losses, temperature
+    and actor; the same critics once sbx's critic Adam has eps 2e-8, because sbx steps each
+    critic on its own loss where ours (as SB3's) steps the mean over critics, whose gradient
+    is half as large."""
+    pytest.importorskip("sbx")
+    import gymnasium as gym
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    import sbx
+    import sbx_swap
+    from sbx.common.type_aliases import ReplayBufferSamplesNp
+
+    from replay import Batch
+    from rl.learners import make_agent
+
+    b, hidden = 64, (32, 32)
+    noise, calls = np.random.default_rng(7).normal(size=(2, b)).astype(np.float32), []
+    # Both draw the policy noise twice, next actions (critic) then actions (actor), as
+    # [B, 1] (ours) or [1, B] (sbx's tfp): the same numbers in the same order.
+
+    def normal(key, shape=(), dtype=jnp.float32):
+        calls.append(shape)
+        return jnp.asarray(noise[(len(calls) - 1) % 2].reshape(shape), dtype)
+
+    monkeypatch.setattr(jax.random, "normal", normal)
+    config = presets.replace(presets.get("tqc"), tqc=dict(
+        num_critics=2, num_quantiles=5, top_quantiles_to_drop=1, critic_hidden=hidden,
+        actor_hidden=hidden, actor_learning_rate=1e-3, critic_learning_rate=1e-3,
+        alpha_learning_rate=1e-3), training=dict(batch_size=b), replay=dict(capacity=1024))
+    agent = make_agent(config, 1, is_image=False)
+    state = agent.init(jax.random.PRNGKey(0), np.zeros((1, 3), np.float32))
+    rng = np.random.default_rng(0)
+    obs, next_obs = (rng.normal(size=(b, 3)).astype(np.float32) for _ in range(2))
+    action = rng.uniform(-1, 1, (b, 1)).astype(np.float32)
+    reward = (3 * rng.normal(size=b)).astype(np.float32)
+
+    model = sbx.TQC("MlpPolicy", gym.make("Pendulum-v1"), learning_rate=1e-3,
+                    qf_learning_rate=1e-3, batch_size=b, top_quantiles_to_drop_per_net=1,
+                    ent_coef="auto_1.0", policy_kwargs=dict(
+                        net_arch=dict(pi=list(hidden), qf=list(hidden)), n_quantiles=5,
+                        n_critics=2), seed=0)
+    policy = model.policy
+
+    def critic(params, i):
+        names = {"dense0": "Dense_0", "dense1": "Dense_1", "quantiles": "Dense_2"}
+        return {"params": {names[k]: jax.tree.map(lambda x: x[i], v)
+                           for k, v in params["critics"].items()}}
+
+    def reset(train_state, params, eps, **target):
+        tx = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3, eps=eps)
+        return train_state.replace(params=params, tx=tx, opt_state=tx.init(params), **target)
+
+    actor = reset(policy.actor_state, sbx_swap.sbx_actor_params(state.actor_params, 2), 1e-8)
+    qf1, qf2 = (reset(getattr(policy, f"qf{i + 1}_state"), critic(state.critic_params, i), 2e-8,
+                      target_params=critic(state.target_critic_params, i)) for i in range(2))
+    batch = Batch(obs=jnp.asarray(obs)[:, None], prev_actions=jnp.zeros((b, 0), jnp.int32),
+                  action=jnp.asarray(action), reward=jnp.asarray(reward),
+                  discount=jnp.full(b, 0.99, jnp.float32), next_obs=jnp.asarray(next_obs)[:, None],
+                  next_prev_actions=jnp.zeros((b, 0), jnp.int32), n_steps=jnp.ones(b, jnp.int32),
+                  indices=jnp.zeros(b, jnp.int32), weights=jnp.ones(b, jnp.float32),
+                  is_demo=jnp.zeros(b, bool), is_expert=jnp.zeros(b, bool))
+    ours, metrics, _ = agent.learn_step(state, batch, jax.random.PRNGKey(5))
+    data = ReplayBufferSamplesNp(obs, action, next_obs, np.zeros(b, np.float32), reward,
+                                 np.full(b, 0.99, np.float32))
+    qf1, qf2, actor, ent_coef, _, info = model._train(
+        model.tau, model.target_entropy, 1, policy.n_target_quantiles, data, 1, 0, qf1, qf2,
+        actor, model.ent_coef_state, jax.random.PRNGKey(5))
+    qf1_loss, qf2_loss, actor_loss = (float(x) for x in info[:3])
+    assert len(calls) == 4
+
+    close = lambda a, b: jax.tree.map(
+        lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
+    np.testing.assert_allclose(float(metrics["critic_loss"]), (qf1_loss + qf2_loss) / 2,
+                               rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["actor_loss"]), actor_loss, rtol=1e-5)
+    np.testing.assert_allclose(float(ours.log_alpha), float(ent_coef.params["log_ent_coef"]),
+                               rtol=1e-5)
+    close(sbx_swap.sbx_actor_params(ours.actor_params, 2), actor.params)
+    close(critic(ours.critic_params, 0), qf1.params)
+    close(critic(ours.critic_params, 1), qf2.params)
+    close(critic(ours.target_critic_params, 1), qf2.target_params)
