@@ -33,7 +33,8 @@ def cases():
 
 
 def updated(agent, state, replay_state, mesh):
-    """State after STEPS jitted updates under ``mesh`` (None: one device), and the program."""
+    """After STEPS jitted updates under ``mesh`` (None: one device): the state on the host,
+    the state on its devices, and the compiled program's text."""
     state, replay_state = sharding.replicate((state, replay_state), mesh)
     update = jax.jit(agent.update, donate_argnums=(0, 1))
     with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
@@ -44,6 +45,7 @@ def updated(agent, state, replay_state, mesh):
 
 
 def relative_gap(a, b) -> float:
+    """Largest max |a - b| / max |b| over the float leaves of two pytrees."""
     gaps = [float(np.abs(x - y).max() / max(np.abs(y).max(), 1e-12))
             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
             if np.issubdtype(np.asarray(y).dtype, np.floating) and np.size(y)]

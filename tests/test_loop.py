@@ -125,7 +125,9 @@ def test_realtime_mode_keeps_the_game_on_time_with_a_learner_slower_than_its_ste
     # 260 env steps after the warm-up owe 65 grad steps; 15 s of 0.5 s steps run about 30.
     assert grad_steps < 0.7 * 0.25 * 260
     assert tags["perf/grad_credit_backlog"][-1][1] > 10
-    assert max(v for _, v in tags["perf/actor_wait_share"]) < 0.01
+    # Waiting for a 0.5 s grad step would be most of each 50 ms step; what counts here is the
+    # hand-over into the queue, which reached 1.1% on a loaded 2-core machine.
+    assert max(v for _, v in tags["perf/actor_wait_share"]) < 0.05
 
 
 def _consistent_cut(saved: dict, num_envs: int, whole_episodes: bool) -> None:
