@@ -105,7 +105,7 @@ def make_fill(replay: DeviceReplay, frame: tuple[int, ...]):
 
     def fill(state, num_adds):
         zeros = jnp.zeros((num_streams,), jnp.int32)
-        start = state.count
+        start = state.count[0]  # int32 [G]; the benchmarked replay has one group
         state, _, _ = jax.lax.fori_loop(
             start, start + num_adds, one_step, (state, zeros, jnp.zeros((num_streams,), bool))
         )

@@ -56,6 +56,7 @@ class VectorStep:
     late_steps: real-time steps that missed the game's clock (TrackMania; else 0).
     timings: the game worker's rtgym timings in seconds (TrackMania; else empty).
     progress: track progress of each env [E] (TrackMania; else None).
+    actor: the index of the actor that took it (its replay group; 0 but with Ray actors).
     """
 
     slot: dict[str, np.ndarray]
@@ -66,16 +67,28 @@ class VectorStep:
     late_steps: int = 0
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     progress: np.ndarray | None = None
+    actor: int = 0
 
 
 @dataclasses.dataclass
 class EpisodeDropped:
     """The game connection was lost and the worker restarted: the partial episode of the
     steps sent so far must not enter the replay. ``restarts``: the actor's restart count
-    (seeds the new worker); ``reconnects``: reconnections in this process."""
+    (seeds the new worker); ``reconnects``: reconnections in this process; ``actor``: the
+    actor's index (with Ray actors)."""
 
     restarts: int
     reconnects: int
+    actor: int = 0
+
+
+@dataclasses.dataclass
+class ActorLost:
+    """A Ray actor died (``launch/ray_actors.py``): its partial episodes must not enter the
+    replay (the steps it took but never sent died with it). ``reason``: Ray's error."""
+
+    actor: int
+    reason: str
 
 
 class GameLost(RuntimeError):

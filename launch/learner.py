@@ -64,9 +64,11 @@ class Learner:
         self.grad_steps = int(state.grad_steps)
         self.busy_time = 0.0  # seconds in update calls since the start
         self._whole_episodes = envs.is_trackmania(config.env.id)
-        self._pending: list[dict] = []  # slots of the running episode (whole episodes only)
-        self._ready: collections.deque[dict] = collections.deque()  # slots to add
+        # Per actor (replay group): slots of the running episode (whole episodes only).
+        self._pending: list[list[dict]] = [[] for _ in range(config.actors.num_actors)]
+        self._ready: collections.deque[tuple[int, dict]] = collections.deque()  # to add
         self._add = jax.jit(agent.replay.add, donate_argnums=0)
+        self._drop = jax.jit(agent.replay.drop_partial_episodes, donate_argnums=0)
         self._fold = jax.jit(agent_lib.fold_metrics, donate_argnums=0)
         self._set_demo_weight = jax.jit(agent.replay.set_demo_weight, donate_argnums=0)
         self._copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
@@ -106,7 +108,8 @@ class Learner:
             action=np.zeros((e, *spec.action_shape), spec.action_dtype),
             reward=np.zeros(e, np.float32), terminated=np.zeros(e, bool),
             truncated=np.zeros(e, bool), valid=np.ones(e, bool),
-            steps_since_start=np.zeros(e, np.int32), is_expert=np.zeros(e, bool)).compile()
+            steps_since_start=np.zeros(e, np.int32), is_expert=np.zeros(e, bool),
+            group=0).compile()
 
     # --- data in ---------------------------------------------------------------------------
     def inject_demos(self, demo_slots: dict[str, np.ndarray] | None) -> None:
@@ -122,42 +125,49 @@ class Learner:
         self.replay_state = self._set_demo_weight(self.replay_state, self.demo_weight)
         add_sequence = jax.jit(replay.add_sequence, donate_argnums=0)
         length = len(demo_slots["valid"])
-        for start in range(0, length, DEMO_CHUNK):
-            chunk = jax.tree.map(lambda v: v[start:start + DEMO_CHUNK], demo_slots)
-            self.replay_state = add_sequence(self.replay_state, chunk)
+        for group in range(replay.num_groups):  # each actor's streams hold the demos
+            for start in range(0, length, DEMO_CHUNK):
+                chunk = jax.tree.map(lambda v: v[start:start + DEMO_CHUNK], demo_slots)
+                self.replay_state = add_sequence(self.replay_state, chunk, group)
         log.info("injected %d demo transitions (%d slots per env stream, %d left for the "
                  "agent's own before demos are overwritten); demo sampling weight %.3g",
                  int(demo_slots["valid"].sum()), length, replay.capacity_per_stream - length,
                  self.demo_weight)
 
     def accept(self, record: VectorStep) -> None:
-        """Count a vector step and queue its slots for the replay; grad steps are earned by
-        its env steps once the replay (with what is queued) holds learning_starts slots."""
-        loop, slot = self.loop, record.slot
+        """Count a vector step and queue its slots for the replay (its actor's group);
+        grad steps are earned by its env steps once the replay (with what is queued) holds
+        learning_starts slots."""
+        loop, slot, group = self.loop, record.slot, record.actor
         loop["vector_steps"] += 1
         loop["env_steps"] += record.taken
         loop["episodes"] += len(record.episodes)
         if self._whole_episodes:
-            self._pending.append(slot)
+            pending = self._pending[group]
+            pending.append(slot)
             if not slot["valid"].all():  # the final frame: the episode is whole
-                self._ready.extend(self._pending)
-                self._pending.clear()
+                self._ready.extend((group, s) for s in pending)
+                pending.clear()
         else:
-            self._ready.append(slot)
+            self._ready.append((group, slot))
         num_envs = self.config.env.num_envs
         if loop["replay_slots"] + len(self._ready) * num_envs >= self.learning_starts:
             loop["grad_credit"] += record.taken * self.config.training.replay_ratio
 
-    def drop_partial_episode(self) -> int:
-        """Forget the slots of the running episode (the game was lost); returns its steps."""
-        dropped = sum(int(slot["valid"].sum()) for slot in self._pending)
-        self._pending.clear()
-        return dropped
+    def drop_partial_episode(self, group: int = 0) -> None:
+        """Forget the running episodes of actor ``group`` (its game was lost, or the Ray
+        actor died): the slots waiting for the episode's end, and in the replay the slots
+        of each of its streams' episode in progress (``DeviceReplay.
+        drop_partial_episodes``), so no n-step window spans the break."""
+        self._pending[group].clear()
+        self.add_ready()
+        self.replay_state = self._drop(self.replay_state, group)
 
     def add_ready(self) -> None:
-        """Write every queued slot to the device replay."""
+        """Write every queued slot to the device replay (its actor's group)."""
         while self._ready:
-            self.replay_state = self._add(self.replay_state, **self._ready.popleft())
+            group, slot = self._ready.popleft()
+            self.replay_state = self._add(self.replay_state, **slot, group=group)
             self.loop["replay_slots"] += self.config.env.num_envs
 
     # --- learning --------------------------------------------------------------------------
@@ -226,5 +236,5 @@ def learning_starts(config: Config) -> int:
     """Replay slots before the first grad step: training.learning_starts, and at least the
     n_step + 1 slots per stream that sampling needs."""
     return max(config.training.learning_starts,
-               config.env.num_envs * (config.agent.n_step + 1))
+               config.env.num_envs * config.actors.num_actors * (config.agent.n_step + 1))
 

@@ -86,8 +86,13 @@ class Logbook:
         # choice and the health monitor's trend judge the agent's own policy.
         self.own_returns: collections.deque[float] = collections.deque(
             maxlen=max(1, config.training.best_train_window))
-        self.episode_stats = curriculum.ReturnStats(num_envs, logging_cfg.return_windows,
+        self.num_actors = config.actors.num_actors
+        # One entry per env stream: actor i's envs are streams i*E .. (i+1)*E - 1.
+        self.episode_stats = curriculum.ReturnStats(num_envs * self.num_actors,
+                                                    logging_cfg.return_windows,
                                                     logging_cfg.reward_slope_episodes)
+        self._actor_steps = np.zeros(self.num_actors, np.int64)  # over the log interval
+        self._interval_start = time.perf_counter()
         self.next_log = loop["env_steps"] + logging_cfg.log_interval
         self.next_summary = loop["env_steps"] + logging_cfg.summary_interval \
             if logging_cfg.summary_interval else math.inf
@@ -102,17 +107,23 @@ class Logbook:
         """Log a vector step taken by the learner at ``env_steps`` (after it) and its
         finished episodes; returns the returns of its agent-only episodes."""
         writer, stats = self.writer, self.episode_stats
-        stats.record_step(record.slot["is_expert"], record.slot["valid"])
+        first = record.actor * self.config.env.num_envs
+        stats.record_step(*(self._streams(record.slot[k], first) for k in ("is_expert",
+                                                                            "valid")))
+        self._actor_steps[record.actor] += record.taken
         own = []
         for episode in record.episodes:
             self.recent_returns.append(episode.return_)
-            agent_only, expert_share = stats.record_episode(episode.env_index, env_steps,
-                                                            episode.return_)
+            agent_only, expert_share = stats.record_episode(first + episode.env_index,
+                                                            env_steps, episode.return_)
             if agent_only:
                 self.own_returns.append(episode.return_)
                 own.append(episode.return_)
             writer.add_scalar("episode/return", episode.return_, env_steps)
             writer.add_scalar("episode/length", episode.length, env_steps)
+            if self.num_actors > 1:
+                writer.add_scalar(f"actor_{record.actor}/episode_return", episode.return_,
+                                  env_steps)
             if self.expert:
                 kind = "agent_only" if agent_only else "mixed"
                 writer.add_scalar(f"episode/{kind}_return", episode.return_, env_steps)
@@ -129,17 +140,33 @@ class Logbook:
         self.bar.update(record.taken)
         return own
 
+    def _streams(self, values: np.ndarray, first: int) -> np.ndarray:
+        """One actor's per-env ``values`` [E] placed among all streams [num_actors * E]."""
+        if self.num_actors == 1:
+            return values
+        out = np.zeros(self.num_actors * len(values), values.dtype)
+        out[first:first + len(values)] = values
+        return out
+
     def due(self, env_steps: int) -> bool:
         """Whether a log interval ends at ``env_steps``."""
         return env_steps >= self.next_log
 
     def interval_scalars(self) -> dict[str, float]:
-        """perf/param_lag and, on TrackMania, the late-step scalars of the interval (the
-        late-step warning is printed here)."""
+        """perf/param_lag, each Ray actor's env steps per second (``actor_<i>/``) and, on
+        TrackMania, the late-step scalars of the interval (the late-step warning is printed
+        here)."""
         out = {}
         if self._lag[1]:
             out["perf/param_lag"] = self._lag[0] / self._lag[1]
         self._lag = [0, 0]
+        now = time.perf_counter()
+        if self.num_actors > 1:
+            elapsed = max(now - self._interval_start, 1e-9)
+            out.update({f"actor_{i}/env_steps_per_sec": steps / elapsed
+                        for i, steps in enumerate(self._actor_steps)})
+        self._actor_steps[:] = 0
+        self._interval_start = now
         if self._realtime:
             tm = self.config.trackmania
             share = self.late["late"] / max(self.late["steps"], 1)

@@ -34,7 +34,9 @@ import jax
 import numpy as np
 
 import envs
-from launch.actor import Actor, EpisodeDropped, GameLost, ParamStore, RatioPacer, VectorStep
+from launch import ray_actors
+from launch.actor import Actor, ActorLost, EpisodeDropped, GameLost, ParamStore, RatioPacer, \
+    VectorStep
 from launch.actor_process import ActorProcess
 from launch.checkpoint import NEW_LOOP, RunCheckpoints, resume
 from launch.evaluation import Evaluation
@@ -42,6 +44,7 @@ from launch.experts import Expert
 from launch.health_watch import HealthWatch
 from launch.learner import Learner, learning_starts
 from launch.logbook import Clocks, Logbook, PerfWindow
+from launch.ray_actors import RayActors
 from rl import health as health_lib
 from rl import schedules
 from rl.config import Config
@@ -50,7 +53,8 @@ from rl.learners import make_agent
 log = logging.getLogger("launch")
 
 EXIT_GAME_LOST = 3
-"""Exit code when the TrackMania game cannot be reached (after a checkpoint was saved)."""
+"""Exit code when the TrackMania game cannot be reached, or no Ray actor answered for
+actors.lost_timeout seconds (after a checkpoint was saved)."""
 EXIT_DIVERGED = 4
 """Exit code when training diverged and health.on_divergence (stop, or rollback out of
 attempts) ended the run (after a checkpoint was saved)."""
@@ -112,10 +116,15 @@ class Trainer:
         self.floor_raise = loop["expert_floor_raise"] = schedules.expert_floor_raise(
             config.expert, loop["expert_floor_raise"], loop["env_steps"])
         self.mode = config.actors.resolved_mode(config.env.id)
-        if config.actors.resolved_backend(config.env.id) == "process":
-            self.actor: Actor | ActorProcess = ActorProcess(
+        backend = config.actors.resolved_backend(config.env.id)
+        if backend == "process":
+            self.actor: Actor | ActorProcess | RayActors = ActorProcess(
                 config, spec, loop, starts, act_key, expert, self.floor_raise,
                 self.learner.acting_params(), self.learner.grad_steps)
+        elif backend == "ray":
+            ray_actors.connect(config.actors)
+            self.actor = RayActors(config, spec, loop, starts, act_key, expert,
+                                   self.floor_raise)
         else:
             self.actor = Actor(config, spec, agent, loop, starts, act_key, expert,
                                self.floor_raise)
@@ -137,7 +146,8 @@ class Trainer:
         self.handover: queue.Queue | None = None  # concurrent modes: actor -> learner
         self.store: ParamStore | None = None  # concurrent modes: learner -> actor
         self.stop = StopOnSigint()
-        self.diverged = self.game_lost = False
+        self.diverged = self.game_lost = self.actors_lost = False
+        self.actor_losses = 0  # Ray actors lost (each restarted by Ray while it may)
         self._report_start()
 
     def _report_start(self) -> None:
@@ -169,14 +179,22 @@ class Trainer:
                      raise_["start"], raise_["start"] + raise_["steps"])
 
     # --- one vector step taken in --------------------------------------------------------
-    def take(self, record: VectorStep | EpisodeDropped) -> bool:
+    def take(self, record: VectorStep | EpisodeDropped | ActorLost) -> bool:
         """Take in one of the actor's records: count and queue it, log it, and run the
         parts whose interval ends here. Returns False when the run must stop (diverged)."""
         loop, learner = self.loop, self.learner
         if isinstance(record, EpisodeDropped):
-            loop["restarts"] = record.restarts
-            log.warning("dropped the partial episode (%d steps)", learner.drop_partial_episode())
+            loop["restarts"] = max(loop["restarts"], record.restarts)
+            learner.drop_partial_episode(record.actor)
+            log.warning("dropped the partial episode of actor %d", record.actor)
             self.logbook.writer.add_scalar("perf/reconnects", record.reconnects,
+                                           loop["env_steps"])
+            return True
+        if isinstance(record, ActorLost):
+            learner.drop_partial_episode(record.actor)
+            log.warning("dropped the partial episodes of Ray actor %d", record.actor)
+            self.actor_losses += 1
+            self.logbook.writer.add_scalar("perf/actor_losses", self.actor_losses,
                                            loop["env_steps"])
             return True
         learner.accept(record)
@@ -211,6 +229,8 @@ class Trainer:
                    **self.logbook.interval_scalars(),
                    "perf/grad_credit_backlog": learner.credit_backlog,
                    "perf/queue_depth": self.queue_depth(),
+                   **({"perf/actors_alive": self.actor.alive}
+                      if isinstance(self.actor, RayActors) else {}),
                    "train/grad_steps": learner.grad_steps}
         metrics = learner.take_metrics()
         scalars.update({f"train/{k}": v for k, v in metrics.items()})
@@ -445,6 +465,7 @@ class Trainer:
                       type(self.actor.error).__name__, self.actor.error)
             raise self.actor.error
         self.game_lost = self.actor.ended == "game lost"
+        self.actors_lost = self.actor.ended == "actors lost"
 
     def _finish(self) -> int:
         """Save once (unless the last periodic checkpoint is of this step), write health.json
@@ -453,7 +474,7 @@ class Trainer:
         if interrupted:
             log.warning("interrupted at env step %d: saving a checkpoint", loop["env_steps"])
         ended = "interrupted" if interrupted else "game lost" if self.game_lost else \
-            "diverged" if self.diverged else None
+            "actors lost" if self.actors_lost else "diverged" if self.diverged else None
         if ended or self.checkpoints.latest_step() != loop["env_steps"]:
             self.save(ended or "final")
         self.health.write_summary()
@@ -462,7 +483,8 @@ class Trainer:
         else:
             log.info("done: %d env steps, %d grad steps, %d episodes", loop["env_steps"],
                      self.learner.grad_steps, loop["episodes"])
-        return EXIT_INTERRUPTED if interrupted else EXIT_GAME_LOST if self.game_lost else \
+        return EXIT_INTERRUPTED if interrupted else \
+            EXIT_GAME_LOST if self.game_lost or self.actors_lost else \
             EXIT_DIVERGED if self.diverged else 0
 
     def _close(self) -> None:

@@ -21,9 +21,9 @@ import numpy as np
 import tqdm
 
 import envs
-from launch import cli
+from launch import cli, ray_actors
 from launch.experts import build_expert
-from launch.loop import train
+from launch.loop import EXIT_GAME_LOST, train
 from nets import resolve_torso
 from rl import config as config_lib
 from rl import sharding
@@ -82,8 +82,10 @@ def load_demo_slots(config: Config, spec: envs.EnvSpec) -> dict[str, np.ndarray]
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, resolve the env's auto fields (``resolve_env_auto``), set up
     the run directory and train (or, with --print-config, print the resolved config as
-    JSON). Returns the exit code: 0 done, 2 bad input (one message on stderr), 130
-    interrupted after checkpointing."""
+    JSON). Returns the exit code: 0 done, 2 bad input (one message on stderr), 3 the Ray
+    cluster of actors.ray_address cannot be reached (before any work) or the game or the
+    Ray actors were lost (after checkpointing), 4 diverged, 130 interrupted after
+    checkpointing."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         invocation = cli.parse(argv)
@@ -110,9 +112,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("logging.run_dir", str(run_dir),
                               "already holds a run; continue it with --resume "
                               f"{run_dir} or pick another --run-dir")
-    except (ValueError, FileNotFoundError) as e:  # ConfigError, EnvIdError, torso mismatch
+        if config.actors.resolved_backend(config.env.id) == "ray":
+            ray_actors.connect(config.actors)  # the cluster answers, before any work
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
+        # ConfigError, EnvIdError, torso mismatch, Ray not installed
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ray_actors.ClusterUnreachable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_GAME_LOST
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, run_dir / "config.json")
     _setup_logging(run_dir)

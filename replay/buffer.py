@@ -11,6 +11,10 @@ logical step t holds ``o_t, a_t, r_t, terminated_t, truncated_t, valid_t,
 steps_since_start_t``; the slot after an episode end holds the final observation with
 ``valid=False`` and is only ever read as bootstrap observation or stack history.
 
+Groups: the E streams may be split into G groups of ``E_g = E / G`` consecutive streams
+that are written independently (one group per actor of a distributed run, each with its
+own E_g envs and its own ``count``); they share one sum tree, so PER stays exact over all.
+
 References:
   Schaul et al., "Prioritized Experience Replay", ICLR 2016 (proportional variant).
   Sutton & Barto, "Reinforcement Learning: An Introduction", 2nd ed., Sec. 7.1 (n-step).
@@ -35,7 +39,7 @@ __all__ = ["ReplayState", "Batch", "DeviceReplay"]
 
 @flax.struct.dataclass
 class ReplayState:
-    """Replay contents; a pytree of device arrays (E streams, C slots per stream).
+    """Replay contents; a pytree of device arrays (E streams, C slots per stream, G groups).
 
     Attributes:
       obs: pytree of ``[E, C, *frame]`` arrays, one frame per slot.
@@ -55,7 +59,9 @@ class ReplayState:
       max_priority: float32 ``[]``, largest ``priority + eps`` seen (starts at 1.0).
       demo_weight: float32 ``[]``, current demo sampling weight (starts at 1.0; see
         :meth:`DeviceReplay.set_demo_weight`).
-      count: int32 ``[]``, number of ``add`` calls so far.
+      count: int32 ``[G]``, number of ``add`` calls so far per group of streams
+        (:attr:`DeviceReplay.num_groups`); group g's streams were last written at ring
+        index ``(count[g] - 1) % C``.
     """
 
     obs: Any
@@ -119,14 +125,19 @@ class DeviceReplay:
     closed over, e.g. ``add = jax.jit(replay.add, donate_argnums=0)`` and
     ``sample = jax.jit(replay.sample, static_argnames="batch_size")``.
 
-    A start position p of a stream is sampleable after ``count`` adds iff
+    A start position p of a stream is sampleable after ``count`` adds of its group iff
     ``valid[p]``, ``p <= count - 1 - n_step`` (its n future slots exist) and
     ``p >= count - C + H`` with ``H = max(frame_stack - 1, action_history)`` (its
     frame and action history is not overwritten). The sum tree keeps exactly these
     leaves positive.
 
+    With ``num_groups = G > 1`` the E streams form G groups of ``E_g = E / G``
+    consecutive streams (group g: streams ``g * E_g .. (g + 1) * E_g - 1``), each written
+    by its own :meth:`add` calls (``group=g``) at its own pace, e.g. one group per actor
+    of a distributed run; all share one sum tree, so sampling and PER span every group.
+
     Attributes:
-      num_streams: E, env streams added per ``add`` call (>= 1).
+      num_streams: E, env streams in all (>= 1).
       capacity_per_stream: C, ring size per stream; must exceed ``n_step + H + 1``
         (``n_step + frame_stack`` without action history).
       frame_stack: k, frames per stacked observation (>= 1).
@@ -137,6 +148,8 @@ class DeviceReplay:
       priority_eps: eps > 0 added to priorities so a zero |TD| stays sampleable.
       action_history: h >= 0, previous actions rebuilt per transition
         (:attr:`Batch.prev_actions`); h > 0 needs scalar integer actions.
+      num_groups: G >= 1, dividing E; groups of streams written independently, each
+        :meth:`add` call writes the ``E_g = E / G`` streams of one group.
     """
 
     num_streams: int
@@ -148,6 +161,7 @@ class DeviceReplay:
     priority_exponent: float = 0.6
     priority_eps: float = 1e-6
     action_history: int = 0
+    num_groups: int = 1
 
     def __post_init__(self):
         def check_int(name, low):
@@ -160,6 +174,11 @@ class DeviceReplay:
         check_int("n_step", 1)
         check_int("capacity_per_stream", 1)
         check_int("action_history", 0)
+        check_int("num_groups", 1)
+        if self.num_streams % self.num_groups:
+            raise ValueError(
+                f"num_groups must divide num_streams={self.num_streams}, got {self.num_groups}"
+            )
         if self.capacity_per_stream <= self.n_step + self.history + 1:
             raise ValueError(
                 f"capacity_per_stream must be > n_step + max(frame_stack - 1, action_history)"
@@ -183,6 +202,11 @@ class DeviceReplay:
         return self.num_streams * self.capacity_per_stream
 
     @property
+    def streams_per_group(self) -> int:
+        """E_g = E / G, streams written by one :meth:`add` call (Python int)."""
+        return self.num_streams // self.num_groups
+
+    @property
     def history(self) -> int:
         """H = max(frame_stack - 1, action_history): slots a transition reads back (int)."""
         return max(self.frame_stack - 1, self.action_history)
@@ -198,7 +222,7 @@ class DeviceReplay:
 
         Returns:
           A :class:`ReplayState` with zeroed rings, zero sum tree, ``max_priority=1``,
-          ``demo_weight=1`` and ``count=0``.
+          ``demo_weight=1`` and ``count`` zeros ``[G]``.
 
         Raises:
           ValueError: if ``action_history > 0`` and the action is not a scalar integer.
@@ -229,10 +253,29 @@ class DeviceReplay:
             sum_tree=sum_tree.init(self.num_leaves),
             max_priority=jnp.ones((), jnp.float32),
             demo_weight=jnp.ones((), jnp.float32),
-            count=jnp.zeros((), jnp.int32),
+            count=jnp.zeros((self.num_groups,), jnp.int32),
         )
 
     # -------------------------------------------------------------------- add
+    def _group_start(self, group: int | jax.Array) -> tuple[int | jax.Array, int | jax.Array]:
+        """``(group, first stream)`` of a group: Python ints stay Python ints (so the
+        indexing they drive is static), anything else becomes an int32 scalar.
+
+        Raises:
+          ValueError: a Python int group outside ``[0, G)`` (a traced one cannot be
+            checked inside jit; out of range, what is written is unspecified).
+          AssertionError (chex, at trace time): a traced group that is not a scalar.
+        """
+        if isinstance(group, (bool, np.bool_)):
+            raise ValueError(f"group must be an int in [0, {self.num_groups}), got {group!r}")
+        if isinstance(group, (int, np.integer)):
+            if not 0 <= group < self.num_groups:
+                raise ValueError(f"group must be an int in [0, {self.num_groups}), got {group!r}")
+            return int(group), int(group) * self.streams_per_group
+        group = jnp.asarray(group, jnp.int32)
+        chex.assert_shape(group, ())
+        return group, group * self.streams_per_group
+
     def add(
         self,
         state: ReplayState,
@@ -245,57 +288,68 @@ class DeviceReplay:
         steps_since_start: jax.Array,
         is_demo: jax.Array | None = None,
         is_expert: jax.Array | None = None,
+        group: int | jax.Array = 0,
     ) -> ReplayState:
-        """Writes one slot per stream at ring index ``count % C`` and updates the tree.
+        """Writes one slot per stream of ``group`` at ring index ``count[group] % C`` and
+        updates the tree.
 
         Args:
           state: current state (donate it when jitting: ``donate_argnums=0``).
-          obs: pytree of ``[E, *frame]`` (o_t, the observation a_t was chosen at).
-          action: ``[E, *action_shape]``.
-          reward: ``[E]`` reward after a_t.
-          terminated: bool ``[E]``.
-          truncated: bool ``[E]``.
-          valid: bool ``[E]``; False for autoreset slots (obs = final observation).
-          steps_since_start: int ``[E]``.
-          is_demo: bool ``[E]``, the slot comes from a demonstration; None means all
+          obs: pytree of ``[E_g, *frame]`` (o_t, the observation a_t was chosen at).
+          action: ``[E_g, *action_shape]``.
+          reward: ``[E_g]`` reward after a_t.
+          terminated: bool ``[E_g]``.
+          truncated: bool ``[E_g]``.
+          valid: bool ``[E_g]``; False for autoreset slots (obs = final observation).
+          steps_since_start: int ``[E_g]``.
+          is_demo: bool ``[E_g]``, the slot comes from a demonstration; None means all
             False.
-          is_expert: bool ``[E]``, an expert policy took ``action``; None means all False.
+          is_expert: bool ``[E_g]``, an expert policy took ``action``; None means all
+            False.
+          group: which group's streams (``group * E_g ..``) the rows are for: a Python
+            int or an int32 scalar, which may be traced (jit it as an ordinary argument:
+            one compilation serves every group). Always 0 when ``num_groups == 1``.
 
-        Every input is cast to the stored dtype.
+        Every input is cast to the stored dtype. ``E_g`` = :attr:`streams_per_group`
+        (= E when ``num_groups == 1``).
 
         Returns:
-          The new state. The leaf of position ``t - n_step`` (which now has its n
-          future slots) is set to ``max_priority ** alpha`` (1 if uniform), times
-          ``demo_weight`` if it is a demo slot, when valid;
-          leaves ``t .. t + H`` (mod C, ``H`` = :attr:`history`) are zeroed: the new
-          slot has no future yet and the oldest H positions just lost the start of
-          their frame or action history.
+          The new state, ``count[group]`` one higher and the other groups untouched. With
+          ``t = count[group]``, for each stream of the group: the leaf of position
+          ``t - n_step`` (which now has its n future slots) is set to
+          ``max_priority ** alpha`` (1 if uniform), times ``demo_weight`` if it is a demo
+          slot, when valid; leaves ``t .. t + H`` (mod C, ``H`` = :attr:`history`) are
+          zeroed: the new slot has no future yet and the oldest H positions just lost the
+          start of their frame or action history.
 
         Raises:
-          AssertionError (chex, at trace time): if a leading axis is not E.
+          AssertionError (chex, at trace time): if a leading axis is not E_g.
+          ValueError: a Python int ``group`` outside ``[0, num_groups)``.
         """
-        num_streams, capacity = self.num_streams, self.capacity_per_stream
+        per_group, capacity = self.streams_per_group, self.capacity_per_stream
         chex.assert_tree_shape_prefix(
             (obs, action, reward, terminated, truncated, valid, steps_since_start),
-            (num_streams,),
+            (per_group,),
         )
         if is_demo is None:
-            is_demo = jnp.zeros((num_streams,), jnp.bool_)
+            is_demo = jnp.zeros((per_group,), jnp.bool_)
         if is_expert is None:
-            is_expert = jnp.zeros((num_streams,), jnp.bool_)
+            is_expert = jnp.zeros((per_group,), jnp.bool_)
         chex.assert_shape((reward, terminated, truncated, valid, steps_since_start, is_demo,
-                           is_expert), (num_streams,))
-        t = state.count
+                           is_expert), (per_group,))
+        group, first = self._group_start(group)
+        t = state.count[group]
         write = t % capacity
 
         def put(ring, x):
-            # dynamic_update_index_in_dim lets XLA write in place into a donated buffer.
+            # dynamic_update_slice lets XLA write in place into a donated buffer.
             x = jnp.asarray(x, ring.dtype)
-            return jax.lax.dynamic_update_index_in_dim(ring, x, write, axis=1)
+            start = (first, write) + (0,) * (ring.ndim - 2)
+            return jax.lax.dynamic_update_slice(ring, x[:, None], start)
 
         new_valid = put(state.valid, valid)
         new_is_demo = put(state.is_demo, is_demo)
-        indices, values = self._leaf_updates(state, new_valid, new_is_demo)
+        indices, values = self._leaf_updates(state, new_valid, new_is_demo, group, first)
         return state.replace(
             obs=jax.tree.map(put, state.obs, obs),
             action=put(state.action, action),
@@ -307,26 +361,34 @@ class DeviceReplay:
             is_demo=new_is_demo,
             is_expert=put(state.is_expert, is_expert),
             sum_tree=sum_tree.set(state.sum_tree, indices, values),
-            count=t + 1,
+            count=state.count.at[group].add(1),
         )
 
-    def _leaf_updates(self, state: ReplayState, new_valid: jax.Array, new_is_demo: jax.Array
+    def _leaf_updates(self, state: ReplayState, new_valid: jax.Array, new_is_demo: jax.Array,
+                      group: int | jax.Array, first: int | jax.Array
                       ) -> tuple[jax.Array, jax.Array]:
-        """Sum-tree (flat indices int32, values float32) of :meth:`add` at ``state.count``:
-        the leaf that now has its n future slots, and zeros for the written slot and the H
-        oldest positions. ``new_valid`` / ``new_is_demo``: the rings after the write."""
-        capacity, t = self.capacity_per_stream, state.count
-        streams = jnp.arange(self.num_streams, dtype=jnp.int32) * capacity
+        """Sum-tree (flat indices int32, values float32) of :meth:`add` at
+        ``state.count[group]`` for the E_g streams from ``first`` on: the leaf that now
+        has its n future slots (only if ``new_valid`` there), and zeros for the written
+        slot and the H oldest positions. ``new_valid`` / ``new_is_demo``: the rings after
+        the write; ``group`` / ``first`` from :meth:`_group_start`."""
+        capacity, per_group = self.capacity_per_stream, self.streams_per_group
+        t = state.count[group]
+        streams = (first + jnp.arange(per_group, dtype=jnp.int32)) * capacity
+
+        def rows(column):  # [E] -> the group's [E_g]
+            return jax.lax.dynamic_slice_in_dim(column, first, per_group)
+
         # Position t - n now has its n future slots.
         ready_ring = (t - self.n_step) % capacity
-        ready = (t >= self.n_step) & new_valid[:, ready_ring]
+        ready = (t >= self.n_step) & rows(new_valid[:, ready_ring])
         fresh = (
             state.max_priority ** jnp.float32(self.priority_exponent)
             if self.prioritized
             else jnp.float32(1.0)
         )
-        ready_values = jnp.where(ready, fresh * self._demo_factor(state, new_is_demo[:, ready_ring]),
-                                 0.0)
+        ready_values = jnp.where(
+            ready, fresh * self._demo_factor(state, rows(new_is_demo[:, ready_ring])), 0.0)
         # The written slot and the H oldest positions are no longer sampleable.
         stale_rings = (t + jnp.arange(self.history + 1, dtype=jnp.int32)) % capacity
         stale_idx = (streams[:, None] + stale_rings[None, :]).reshape(-1)
@@ -335,25 +397,86 @@ class DeviceReplay:
         values = jnp.concatenate([ready_values, jnp.zeros(stale_idx.shape, jnp.float32)])
         return indices, values
 
-    def add_sequence(self, state: ReplayState, slots: dict[str, Any]) -> ReplayState:
-        """Applies :meth:`add` to L consecutive vector steps in one ``lax.scan``.
+    def add_sequence(self, state: ReplayState, slots: dict[str, Any],
+                     group: int | jax.Array = 0) -> ReplayState:
+        """Applies :meth:`add` to L consecutive vector steps of one group in one
+        ``lax.scan``.
 
         Used to inject recorded demonstrations without one host round trip per step.
 
         Args:
           state: current state.
           slots: dict of :meth:`add`'s keyword arguments (``obs`` .. ``is_expert``), each
-            with leading axes ``[L, E]``.
+            with leading axes ``[L, E_g]``.
+          group: as in :meth:`add` (Python int or int32 scalar, may be traced).
 
         Returns:
-          The state after the L adds (``count`` grows by L).
+          The state after the L adds (``count[group]`` grows by L).
         """
 
         def step(carry, slot):
-            return self.add(carry, **slot), None
+            return self.add(carry, **slot, group=group), None
 
         state, _ = jax.lax.scan(step, state, slots)
         return state
+
+    def drop_partial_episodes(self, state: ReplayState, group: int | jax.Array) -> ReplayState:
+        """Makes the episodes in progress in ``group``'s streams unsampleable, for good.
+
+        Call it when the actor writing the group died or was restarted: its envs start
+        again from fresh resets in the same streams, so the next slot of a stream opens a
+        new episode right after a slot of the old one without the final-observation slot
+        between. A transition of the old episode whose n-step window reached its last
+        slot would then read the restarted actor's first episode as its future (returns,
+        bootstrap observation) and mix two episodes. The earlier, whole episodes of the
+        stream stay: their windows end at their own done flag.
+
+        For each stream of the group, with ``p`` its last written position
+        (``count[group] - 1``): nothing happens if ``count[group] == 0`` or ``valid[p]``
+        is False (p is a final-observation slot: the episode had ended); otherwise the
+        positions ``p - s .. p`` with ``s = min(steps_since_start[p], count[group] - 1,
+        C - 1)`` (mod C; the slots of the running episode still stored) get
+        ``valid = False`` and leaf 0. :meth:`add` readies a leaf only where ``valid``, so
+        these positions are never sampled later either; their frames stay until
+        overwritten but nothing reads them (the new episode's stacks and action history
+        stop at its start, ``steps_since_start = 0``). Other groups are untouched, and so
+        are ``count`` and the rings but ``valid``.
+
+        Args:
+          state: current state (may be donated when jitting).
+          group: Python int or int32 scalar (may be traced: one compilation serves
+            every group).
+
+        Returns:
+          The new state; the group's E_g * C leaves are rewritten (O(E_g * C * log(E C))),
+          so this is for restarts, not for every step.
+
+        Raises:
+          ValueError: a Python int ``group`` outside ``[0, num_groups)``.
+        """
+        capacity, per_group = self.capacity_per_stream, self.streams_per_group
+        group, first = self._group_start(group)
+        t = state.count[group]
+        last = (t - 1) % capacity
+
+        def rows(ring):  # [E, C] -> the group's [E_g, C]
+            return jax.lax.dynamic_slice_in_dim(ring, first, per_group, axis=0)
+
+        valid = rows(state.valid)
+        running = (t > 0) & valid[:, last]  # [E_g]: an episode is in progress
+        since = rows(state.steps_since_start)[:, last]
+        back = jnp.minimum(jnp.minimum(since, t - 1), capacity - 1)  # [E_g]
+        rings = jnp.arange(capacity, dtype=jnp.int32)
+        offset = (last - rings) % capacity  # [C]: slots back from the last one
+        drop = running[:, None] & (offset[None, :] <= back[:, None])  # [E_g, C]
+
+        streams = first + jnp.arange(per_group, dtype=jnp.int32)
+        indices = (streams[:, None] * capacity + rings[None, :]).reshape(-1)
+        values = jnp.where(drop.reshape(-1), 0.0, sum_tree.get(state.sum_tree, indices))
+        return state.replace(
+            valid=jax.lax.dynamic_update_slice_in_dim(state.valid, valid & ~drop, first, axis=0),
+            sum_tree=sum_tree.set(state.sum_tree, indices, values),
+        )
 
     def _demo_factor(self, state: ReplayState, is_demo: jax.Array) -> jax.Array:
         """float32, ``demo_weight`` where ``is_demo`` else 1 (same shape as ``is_demo``)."""
@@ -523,8 +646,10 @@ class DeviceReplay:
 
     # ------------------------------------------------------------------ sizes
     def size(self, state: ReplayState) -> jax.Array:
-        """Stored slots, ``E * min(count, C)``, as int32 scalar (N in the IS weights)."""
-        return self.num_streams * jnp.minimum(state.count, self.capacity_per_stream)
+        """Stored slots, ``sum_g E_g * min(count[g], C)``, as int32 scalar (N in the IS
+        weights)."""
+        stored = jnp.minimum(state.count, self.capacity_per_stream)
+        return jnp.sum(self.streams_per_group * stored, dtype=jnp.int32)
 
     def num_sampleable(self, state: ReplayState) -> jax.Array:
         """Number of positions that can start a transition (positive leaves), int32."""

@@ -407,9 +407,11 @@ def make_optimizer(config: Config, lr: optax.Schedule) -> optax.GradientTransfor
 
 
 def make_replay(config: Config) -> DeviceReplay:
-    """The device replay for a config: one ring per env stream of capacity // num_envs slots."""
-    return DeviceReplay(num_streams=config.env.num_envs,
-                        capacity_per_stream=config.replay.capacity // config.env.num_envs,
+    """The device replay for a config: one ring per env stream (actors.num_actors x
+    env.num_envs streams, a group of env.num_envs per actor) of capacity // streams slots."""
+    streams = config.actors.num_actors * config.env.num_envs
+    return DeviceReplay(num_streams=streams, num_groups=config.actors.num_actors,
+                        capacity_per_stream=config.replay.capacity // streams,
                         frame_stack=config.env.frame_stack, n_step=config.agent.n_step,
                         gamma=config.agent.gamma, prioritized=config.replay.prioritized,
                         priority_exponent=config.replay.priority_exponent,

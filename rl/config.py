@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
 import typing
 from pathlib import Path
 from typing import Literal
@@ -34,7 +35,7 @@ ExpertKind = Literal["none", "scripted", "checkpoint", "playback"]
 ExpertMode = Literal["step", "episode"]
 RatioSchedule = Literal["linear", "exponential"]
 LoopMode = Literal["auto", "lockstep", "bounded", "realtime"]
-ActorBackend = Literal["auto", "thread", "process"]
+ActorBackend = Literal["auto", "thread", "process", "ray"]
 
 HEALTH_CHECKS = ("nonfinite", "q_above_bound", "q_below_floor", "q_range_jump", "loss_spike",
                  "train_return_decline", "eval_return_decline", "alpha_runaway",
@@ -78,7 +79,9 @@ def _check_number_fields(section: object, prefix: str) -> None:
     TypeError on a hand-edited config.json."""
     hints = typing.get_type_hints(type(section))
     for f in dataclasses.fields(section):
-        options = typing.get_args(hints[f.name]) or (hints[f.name],)
+        hint = hints[f.name]
+        options = typing.get_args(hint) if typing.get_origin(hint) in (
+            typing.Union, types.UnionType) else (hint,)
         if float not in options:
             continue
         value = getattr(section, f.name)
@@ -89,6 +92,14 @@ def _check_number_fields(section: object, prefix: str) -> None:
                and math.isfinite(value), f"{prefix}.{f.name}", value,
                "must be a finite number" + (f" or one of {allowed}" if allowed else "")
                + (" or None" if type(None) in options else ""))
+
+
+def _is_host_port(address: object) -> bool:
+    """Whether ``address`` is ``HOST:PORT`` with a non-empty host and a port in 1..65535."""
+    if not isinstance(address, str) or ":" not in address:
+        return False
+    host, port = address.rsplit(":", 1)
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _positive_int(field: str, value: object) -> None:
@@ -515,7 +526,8 @@ class ReplayConfig:
     """Device replay: capacity and proportional prioritisation (Schaul et al. 2016)."""
 
     capacity: int = 131_072
-    """Transitions stored over all env streams (each stream holds capacity // num_envs)."""
+    """Transitions stored over all env streams (each of the env.num_envs x
+    actors.num_actors streams holds capacity // streams)."""
     prioritized: bool = True
     """Proportional prioritized replay; False samples uniformly."""
     priority_exponent: float = 0.2
@@ -868,11 +880,35 @@ class ActorsConfig:
     """Update calls between two publications of the acting params to the actor
     (perf/param_lag counts the grad steps the actor's params are behind); >= 1."""
     backend: ActorBackend = "auto"
-    """Where the concurrent actor runs: thread (a thread of the training process) or
-    process (a child process with its own JAX runtime; realtime mode only). In one process
-    the actor's ``act`` waits for the learner's grad step now and then (the two share XLA's
-    CPU runtime: up to 170 ms with the tqc_tm20 net on 2 cores, a late step per grad step);
-    a child process never does. auto: process in realtime mode, else thread."""
+    """Where the concurrent actor runs: thread (a thread of the training process), process
+    (a child process with its own JAX runtime; realtime mode only) or ray (num_actors Ray
+    actors, on this machine or on the machines of a Ray cluster; ``launch/ray_actors.py``,
+    the ``[distributed]`` extra). In one process the actor's ``act`` waits for the learner's
+    grad step now and then (the two share XLA's CPU runtime: up to 170 ms with the tqc_tm20
+    net on 2 cores, a late step per grad step); a child process never does. auto: process
+    in realtime mode, else thread."""
+    num_actors: int = 1
+    """backend=ray: actors, each with its own env.num_envs envs (or one TrackMania game),
+    seed stream and expert mixer; the replay holds num_actors x env.num_envs streams. 1
+    with the other backends."""
+    ray_address: str | None = None
+    """backend=ray: None starts a local Ray instance on the loopback address; ``auto`` or
+    ``HOST:PORT`` joins a running cluster (``ray start --head`` on the learner machine).
+    An address that cannot be reached stops the run before any work (exit code 3)."""
+    resources_per_actor: dict[str, float] = dataclasses.field(default_factory=dict)
+    """backend=ray: the Ray resources each actor needs, e.g. ``{"trackmania": 1}`` so that
+    each game PC (``ray start --resources '{"trackmania": 1}'``) hosts exactly one; CPU and
+    GPU are Ray's num_cpus / num_gpus (default 0 CPUs: actors are not held back by Ray's
+    CPU count; without a GPU in it an actor's JAX runs on the CPU)."""
+    chunk_size: int = 8
+    """backend=ray: vector steps per object an actor sends through Ray's object store (at
+    most: a chunk goes when full or after half a second)."""
+    max_restarts: int = 3
+    """backend=ray: times Ray restarts each actor that died (its machine off, a crashed
+    game beyond its reconnects, an exception); its partial episodes are dropped."""
+    lost_timeout: float = 120.0
+    """backend=ray: seconds without any live actor after which the run checkpoints and
+    exits with code 3 (resume it when the actors' machines are back)."""
 
     def __post_init__(self):
         _check_number_fields(self, "actors")
@@ -884,6 +920,22 @@ class ActorsConfig:
         _positive_int("actors.param_publish_interval", self.param_publish_interval)
         _check(self.max_lag is None or self.max_lag > 0, "actors.max_lag", self.max_lag,
                "must be > 0 or None")
+        _positive_int("actors.num_actors", self.num_actors)
+        _check(self.num_actors == 1 or self.backend == "ray", "actors.num_actors",
+               self.num_actors, "must be 1 unless actors.backend=ray")
+        _positive_int("actors.chunk_size", self.chunk_size)
+        _check(isinstance(self.max_restarts, int) and not isinstance(self.max_restarts, bool)
+               and self.max_restarts >= 0, "actors.max_restarts", self.max_restarts,
+               "must be an integer >= 0")
+        _check(self.lost_timeout > 0, "actors.lost_timeout", self.lost_timeout, "must be > 0")
+        _check(self.ray_address is None or self.ray_address == "auto"
+               or _is_host_port(self.ray_address), "actors.ray_address", self.ray_address,
+               "must be None (a local Ray instance), 'auto' or 'HOST:PORT'")
+        _check(isinstance(self.resources_per_actor, dict) and all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v) and v >= 0 for k, v in self.resources_per_actor.items()),
+            "actors.resources_per_actor", self.resources_per_actor,
+            "must map resource names to finite numbers >= 0, e.g. {'trackmania': 1}")
 
     def resolved_mode(self, env_id: str) -> str:
         """The mode that runs: ``mode``, with auto resolved by the env (realtime for
@@ -1094,16 +1146,17 @@ class Config:
     def __post_init__(self):
         _check(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed,
                "must be an integer >= 0")
-        per_stream = self.replay.capacity // self.env.num_envs
+        streams = self.env.num_envs * self.actors.num_actors
+        per_stream = self.replay.capacity // streams
         # An unresolved auto stack is checked as 1, the least it gives; resolve_env_auto
         # validates again with the number.
         stack = 1 if self.env.frame_stack == "auto" else self.env.frame_stack
         history = max(stack - 1, self.network.action_history)
         need = self.agent.n_step + history + 2
         _check(per_stream >= need, "replay.capacity", self.replay.capacity,
-               f"must give each of the {self.env.num_envs} env streams at least n_step + "
-               f"max(frame_stack - 1, action_history) + 2 = {need} slots "
-               f"(capacity >= {need * self.env.num_envs})")
+               f"must give each of the {streams} env streams (env.num_envs x "
+               f"actors.num_actors) at least n_step + max(frame_stack - 1, action_history) "
+               f"+ 2 = {need} slots (capacity >= {need * streams})")
         continuous = self.agent.learner == "tqc"
         _check(self.env.action_space != ("discrete" if continuous else "continuous"),
                "env.action_space", self.env.action_space,
@@ -1130,6 +1183,10 @@ class Config:
                or self.actors.resolved_mode(self.env.id) == "realtime", "actors.backend",
                self.actors.backend, f"process runs only in realtime mode (actors.mode="
                f"{self.actors.resolved_mode(self.env.id)} here); use thread or auto")
+        _check(self.actors.backend != "ray"
+               or self.actors.resolved_mode(self.env.id) != "lockstep", "actors.backend",
+               self.actors.backend, "ray runs in the concurrent modes (actors.mode bounded, "
+               "realtime or auto), not lockstep")
         _check(self.actors.max_lag is None
                or self.actors.max_lag >= self.training.grad_steps_per_call, "actors.max_lag",
                self.actors.max_lag, "must be >= training.grad_steps_per_call "

@@ -421,7 +421,7 @@ def test_print_config_rejects_inconsistent_overrides(args, field):
      "actors.param_publish_interval", 0),
     (lambda: Config(actors=config_lib.ActorsConfig(max_lag=2.0),
                     training=TrainingConfig(grad_steps_per_call=4)), "actors.max_lag", 2.0),
-    (lambda: config_lib.ActorsConfig(backend="ray"), "actors.backend", "ray"),
+    (lambda: config_lib.ActorsConfig(backend="mpi"), "actors.backend", "mpi"),
     # The process backend is for real time; CartPole resolves auto to bounded.
     (lambda: Config(actors=config_lib.ActorsConfig(backend="process")), "actors.backend",
      "process"),

@@ -133,7 +133,7 @@ def test_realtime_mode_keeps_the_game_on_time_with_a_learner_slower_than_its_ste
 def _consistent_cut(saved: dict, num_envs: int, whole_episodes: bool) -> None:
     """The counters, the replay and the train state of one checkpoint agree."""
     loop, replay = saved["loop"], saved["replay"]
-    assert int(replay["count"]) * num_envs == loop["replay_slots"]
+    assert int(np.sum(replay["count"])) * num_envs == loop["replay_slots"]
     stored_steps = int(np.sum(replay["valid"]))
     if whole_episodes:  # the running episode is counted but waits to enter the replay
         assert loop["replay_slots"] <= loop["vector_steps"] * num_envs

@@ -472,6 +472,7 @@ def test_matches_reference_through_wraparound(num_streams, capacity, k, n, prior
         assert positive == expected, f"count={count}"
         assert int(replay.num_sampleable(state)) == len(expected)
         assert int(replay.size(state)) == num_streams * min(count, capacity)
+        np.testing.assert_array_equal(state.count, [count])  # int32 [G], one group
         assert bool(replay.can_sample(state, 32)) == bool(expected)
         if not expected or count % 3:
             continue
@@ -562,7 +563,8 @@ def test_set_priorities_changes_sampling_frequency_and_weights():
     assert lv[live[0]] > 0
 
     # Importance weights: w = (N P)^-beta / max w (Schaul et al. 2016, Sec. 3.4).
-    n_stored = 2 * min(int(state.count), 24)
+    assert state.count.shape == (1,)  # one group
+    n_stored = 2 * min(int(state.count[0]), 24)
     w = (n_stored * lv[idx] / lv.sum()) ** (-beta)
     np.testing.assert_allclose(batch.weights, w / w.max(), rtol=1e-4)
     assert batch.weights.dtype == jnp.float32
@@ -583,6 +585,243 @@ def test_uniform_mode_weights_one_and_uniform_frequencies():
     p = 1.0 / live.size
     assert np.all(np.abs(counts[live] - draws * p) <= 5 * np.sqrt(draws * p * (1 - p)) + 1)
     assert counts.sum() == counts[live].sum()
+
+
+# ----------------------------------------------------------------------------------
+# Groups of streams written independently (one per actor), and dropped partial episodes.
+
+
+def group_rows(kwargs, group, per_group):
+    """The rows of ``group``'s streams from a whole-E vector step of :func:`simulate`."""
+    return jax.tree.map(lambda x: x[group * per_group: (group + 1) * per_group], kwargs)
+
+
+def ref_leaves(replay, slots, counts, value=1.0):
+    """Leaves the sum tree should hold: ``value`` at the sampleable positions of each stream,
+    judged with the count of that stream's own group."""
+    want = np.zeros(replay.num_leaves, np.float32)
+    capacity = replay.capacity_per_stream
+    for e, stream_slots in enumerate(slots):
+        count = counts[e // replay.streams_per_group]
+        for p in ref_sampleable(stream_slots, count, capacity, replay.n_step, replay.frame_stack,
+                                replay.action_history):
+            want[e * capacity + p % capacity] = value
+    return want
+
+
+def test_groups_write_their_own_streams_at_their_own_pace():
+    capacity, k, n, gamma = 10, 3, 2, 0.9
+    replay = DeviceReplay(4, capacity, k, n, gamma, True, priority_exponent=0.5, num_groups=2)
+    assert replay.streams_per_group == 2
+    rng = np.random.default_rng(7)
+    schedule = [0, 0, 1, 0, 1, 1, 1] + rng.choice(2, size=45, p=[0.3, 0.7]).tolist()
+    inputs, slots = simulate(1, 4, max(schedule.count(0), schedule.count(1)), max_episode_len=5)
+    state = replay.init(obs_example(), np.int32(0))
+    add = jax.jit(replay.add, donate_argnums=0)  # group traced: one compilation for both
+    gather_all = jax.jit(lambda s: replay._gather(s, jnp.arange(replay.num_leaves)))
+    sample = jax.jit(functools.partial(replay.sample, batch_size=128, importance_exponent=0.5))
+    fields = ("action", "reward", "terminated", "truncated", "valid")
+    counts = [0, 0]
+    for i, g in enumerate(schedule):
+        state = add(state, **group_rows(inputs[counts[g]], g, 2), group=g)
+        counts[g] += 1
+        assert state.count.dtype == jnp.int32
+        np.testing.assert_array_equal(state.count, counts)
+        assert int(replay.size(state)) == sum(2 * min(c, capacity) for c in counts)
+        # Each stream holds exactly its own slots, in order; slots not yet written stay empty.
+        host = jax.device_get(state)
+        for e in range(4):
+            count = counts[e // 2]
+            written = {p % capacity: slots[e][p] for p in range(max(0, count - capacity), count)}
+            for ring in range(capacity):
+                if ring not in written:
+                    assert not host.valid[e, ring] and not host.obs["id"][e, ring].any()
+                    continue
+                slot = written[ring]
+                np.testing.assert_array_equal(host.obs["id"][e, ring], slot["obs"]["id"])
+                for key in fields:
+                    assert host.__getattribute__(key)[e, ring] == slot[key], (i, e, ring, key)
+                assert host.steps_since_start[e, ring] == slot["sss"]
+        # Leaves: 1 (= max_priority ** alpha) exactly where the reference allows a start.
+        want = ref_leaves(replay, slots, counts)
+        np.testing.assert_array_equal(leaves(replay, state), want, err_msg=f"add {i}: {counts}")
+        np.testing.assert_allclose(float(sum_tree.total(state.sum_tree)), want.sum(), rtol=1e-6)
+        if i % 6 != 5 or not want.any():
+            continue
+        batch = sample(state, jax.random.key(i))
+        sampled = np.asarray(batch.indices)
+        assert set(sampled.tolist()) <= set(np.nonzero(want)[0].tolist())
+        everything = gather_all(state)
+        for index in np.nonzero(want)[0]:
+            e, ring = divmod(int(index), capacity)
+            count = counts[e // 2]
+            p = next(q for q in range(max(0, count - capacity), count) if q % capacity == ring)
+            assert_matches_reference(batch_item(everything, index),
+                                     ref_transition(slots[e], p, n, gamma, k))
+    assert counts == [18, 34]  # both wrapped (group 1 three times): different paces
+    assert add._cache_size() == 1  # both groups through one compilation
+
+    rows = group_rows(inputs[0], 0, 2)
+    with pytest.raises(ValueError, match="group"):
+        replay.add(state, **rows, group=2)
+    with pytest.raises(AssertionError):  # a whole-E step into a group of E_g = 2 streams
+        replay.add(state, **inputs[0], group=0)
+
+
+def test_groups_in_strict_alternation_equal_one_group():
+    one = DeviceReplay(4, 9, 2, 2, 0.9, True, priority_exponent=0.6)
+    two = dataclasses.replace(one, num_groups=2)
+    inputs, _ = simulate(2, 4, 23, max_episode_len=4)
+    state1 = one.init(obs_example(), np.int32(0))
+    state2 = two.init(obs_example(), np.int32(0))
+    add1, add2 = jax.jit(one.add), jax.jit(two.add)
+    learn1 = jax.jit(lambda s, key: one.set_priorities(s, one.sample(s, key, 16, 0.4).indices,
+                                                       jnp.arange(16.0)))
+    learn2 = jax.jit(lambda s, key: two.set_priorities(s, two.sample(s, key, 16, 0.4).indices,
+                                                       jnp.arange(16.0)))
+    for t, kwargs in enumerate(inputs):
+        state1 = add1(state1, **kwargs)
+        for g in (0, 1):
+            state2 = add2(state2, **group_rows(kwargs, g, 2), group=g)
+        np.testing.assert_array_equal(state2.count, [t + 1, t + 1])
+        chex.assert_trees_all_equal(state2.replace(count=state1.count), state1)
+        if t >= 4 and t % 4 == 0:
+            state1, state2 = learn1(state1, jax.random.key(t)), learn2(state2, jax.random.key(t))
+    assert int(two.size(state2)) == int(one.size(state1)) == 4 * 9
+
+    # add_sequence per group (all of group 1, then all of group 0) lands on the same state.
+    sequence = jax.tree.map(lambda *xs: np.stack(xs), *inputs)  # [L, E]
+    add_sequence = jax.jit(two.add_sequence)
+    state = two.init(obs_example(), np.int32(0))
+    for g in (1, 0):
+        state = add_sequence(state, jax.tree.map(lambda x: x[:, 2 * g: 2 * g + 2], sequence), g)
+    plain1 = jax.jit(one.add_sequence)(one.init(obs_example(), np.int32(0)), sequence)
+    np.testing.assert_array_equal(state.count, [23, 23])
+    chex.assert_trees_all_equal(state.replace(count=plain1.count), plain1)
+    assert add_sequence._cache_size() == 1
+
+
+def hand_slot(stream, episode, since, valid=True, terminated=False, truncated=False):
+    """One slot in :func:`simulate`'s format, obs id (stream, episode, since)."""
+    return dict(obs={"pix": np.full((2, 2), since, np.uint8),
+                     "id": np.array([stream, episode, since], np.int32)},
+                action=np.int32(since % 5), reward=np.float32(since + 10 * episode),
+                terminated=terminated, truncated=truncated, valid=valid, sss=since)
+
+
+def episode(stream, ep, length, end="running"):
+    """``length`` slots of one episode (ending ``end``: running, terminated or truncated),
+    then its final-observation slot unless running."""
+    out = [hand_slot(stream, ep, s, terminated=end == "terminated" and s == length - 1,
+                     truncated=end == "truncated" and s == length - 1) for s in range(length)]
+    if end != "running":
+        out.append(hand_slot(stream, ep, length, valid=False))
+    return out
+
+
+def vector_step(stream_slots, t):
+    """add's kwargs for step t of the given streams' slot lists."""
+    step = [stream[t] for stream in stream_slots]
+    return dict(obs=jax.tree.map(lambda *xs: np.stack(xs), *[s["obs"] for s in step]),
+                action=np.stack([s["action"] for s in step]),
+                reward=np.array([s["reward"] for s in step], np.float32),
+                terminated=np.array([s["terminated"] for s in step]),
+                truncated=np.array([s["truncated"] for s in step]),
+                valid=np.array([s["valid"] for s in step]),
+                steps_since_start=np.array([s["sss"] for s in step], np.int32))
+
+
+def test_drop_partial_episodes_forgets_the_running_episode_only():
+    capacity, k, n, gamma = 12, 2, 3, 0.9  # H = 1
+    replay = DeviceReplay(4, capacity, k, n, gamma, True, priority_exponent=0.5, num_groups=2)
+    # Group 0 (9 adds), the actor that dies:
+    #   stream 0: t0..2 episode 0 (truncated at t2), t3 its final obs, t4..8 episode 1 running
+    #             (sss 0..4) -> positions 4..8 are dropped;
+    #   stream 1: t0..7 episode 0 (terminated at t7), t8 its final obs -> nothing dropped.
+    # Group 1 (15 adds, more than C), dropped second:
+    #   stream 2: t0..14 one running episode, sss 0..14 > C - 1 -> the whole ring;
+    #   stream 3: t0..5 episode 0 (terminated), t6 final obs, t7..14 episode 1 running (sss
+    #             0..7) -> positions 7..14 (rings 7..11, 0..2).
+    slots = [episode(0, 0, 3, "truncated") + episode(0, 1, 5),
+             episode(1, 0, 8, "terminated"),
+             episode(2, 0, 15),
+             episode(3, 0, 6, "terminated") + episode(3, 1, 8)]
+    # The restarted actor of group 0: fresh episodes from t9 on, in the same streams.
+    slots[0] += episode(0, 2, 4, "terminated") + episode(0, 3, 9)
+    slots[1] += episode(1, 1, 14)
+
+    state = replay.init(obs_example(), np.int32(0))
+    add = jax.jit(replay.add, donate_argnums=0)
+    drop = jax.jit(replay.drop_partial_episodes)
+    fresh = replay.init(obs_example(), np.int32(0))
+    chex.assert_trees_all_equal(drop(fresh, 1), fresh)  # count 0: nothing to drop
+    for g, t in [(0, t) for t in range(9)] + [(1, t) for t in range(15)]:
+        state = add(state, **vector_step(slots[2 * g: 2 * g + 2], t), group=g)
+    counts = [9, 15]
+    np.testing.assert_array_equal(state.count, counts)
+    before = leaves(replay, state)
+    np.testing.assert_array_equal(before, ref_leaves(replay, slots, counts))
+    # Worked: stream 0 {0, 1, 2, 4, 5}, stream 1 {0..5}, stream 2 {4..11}, stream 3 {4, 5, 7..11}.
+    assert set(np.nonzero(before)[0].tolist()) == (
+        {0, 1, 2, 4, 5} | {12 + p for p in range(6)} | {24 + p for p in range(4, 12)}
+        | {36 + p for p in (4, 5, 7, 8, 9, 10, 11)})
+
+    valid_before = np.asarray(state.valid)
+    state = drop(state, 0)
+    valid = np.asarray(state.valid)
+    np.testing.assert_array_equal(valid[0], [1, 1, 1] + [0] * 9)  # 3: final obs, 4..8 dropped
+    np.testing.assert_array_equal(valid[1], [1] * 8 + [0] * 4)  # unchanged
+    np.testing.assert_array_equal(valid[2:], valid_before[2:])  # group 1 untouched
+    after = leaves(replay, state)
+    assert set(np.nonzero(after)[0].tolist()) == set(np.nonzero(before)[0].tolist()) - {4, 5}
+    np.testing.assert_array_equal(after[12:], before[12:])  # stream 1 and group 1 untouched
+    chex.assert_trees_all_equal(drop(state, 0), state)  # the episode is gone: a no-op now
+    np.testing.assert_array_equal(state.count, counts)
+
+    state = drop(state, 1)
+    assert drop._cache_size() == 1  # both groups through one compilation
+    np.testing.assert_array_equal(np.asarray(state.valid)[:2], valid[:2])  # group 0 untouched
+    valid = np.asarray(state.valid)
+    np.testing.assert_array_equal(valid[2], [0] * 12)  # longer than the ring: all of it
+    np.testing.assert_array_equal(valid[3], [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    assert set(np.nonzero(leaves(replay, state))[0].tolist()) == (
+        {0, 1, 2} | {12 + p for p in range(6)} | {36 + 4, 36 + 5})
+
+    # The reference from here on: the dropped positions are no longer valid.
+    dropped = {0: set(range(4, 9)), 2: set(range(15)), 3: set(range(7, 15))}
+    ref = [[dict(s, valid=s["valid"] and p not in dropped.get(e, ())) for p, s in enumerate(stream)]
+           for e, stream in enumerate(slots)]
+    np.testing.assert_array_equal(leaves(replay, state), ref_leaves(replay, ref, counts))
+    sample = jax.jit(functools.partial(replay.sample, batch_size=256, importance_exponent=0.5))
+    for t in range(9, 23):  # the restarted actor of group 0 writes on, through wrap-around
+        state = add(state, **vector_step(slots[0:2], t), group=0)
+        counts[0] = t + 1
+        lv = leaves(replay, state)
+        np.testing.assert_array_equal(lv, ref_leaves(replay, ref, counts), err_msg=f"t={t}")
+        for p in dropped[0]:
+            if p >= counts[0] - capacity:  # still stored: never readied by add
+                assert lv[p % capacity] == 0, (t, p)
+        if t == 12:  # position 9, the new episode's first, has its n future slots
+            assert lv[9] > 0 and lv[12 + 9] > 0
+        if counts[0] > 4 + capacity:  # ring 4 .. holds new positions from here on
+            continue
+        for key in range(4):
+            batch = sample(state, jax.random.key(100 * t + key))
+            indices = np.asarray(batch.indices)
+            assert not set(indices.tolist()) & {p % capacity for p in dropped[0]}
+            assert set(indices.tolist()) <= set(np.nonzero(lv)[0].tolist())
+            for ring in set(indices[indices < capacity].tolist()):  # stream 0
+                i = int(np.nonzero(indices == ring)[0][0])
+                p = next(q for q in ref_sampleable(ref[0], counts[0], capacity, n, k)
+                         if q % capacity == ring)
+                assert not p <= 8 < p + int(batch.n_steps[i])  # never from 8 into 9
+                assert_matches_reference(batch_item(batch, i),
+                                         ref_transition(ref[0], p, n, gamma, k))
+    # Worked at count 23 (positions 12..19 have their future and history): stream 0 all but
+    # 13 (episode 2's final obs), stream 1 all; group 1 as after the drop.
+    assert set(np.nonzero(leaves(replay, state))[0].tolist()) == (
+        {p % 12 for p in (12, 14, 15, 16, 17, 18, 19)} | {12 + p % 12 for p in range(12, 20)}
+        | {36 + 4, 36 + 5})
 
 
 # ----------------------------------------------------------------------------------
@@ -630,6 +869,9 @@ def test_jitted_donated_add_matches_eager_and_no_retrace():
         (dict(gamma=1.5), "gamma"),
         (dict(priority_exponent=-1.0), "priority_exponent"),
         (dict(priority_eps=0.0), "priority_eps"),
+        (dict(num_groups=0), "num_groups"),
+        (dict(num_groups=3), "num_groups"),  # does not divide num_streams=2
+        (dict(num_groups=1.0), "num_groups"),
     ],
 )
 def test_constructor_validation(kwargs, field):
