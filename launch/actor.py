@@ -95,6 +95,19 @@ class GameLost(RuntimeError):
     """The game could not be reached again within trackmania.reconnect_attempts."""
 
 
+def hand_over(handover: queue.Queue, record: Any, stop: threading.Event) -> float:
+    """Put ``record`` in the hand-over queue, waiting while it is full (until ``stop``);
+    returns the seconds waited."""
+    start = time.perf_counter()
+    while not stop.is_set():
+        try:
+            handover.put(record, timeout=QUEUE_POLL)
+            break
+        except queue.Full:
+            continue
+    return time.perf_counter() - start
+
+
 class ParamStore:
     """The newest acting params and their version (grad steps), published by the learner
     and read by the actor without waiting. Thread-safe; what it holds is a copy that the
@@ -321,7 +334,7 @@ class Actor:
                 params, version = store.latest()
                 self.begin(params, version, self.replay_slots)
                 record = self.finish()
-                self._hand_over(handover, record, stop)
+                self.wait_time += hand_over(handover, record, stop)
                 if isinstance(record, VectorStep):
                     pacer.produced(record.taken)
             self.ended = "done" if self.env_steps >= total else "stopped"
@@ -331,16 +344,6 @@ class Actor:
         except BaseException as e:  # reported by the learner's thread, with its traceback
             self.error = e
             self.ended = "error"
-
-    def _hand_over(self, handover: queue.Queue, record: Any, stop: threading.Event) -> None:
-        start = time.perf_counter()
-        while not stop.is_set():
-            try:
-                handover.put(record, timeout=QUEUE_POLL)
-                break
-            except queue.Full:
-                continue
-        self.wait_time += time.perf_counter() - start
 
     def close(self) -> None:
         """Close the env workers (they may already be gone after Ctrl-C or a crash)."""

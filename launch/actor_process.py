@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 import envs
-from launch.actor import QUEUE_POLL, Actor, ParamStore, RatioPacer
+from launch.actor import QUEUE_POLL, Actor, ParamStore, RatioPacer, hand_over
 from rl.config import Config
 
 log = logging.getLogger("launch")
@@ -136,7 +136,7 @@ class ActorProcess:
                     log.handle(item)
                 elif item[0] == "step":
                     _, record, self.wait_time, self.env_wait_time = item
-                    self._hand_over(handover, record, stop)
+                    hand_over(handover, record, stop)
                     pacer.produced(getattr(record, "taken", 0))
                 else:  # ("ended", how, error text or None, wait_time, env_wait_time)
                     _, ended, failure, self.wait_time, self.env_wait_time = item
@@ -158,14 +158,6 @@ class ActorProcess:
             pass
         self._params.put((jax.device_get(params), version))
         self._version = version
-
-    def _hand_over(self, handover: queue.Queue, record: Any, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                handover.put(record, timeout=QUEUE_POLL)
-                return
-            except queue.Full:
-                continue
 
     def close(self) -> None:
         """Stop the child (it closes its env workers) and wait for it; terminate it after

@@ -154,14 +154,18 @@ class Learner:
         if loop["replay_slots"] + len(self._ready) * num_envs >= self.learning_starts:
             loop["grad_credit"] += record.taken * self.config.training.replay_ratio
 
-    def drop_partial_episode(self, group: int = 0) -> None:
+    def drop_partial_episode(self, group: int = 0) -> int:
         """Forget the running episodes of actor ``group`` (its game was lost, or the Ray
         actor died): the slots waiting for the episode's end, and in the replay the slots
         of each of its streams' episode in progress (``DeviceReplay.
-        drop_partial_episodes``), so no n-step window spans the break."""
+        drop_partial_episodes``), so no n-step window spans the break. Returns the env
+        steps dropped."""
+        dropped = sum(int(slot["valid"].sum()) for slot in self._pending[group])
         self._pending[group].clear()
         self.add_ready()
+        stored = int(jnp.sum(self.replay_state.valid))
         self.replay_state = self._drop(self.replay_state, group)
+        return dropped + stored - int(jnp.sum(self.replay_state.valid))
 
     def add_ready(self) -> None:
         """Write every queued slot to the device replay (its actor's group)."""

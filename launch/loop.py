@@ -185,14 +185,14 @@ class Trainer:
         loop, learner = self.loop, self.learner
         if isinstance(record, EpisodeDropped):
             loop["restarts"] = max(loop["restarts"], record.restarts)
-            learner.drop_partial_episode(record.actor)
-            log.warning("dropped the partial episode of actor %d", record.actor)
+            log.warning("dropped the partial episode (%d steps)",
+                        learner.drop_partial_episode(record.actor))
             self.logbook.writer.add_scalar("perf/reconnects", record.reconnects,
                                            loop["env_steps"])
             return True
         if isinstance(record, ActorLost):
-            learner.drop_partial_episode(record.actor)
-            log.warning("dropped the partial episodes of Ray actor %d", record.actor)
+            log.warning("dropped the partial episodes of Ray actor %d (%d steps)",
+                        record.actor, learner.drop_partial_episode(record.actor))
             self.actor_losses += 1
             self.logbook.writer.add_scalar("perf/actor_losses", self.actor_losses,
                                            loop["env_steps"])

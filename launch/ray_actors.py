@@ -42,7 +42,7 @@ import numpy as np
 
 import envs
 from launch.actor import QUEUE_POLL, Actor, ActorLost, EpisodeDropped, ParamStore, RatioPacer, \
-    VectorStep
+    VectorStep, hand_over
 from rl.config import ActorsConfig, Config
 
 log = logging.getLogger("launch")
@@ -56,6 +56,8 @@ RETRY_DELAY = 1.0
 """Seconds between calls to an actor that did not answer (Ray may be restarting it)."""
 STOP_TIMEOUT = 10.0
 """Seconds to wait for the actors to close their env workers before killing them."""
+START_TIMEOUT = 600.0
+"""Seconds to wait for every actor to be placed, compile and reset its envs."""
 PROBE_TIMEOUT = 5.0
 """Seconds to wait for a TCP connection to the cluster address before giving up."""
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -287,6 +289,7 @@ class RayActors:
         self._hosts: list[Any] = []
         self._alive = [False] * self.num_actors
         self._clocks = np.zeros((self.num_actors, 2))  # wait, env wait seconds per actor
+        self._paced = 0.0  # seconds the calls waited for the learner (bounded mode)
 
     @property
     def started(self) -> bool:
@@ -317,11 +320,29 @@ class RayActors:
                        max_task_retries=0)
         if not options["num_gpus"]:  # no GPU of its own: keep its JAX off the learner's
             options["runtime_env"] = {"env_vars": {"JAX_PLATFORMS": "cpu"}}
+        available = ray.cluster_resources()
+        short = {k: v for k, v in actors.resources_per_actor.items()
+                 if available.get(k, 0) < v * self.num_actors}
+        if short:
+            log.warning("the Ray cluster has %s of %s; %d actors need %s each "
+                        "(actors.resources_per_actor): the missing ones wait for machines "
+                        "that have them (up to %.0f s)",
+                        {k: available.get(k, 0) for k in short}, sorted(short),
+                        self.num_actors, actors.resources_per_actor, START_TIMEOUT)
         remote = ray.remote(ActorHost)
         spec, *rest = self._args
         self._hosts = [remote.options(**options).remote(self.config, spec, i, *rest)
                        for i in range(self.num_actors)]
-        for i, answer in enumerate(ray.get([h.ready.remote() for h in self._hosts])):
+        try:
+            answers = ray.get([h.ready.remote() for h in self._hosts], timeout=START_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            self.ended = "failed to start"
+            raise RayActorsError(
+                f"the {self.num_actors} Ray actors did not all start within "
+                f"{START_TIMEOUT:.0f} s; the cluster has {ray.cluster_resources()} and each "
+                f"actor needs {actors.resources_per_actor} (actors.resources_per_actor)"
+            ) from None
+        for i, answer in enumerate(answers):
             if len(answer) == 2:
                 self._alive[i] = True
                 log.info("Ray actor %d: pid %d on %s", i, *answer)
@@ -387,22 +408,23 @@ class RayActors:
                              self.num_actors)
                 for data in out["records"]:
                     record = from_wire(data, i)
-                    self._hand_over(handover, record, stop)
+                    hand_over(handover, record, stop)
                     pacer.produced(getattr(record, "taken", 0))
                 self._clocks[i] = out["wait_time"], out["env_wait_time"]
                 self.env_wait_time = float(self._clocks[:, 1].sum())
                 if out["ended"] is not None:
                     done.add(i)
                     continue
-                self.wait_time = float(self._clocks[:, 0].sum()) + pacer.wait(stop)
+                self._paced += pacer.wait(stop)
+                self.wait_time = float(self._clocks[:, 0].sum()) + self._paced
                 call(i)
             now = time.monotonic()
             for i, when in list(retry_at.items()):
                 if now >= when:
                     del retry_at[i]
                     call(i)
-            if len(done) == self.num_actors:
-                self.ended = "done"
+            if done and all(i in done or not self._alive[i] for i in range(self.num_actors)):
+                self.ended = "done"  # the run's steps are taken (an actor may be down)
                 return
             if self.alive == 0:
                 none_alive_since = none_alive_since or now
@@ -426,16 +448,7 @@ class RayActors:
         log.warning("Ray actor %d lost (%s: %s); %d of %d alive, Ray restarts it while "
                     "actors.max_restarts=%d allows", i, type(error).__name__, reason,
                     self.alive, self.num_actors, self.config.actors.max_restarts)
-        self._hand_over(handover, ActorLost(actor=i, reason=reason), stop)
-
-    @staticmethod
-    def _hand_over(handover: queue.Queue, record: Any, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                handover.put(record, timeout=QUEUE_POLL)
-                return
-            except queue.Full:
-                continue
+        hand_over(handover, ActorLost(actor=i, reason=reason), stop)
 
     def close(self) -> None:
         """Stop the actors (they close their env workers), kill what did not stop within
