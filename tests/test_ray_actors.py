@@ -138,23 +138,18 @@ def _window_breaks(saved: dict, n_step: int, num_streams: int) -> tuple[int, int
     return spanning, cut_short
 
 
-@needs_ray
-def test_two_ray_actors_learn_survive_a_killed_actor_and_resume(tmp_path):
-    """2 actors x 2 CartPole envs; actor 1's process is killed with SIGKILL mid-run: Ray
-    restarts it, the learner goes on, no sampleable transition of the replay spans the
-    break or belongs to the killed actor's cut-short episodes; the run checkpoints, learns
-    and resumes."""
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen([*RUN, *CARTPOLE_RAY, "--total-steps", "6000",
-                             "--run-dir", str(run_dir)], stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT)
+def _run_and_kill_actor(args: list[str], run_dir: Path, actor: int) -> tuple[int, str]:
+    """Run launch/run.py with ``args`` and SIGKILL Ray actor ``actor``'s process once the
+    run has a checkpoint directory; (exit code, stderr)."""
+    proc = subprocess.Popen([*RUN, *args, "--run-dir", str(run_dir)], stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()
     pid = None
     deadline = time.monotonic() + 240
     while pid is None and time.monotonic() < deadline and proc.poll() is None:
-        found = [re.search(r"Ray actor 1: pid (\d+)", line) for line in list(lines)]
+        found = [re.search(rf"Ray actor {actor}: pid (\d+)", line) for line in list(lines)]
         pid = next((int(m.group(1)) for m in found if m), None)
         time.sleep(0.5)
     assert pid is not None, "".join(lines)[-3000:]
@@ -164,8 +159,34 @@ def test_two_ray_actors_learn_survive_a_killed_actor_and_resume(tmp_path):
     code = proc.wait(timeout=420)
     reader.join(10)
     proc.stderr.close()
-    assert code == 0, "".join(lines)[-3000:]
-    log = "".join(lines)
+    return code, "".join(lines)
+
+
+@needs_ray
+def test_with_no_live_actor_for_lost_timeout_the_run_checkpoints_and_exits_3(tmp_path):
+    """One actor, no restarts: once it is killed nothing answers, and after
+    actors.lost_timeout the run saves a checkpoint and exits with code 3 and the resume
+    command."""
+    run_dir = tmp_path / "run"
+    args = [*CARTPOLE_RAY, "--actors.num-actors", "1", "--actors.max-restarts", "0",
+            "--actors.lost-timeout", "3", "--total-steps", "100000"]
+    code, log = _run_and_kill_actor(args, run_dir, 0)
+    assert code == 3, log[-3000:]
+    assert "no Ray actor answered for" in log and "(actors.lost_timeout)" in log
+    assert f"resume with: python launch/run.py --resume {run_dir}" in log
+    saved = latest_checkpoint(run_dir)
+    assert 0 < saved["loop"]["env_steps"] < 100000
+
+
+@needs_ray
+def test_two_ray_actors_learn_survive_a_killed_actor_and_resume(tmp_path):
+    """2 actors x 2 CartPole envs; actor 1's process is killed with SIGKILL mid-run: Ray
+    restarts it, the learner goes on, no sampleable transition of the replay spans the
+    break or belongs to the killed actor's cut-short episodes; the run checkpoints, learns
+    and resumes."""
+    run_dir = tmp_path / "run"
+    code, log = _run_and_kill_actor([*CARTPOLE_RAY, "--total-steps", "6000"], run_dir, 1)
+    assert code == 0, log[-3000:]
     assert "Ray actor 1 lost" in log
     dropped = re.search(r"dropped the partial episodes of Ray actor 1 \((\d+) steps\)", log)
     assert dropped and int(dropped.group(1)) > 0, log[-3000:]  # its 2 envs were mid-episode
