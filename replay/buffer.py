@@ -37,6 +37,16 @@ from replay import sum_tree
 __all__ = ["ReplayState", "Batch", "DeviceReplay"]
 
 
+def _write_column(ring: jax.Array, rows: Any, first: int | jax.Array,
+                  write: jax.Array) -> jax.Array:
+    """``ring`` [E, C, ...] with ``rows`` [E_g, ...] (cast to its dtype) written at streams
+    ``first ..`` and ring index ``write``; dynamic_update_slice lets XLA write in place into
+    a donated buffer."""
+    rows = jnp.asarray(rows, ring.dtype)
+    start = (first, write) + (0,) * (ring.ndim - 2)
+    return jax.lax.dynamic_update_slice(ring, rows[:, None], start)
+
+
 @flax.struct.dataclass
 class ReplayState:
     """Replay contents; a pytree of device arrays (E streams, C slots per stream, G groups).
@@ -302,10 +312,8 @@ class DeviceReplay:
           truncated: bool ``[E_g]``.
           valid: bool ``[E_g]``; False for autoreset slots (obs = final observation).
           steps_since_start: int ``[E_g]``.
-          is_demo: bool ``[E_g]``, the slot comes from a demonstration; None means all
-            False.
-          is_expert: bool ``[E_g]``, an expert policy took ``action``; None means all
-            False.
+          is_demo: bool ``[E_g]``, the slot comes from a demonstration (None: all False).
+          is_expert: bool ``[E_g]``, an expert policy took ``action`` (None: all False).
           group: which group's streams (``group * E_g ..``) the rows are for: a Python
             int or an int32 scalar, which may be traced (jit it as an ordinary argument:
             one compilation serves every group). Always 0 when ``num_groups == 1``.
@@ -326,26 +334,20 @@ class DeviceReplay:
           AssertionError (chex, at trace time): if a leading axis is not E_g.
           ValueError: a Python int ``group`` outside ``[0, num_groups)``.
         """
-        per_group, capacity = self.streams_per_group, self.capacity_per_stream
+        per_group = self.streams_per_group
         chex.assert_tree_shape_prefix(
             (obs, action, reward, terminated, truncated, valid, steps_since_start),
             (per_group,),
         )
-        if is_demo is None:
-            is_demo = jnp.zeros((per_group,), jnp.bool_)
-        if is_expert is None:
-            is_expert = jnp.zeros((per_group,), jnp.bool_)
+        is_demo, is_expert = (jnp.zeros((per_group,), jnp.bool_) if flags is None else flags
+                              for flags in (is_demo, is_expert))
         chex.assert_shape((reward, terminated, truncated, valid, steps_since_start, is_demo,
                            is_expert), (per_group,))
         group, first = self._group_start(group)
-        t = state.count[group]
-        write = t % capacity
+        write = state.count[group] % self.capacity_per_stream
 
         def put(ring, x):
-            # dynamic_update_slice lets XLA write in place into a donated buffer.
-            x = jnp.asarray(x, ring.dtype)
-            start = (first, write) + (0,) * (ring.ndim - 2)
-            return jax.lax.dynamic_update_slice(ring, x[:, None], start)
+            return _write_column(ring, x, first, write)
 
         new_valid = put(state.valid, valid)
         new_is_demo = put(state.is_demo, is_demo)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
+from pathlib import Path
 
 import chex
 import jax
@@ -19,6 +20,8 @@ import pytest
 
 from replay import Batch, DeviceReplay, sum_tree
 from replay.sum_tree import _descend
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------------
 # Reference implementation (plain Python over logical slots).
@@ -887,6 +890,7 @@ def test_constructor_validation(kwargs, field):
 
 def test_benchmark_against_flashbax_prints_both_columns(monkeypatch, capsys):
     pytest.importorskip("flashbax")
+    monkeypatch.syspath_prepend(str(ROOT))  # benchmarks/ whatever ran before
     from benchmarks import replay as replay_benchmark  # noqa: PLC0415
 
     monkeypatch.setattr("sys.argv", ["replay.py", "--against", "flashbax", "--capacities", "160",
@@ -902,6 +906,7 @@ def test_benchmark_against_flashbax_prints_both_columns(monkeypatch, capsys):
 
 
 def test_benchmark_against_flashbax_without_it_names_the_extra(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))  # benchmarks/ whatever ran before
     from benchmarks import replay as replay_benchmark  # noqa: PLC0415
 
     monkeypatch.setitem(sys.modules, "flashbax", None)  # import now fails
