@@ -229,3 +229,17 @@ def test_two_ray_actors_drive_two_stand_in_games(tmp_path):
         assert max(v for _, v in tags[f"actor_{i}/env_steps_per_sec"]) > 5
     assert tags["perf/actors_alive"][-1][1] == 2
     assert int(latest_checkpoint(run_dir)["state"]["grad_steps"]) > 0
+
+
+@needs_ray
+def test_scaling_benchmark_counts_thread_and_ray_actor_sides():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--actors",
+                             "1", "--env", "CartPole-v1", "--num-envs", "2", "--seconds", "2",
+                             "--warmup-seconds", "1"], capture_output=True, text=True,
+                            timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rates = dict(re.findall(r"median env=CartPole-v1 backend=(\w+) actors=1 "
+                            r"env_steps_per_s=(\d+)", result.stdout))
+    assert set(rates) == {"thread", "ray"} and all(int(v) > 0 for v in rates.values()), \
+        result.stdout
+    assert re.search(r"overhead_us_per_env_step ray_1_vs_thread=-?[\d.]+", result.stdout)
