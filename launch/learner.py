@@ -65,7 +65,7 @@ class Learner:
         self.busy_time = 0.0  # seconds in update calls since the start
         self._whole_episodes = envs.is_trackmania(config.env.id)
         # Per actor (replay group): slots of the running episode (whole episodes only).
-        self._pending: list[list[dict]] = [[] for _ in range(config.actors.num_actors)]
+        self._pending: list[list[dict]] = [[] for _ in range(config.actor_groups)]
         self._ready: collections.deque[tuple[int, dict]] = collections.deque()  # to add
         self._add = jax.jit(agent.replay.add, donate_argnums=0)
         self._drop = jax.jit(agent.replay.drop_partial_episodes, donate_argnums=0)
@@ -240,5 +240,5 @@ def learning_starts(config: Config) -> int:
     """Replay slots before the first grad step: training.learning_starts, and at least the
     n_step + 1 slots per stream that sampling needs."""
     return max(config.training.learning_starts,
-               config.env.num_envs * config.actors.num_actors * (config.agent.n_step + 1))
+               config.env.num_envs * config.actor_groups * (config.agent.n_step + 1))
 

@@ -86,7 +86,7 @@ class Logbook:
         # choice and the health monitor's trend judge the agent's own policy.
         self.own_returns: collections.deque[float] = collections.deque(
             maxlen=max(1, config.training.best_train_window))
-        self.num_actors = config.actors.num_actors
+        self.num_actors = config.actor_groups  # Ray actors, or learner processes
         # One entry per env stream: actor i's envs are streams i*E .. (i+1)*E - 1.
         self.episode_stats = curriculum.ReturnStats(num_envs * self.num_actors,
                                                     logging_cfg.return_windows,

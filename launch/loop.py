@@ -22,6 +22,7 @@ in the replay, none still queued is counted.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import signal
@@ -34,7 +35,7 @@ import jax
 import numpy as np
 
 import envs
-from launch import ray_actors
+from launch import multihost, ray_actors
 from launch.actor import Actor, ActorLost, EpisodeDropped, GameLost, ParamStore, RatioPacer, \
     VectorStep
 from launch.actor_process import ActorProcess
@@ -46,7 +47,7 @@ from launch.learner import Learner, learning_starts
 from launch.logbook import Clocks, Logbook, PerfWindow
 from launch.ray_actors import RayActors
 from rl import health as health_lib
-from rl import schedules
+from rl import schedules, sharding
 from rl.config import Config
 from rl.learners import make_agent
 
@@ -98,13 +99,17 @@ class Trainer:
     def __init__(self, config: Config, spec: envs.EnvSpec, run_dir: Path, resume_run: bool,
                  demo_slots: dict[str, np.ndarray] | None = None, expert: Expert | None = None):
         self.config, self.run_dir = config, run_dir
-        training = config.training
+        training, processes = config.training, config.learner.num_processes
+        self.process = config.learner.process_id  # 0 but with several learner processes
         agent = make_agent(config, spec.num_actions, spec.is_image, spec.feature_size)
         self.checkpoints = RunCheckpoints(run_dir, training.keep_checkpoints)
         k_init, act_key, eval_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
         state = agent.init(k_init, envs.zeros_obs(spec, (config.env.frame_stack,)))
         replay_state = agent.replay.init(envs.zeros_obs(spec),
                                          np.zeros(spec.action_shape, spec.action_dtype))
+        if processes > 1:  # templates on every process's devices, for a collective restore
+            mesh = sharding.learner_mesh(config.learner, training.batch_size)
+            state, replay_state = sharding.replicate((state, replay_state), mesh)
         loop = dict(NEW_LOOP)
         if resume_run:
             state, replay_state, loop = resume(self.checkpoints, state, replay_state,
@@ -125,14 +130,22 @@ class Trainer:
             ray_actors.connect(config.actors)
             self.actor = RayActors(config, spec, loop, starts, act_key, expert,
                                    self.floor_raise)
+        elif processes > 1:  # its own envs, seed stream and exploration, as a Ray actor's
+            own = dataclasses.replace(config,
+                                      seed=config.seed + ray_actors.SEED_STRIDE * self.process)
+            self.actor = Actor(own, spec, agent, loop, starts,
+                               jax.random.fold_in(act_key, self.process), expert,
+                               self.floor_raise)
         else:
             self.actor = Actor(config, spec, agent, loop, starts, act_key, expert,
                                self.floor_raise)
         if envs.is_trackmania(config.env.id):  # compile before the game's clock starts
             self.actor.compile(self.learner.acting_params())
             self.learner.compile()
-        self.logbook = Logbook(config, run_dir, loop, expert is not None)
-        self.health = HealthWatch(config, spec.num_actions, run_dir, starts,
+        # Process 0 logs the run; another learner process its own copy beside it.
+        log_dir = run_dir if self.process == 0 else run_dir / f"process_{self.process}"
+        self.logbook = Logbook(config, log_dir, loop, expert is not None)
+        self.health = HealthWatch(config, spec.num_actions, log_dir, starts,
                                   self.logbook.writer)
         if loop.get("reward_range"):  # a resumed run: the rewards its replay held
             self.health.monitor.record_rewards(*loop["reward_range"])
@@ -154,6 +167,11 @@ class Trainer:
         config = self.config
         log.info("loop: actors.mode=%s%s", self.mode,
                  " (auto)" if config.actors.mode == "auto" else "")
+        if config.learner.num_processes > 1:
+            log.info("learner process %d of %d (coordinator %s): %d devices in all, %d here",
+                     self.process, config.learner.num_processes,
+                     config.learner.coordinator_address, jax.device_count(),
+                     jax.local_device_count())
         if isinstance(self.actor, ActorProcess):
             log.info("loop: the actor runs in a child process (actors.backend=process%s)",
                      ", auto" if config.actors.backend == "auto" else "")
@@ -314,17 +332,19 @@ class Trainer:
         """Evaluate the current policy and log it (scalars, health, best/) at ``step``, the
         multiple of training.eval_interval it was due for; the env-step counter may be up to
         num_envs - 1 past it, the best checkpoint's loop counters say where."""
-        writer = self.logbook.writer
-        returns = self.evaluation.run(self.learner.acting_params(), step)
-        mean = float(np.mean(returns))
+        writer, reached = self.logbook.writer, self.loop["env_steps"]
+        if self.process == 0:
+            returns = self.evaluation.run(self.learner.acting_params(), step)
+            mean = float(np.mean(returns))
+            for name, value in (("mean", mean), ("std", np.std(returns)),
+                                ("min", np.min(returns)), ("max", np.max(returns))):
+                writer.add_scalar(f"eval/return_{name}", float(value), step)
+            log.info("eval at env step %d%s: return %.2f +- %.2f over %d episodes", step,
+                     f" (policy of env step {reached})" if reached != step else "", mean,
+                     float(np.std(returns)), len(returns))
+        if self.config.learner.num_processes > 1:  # process 0 evaluated; all act on it
+            mean = multihost.broadcast_from_first(mean if self.process == 0 else 0.0)
         self.health.monitor.record_eval(step, mean)
-        for name, value in (("mean", mean), ("std", np.std(returns)), ("min", np.min(returns)),
-                            ("max", np.max(returns))):
-            writer.add_scalar(f"eval/return_{name}", float(value), step)
-        reached = self.loop["env_steps"]
-        log.info("eval at env step %d%s: return %.2f +- %.2f over %d episodes", step,
-                 f" (policy of env step {reached})" if reached != step else "", mean,
-                 float(np.std(returns)), len(returns))
         best = self.loop["best_eval_return"]
         if best is None or mean > best:
             self.loop["best_eval_return"] = mean
@@ -384,11 +404,16 @@ class Trainer:
         self._close()
 
     def _run_lockstep(self) -> None:
-        """Acting and learning take turns: the learner works while the env workers step."""
+        """Acting and learning take turns: the learner works while the env workers step.
+        With several learner processes each takes in every process's step (see
+        ``launch/multihost.py``), and a stop asked in one is agreed on by all."""
         learner, actor, loop = self.learner, self.actor, self.loop
-        total = self.config.training.total_steps
+        total, num_envs = self.config.training.total_steps, self.config.env.num_envs
+        processes = self.config.learner.num_processes
+        stopping = False  # agreed by every process (the Ctrl-C flag is only this one's)
         actor.start()
-        while loop["env_steps"] < total and not self.stop.requested:
+        while loop["env_steps"] < total and not (stopping if processes > 1
+                                                   else self.stop.requested):
             start = time.perf_counter()
             actor.begin(learner.acting_params(), learner.grad_steps, loop["replay_slots"])
             acting = time.perf_counter() - start
@@ -403,8 +428,17 @@ class Trainer:
                 self.game_lost = True
                 break
             self.clocks.learner_wait += acting + time.perf_counter() - start
-            if not self.take(record):
+            if processes > 1:
+                records, stopping = multihost.gather_steps(record, self.stop.requested,
+                                                           num_envs)
+            else:
+                records = [record]
+            if not all(self.take(r) for r in records):
                 break
+            # Epsilon follows every process's env steps and episodes.
+            actor.env_steps, actor.episodes = loop["env_steps"], loop["episodes"]
+        if processes > 1:  # every process ends the same way (a later Ctrl-C is too late)
+            self.stop.requested = stopping
 
     def _run_concurrent(self) -> None:
         """The actor in its own thread, the learner here (see the module docstring)."""

@@ -21,7 +21,7 @@ import numpy as np
 import tqdm
 
 import envs
-from launch import cli, ray_actors
+from launch import cli, multihost, ray_actors
 from launch.experts import build_expert
 from launch.loop import EXIT_GAME_LOST, train
 from nets import resolve_torso
@@ -83,13 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, resolve the env's auto fields (``resolve_env_auto``), set up
     the run directory and train (or, with --print-config, print the resolved config as
     JSON). Returns the exit code: 0 done, 2 bad input (one message on stderr), 3 the Ray
-    cluster of actors.ray_address cannot be reached (before any work) or the game or the
-    Ray actors were lost (after checkpointing), 4 diverged, 130 interrupted after
-    checkpointing."""
+    cluster of actors.ray_address cannot be reached or the learner processes could not
+    join at learner.coordinator_address (before any work), or the game or the Ray actors
+    were lost (after checkpointing), 4 diverged, 130 interrupted after checkpointing."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         invocation = cli.parse(argv)
         config = invocation.config
+        learner = config.learner
+        if learner.num_processes > 1 and invocation.resume_dir is None \
+                and config.logging.run_dir is None:
+            raise ConfigError("logging.run_dir", None, "must be set with learner.num_processes"
+                              " > 1: every process names the same run directory")
+        multihost.initialize(learner)  # before anything uses a device
         envs.check_env_id(config.env.id, action_space=config.env.action_space)
         spec = envs.env_spec(config.env.id, **envs.make_kwargs(config))
         # Before printing and saving: config.json, and so a resumed run, holds numbers.
@@ -108,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         demo_slots = load_demo_slots(config, spec)
         expert = build_expert(config, spec)
         run_dir = invocation.resume_dir or Path(config.logging.run_dir or default_run_dir(config))
-        if invocation.resume_dir is None and (run_dir / "config.json").exists():
+        if invocation.resume_dir is None and learner.process_id == 0 \
+                and (run_dir / "config.json").exists():
             raise ConfigError("logging.run_dir", str(run_dir),
                               "already holds a run; continue it with --resume "
                               f"{run_dir} or pick another --run-dir")
@@ -118,12 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         # ConfigError, EnvIdError, torso mismatch, Ray not installed
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except ray_actors.ClusterUnreachable as e:
+    except (ray_actors.ClusterUnreachable, multihost.CoordinatorUnreachable) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_GAME_LOST
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_lib.save(config, run_dir / "config.json")
-    _setup_logging(run_dir)
+    if config.learner.process_id == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_lib.save(config, run_dir / "config.json")
+        _setup_logging(run_dir)
+    else:  # the run is process 0's; this process logs beside it
+        (run_dir / f"process_{config.learner.process_id}").mkdir(parents=True, exist_ok=True)
+        _setup_logging(run_dir / f"process_{config.learner.process_id}")
     log.info("run directory %s (tensorboard --logdir %s)", run_dir, run_dir.parent)
     return train(config, spec, run_dir, resume_run=invocation.resume_dir is not None,
                  demo_slots=demo_slots, expert=expert)

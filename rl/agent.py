@@ -407,10 +407,11 @@ def make_optimizer(config: Config, lr: optax.Schedule) -> optax.GradientTransfor
 
 
 def make_replay(config: Config) -> DeviceReplay:
-    """The device replay for a config: one ring per env stream (actors.num_actors x
-    env.num_envs streams, a group of env.num_envs per actor) of capacity // streams slots."""
-    streams = config.actors.num_actors * config.env.num_envs
-    return DeviceReplay(num_streams=streams, num_groups=config.actors.num_actors,
+    """The device replay for a config: one ring per env stream (``config.actor_groups`` x
+    env.num_envs streams, a group of env.num_envs per actor or learner process) of
+    capacity // streams slots."""
+    streams = config.actor_groups * config.env.num_envs
+    return DeviceReplay(num_streams=streams, num_groups=config.actor_groups,
                         capacity_per_stream=config.replay.capacity // streams,
                         frame_stack=config.env.frame_stack, n_step=config.agent.n_step,
                         gamma=config.agent.gamma, prioritized=config.replay.prioritized,

@@ -527,7 +527,7 @@ class ReplayConfig:
 
     capacity: int = 131_072
     """Transitions stored over all env streams (each of the env.num_envs x
-    actors.num_actors streams holds capacity // streams)."""
+    actors.num_actors x learner.num_processes streams holds capacity // streams)."""
     prioritized: bool = True
     """Proportional prioritized replay; False samples uniformly."""
     priority_exponent: float = 0.2
@@ -964,11 +964,40 @@ class LearnerConfig:
     (training.batch_size) must divide evenly; on a CPU,
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` gives N devices."""
 
+    num_processes: int = 1
+    """Learner processes, one per host (``launch/multihost.py``): with more than one, every
+    process runs this command with its own ``process_id``, ``jax.distributed.initialize``
+    joins them at ``coordinator_address``, and the mesh spans every device of every process
+    (devices must be all). Each process steps its own env.num_envs envs; every vector step
+    is gathered to all processes, so each holds the same replay and runs the same update."""
+    process_id: int = 0
+    """This process's index, 0 .. num_processes - 1; process 0 writes the run's logs and
+    evaluates."""
+    coordinator_address: str | None = None
+    """HOST:PORT where process 0 serves the coordination service (needed with
+    num_processes > 1); every process names the same address."""
+    coordinator_timeout: int = 300
+    """Seconds each process waits for all of them to join before it gives up (exit 3)."""
+
     def __post_init__(self):
         _check(self.devices == "all" or (isinstance(self.devices, int)
                                          and not isinstance(self.devices, bool)
                                          and self.devices >= 1),
                "learner.devices", self.devices, "must be an integer >= 1 or 'all'")
+        _positive_int("learner.num_processes", self.num_processes)
+        _positive_int("learner.coordinator_timeout", self.coordinator_timeout)
+        _check(isinstance(self.process_id, int) and not isinstance(self.process_id, bool)
+               and 0 <= self.process_id < self.num_processes, "learner.process_id",
+               self.process_id, f"must be an integer in [0, {self.num_processes - 1}] "
+               "(learner.num_processes - 1)")
+        if self.num_processes > 1:
+            _check(self.coordinator_address is not None
+                   and _is_host_port(self.coordinator_address), "learner.coordinator_address",
+                   self.coordinator_address, "must be HOST:PORT (process 0's address) with "
+                   "learner.num_processes > 1")
+            _check(self.devices == "all", "learner.devices", self.devices,
+                   "must be all with learner.num_processes > 1 (the mesh spans every "
+                   "device of every process)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1146,7 +1175,7 @@ class Config:
     def __post_init__(self):
         _check(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed,
                "must be an integer >= 0")
-        streams = self.env.num_envs * self.actors.num_actors
+        streams = self.env.num_envs * self.actor_groups
         per_stream = self.replay.capacity // streams
         # An unresolved auto stack is checked as 1, the least it gives; resolve_env_auto
         # validates again with the number.
@@ -1155,8 +1184,9 @@ class Config:
         need = self.agent.n_step + history + 2
         _check(per_stream >= need, "replay.capacity", self.replay.capacity,
                f"must give each of the {streams} env streams (env.num_envs x "
-               f"actors.num_actors) at least n_step + max(frame_stack - 1, action_history) "
-               f"+ 2 = {need} slots (capacity >= {need * streams})")
+               f"actors.num_actors x learner.num_processes) at least n_step + "
+               f"max(frame_stack - 1, action_history) + 2 = {need} slots "
+               f"(capacity >= {need * streams})")
         continuous = self.agent.learner == "tqc"
         _check(self.env.action_space != ("discrete" if continuous else "continuous"),
                "env.action_space", self.env.action_space,
@@ -1196,8 +1226,21 @@ class Config:
                or self.training.batch_size % self.learner.devices == 0, "training.batch_size",
                self.training.batch_size, f"must be a multiple of learner.devices "
                f"({self.learner.devices}): each device takes an equal share of the batch")
+        if self.learner.num_processes > 1:
+            _check(self.actors.resolved_mode(self.env.id) == "lockstep", "actors.mode",
+                   self.actors.mode, "must be lockstep with learner.num_processes > 1 "
+                   "(every process takes the same vector steps in the same order)")
+            _check(self.env.id != "trackmania", "learner.num_processes",
+                   self.learner.num_processes, "must be 1 with env.id=trackmania (the game's "
+                   "clock cannot wait for other processes); add game PCs as Ray actors")
         _check(self.training.batch_size <= self.replay.capacity, "training.batch_size",
                self.training.batch_size, f"must be <= replay.capacity ({self.replay.capacity})")
+
+    @property
+    def actor_groups(self) -> int:
+        """Replay groups, one per source of vector steps: actors.num_actors x
+        learner.num_processes (one of the two is 1)."""
+        return self.actors.num_actors * self.learner.num_processes
 
     @property
     def env_steps_per_update(self) -> float:

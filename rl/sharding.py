@@ -1,4 +1,4 @@
-"""The learner on several devices of one process: data parallelism through ``jax.sharding``.
+"""The learner on several devices: data parallelism through ``jax.sharding``.
 
 With ``learner.devices`` > 1 the learner builds a :class:`jax.sharding.Mesh` with one axis,
 ``data`` (:func:`learner_mesh`), places the train state and the replay on every device of
@@ -13,6 +13,9 @@ The replay is replicated: every device holds the whole buffer and runs the same 
 the same ``sample`` (same key, same sum tree), so prioritised sampling is exactly that of one
 device; only the sampled batch is split. The cost is the buffer's memory on every device
 (a replay that does not fit one device would need sharding by env stream, not done here).
+
+With several learner processes (``launch/multihost.py``) the mesh holds every device of
+every process, and "replicated" means a copy on each of them.
 """
 
 from __future__ import annotations
@@ -55,18 +58,23 @@ def learner_mesh(learner: LearnerConfig, batch_size: int,
 
 
 def replicate(tree: Any, mesh: Mesh | None) -> Any:
-    """``tree`` with every array on every device of ``mesh`` (unchanged without a mesh)."""
+    """``tree`` with every array on every device of ``mesh`` (unchanged without a mesh).
+    A mesh spanning processes gets each array from its host copy: a device array put
+    straight onto other processes' devices gives an array whose shards cannot be read."""
     if mesh is None:
         return tree
+    if jax.process_count() > 1:
+        tree = jax.device_get(tree)
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 def first_device(tree: Any, mesh: Mesh | None) -> Any:
-    """``tree``'s arrays on the mesh's first device only (unchanged without a mesh): what an
-    actor acts with, so that acting runs once rather than on every learner device."""
+    """``tree``'s replicated arrays as their copy on this process's first device of the mesh
+    (unchanged without a mesh; no copy made): what an actor acts with, so that acting runs
+    once rather than on every learner device, and only on devices of this process."""
     if mesh is None:
         return tree
-    return jax.device_put(tree, mesh.devices.flat[0])
+    return jax.tree.map(lambda x: x.addressable_data(0), tree)
 
 
 def shard_batch(batch: Any) -> Any:

@@ -4,6 +4,11 @@ from the same state and replay on one device and on a 2-device mesh (``rl/shardi
 Prints one JSON object: learner -> the largest relative gap over the state's float leaves
 (max |a - b| / max |b| per leaf), whether the 2-device program all-reduces, and the devices
 the updated params live on.
+
+With ``PROCESS_ID COORDINATOR [NAME ...]`` arguments (tests/test_multihost.py runs two such
+processes, one CPU device each) the mesh is the two processes' devices, joined by
+``launch.multihost.initialize``; the one-device updates run on this process's device; NAMEs
+(e.g. ``iqn_btr``) keep only those learners.
 """
 
 import contextlib
@@ -14,6 +19,7 @@ import jax
 import numpy as np
 
 import rl  # noqa: F401  (the project's XLA flags, before JAX starts)
+from launch import multihost
 import test_learner_jit as value_tests
 import test_tqc as tqc_tests
 from rl import sharding
@@ -22,13 +28,16 @@ from rl.config import LearnerConfig
 STEPS = 2
 
 
-def cases():
-    """name -> (agent, state, replay_state) on tiny nets, one per learner kind."""
+def cases(names=("iqn_btr", "rainbow", "dqn", "tqc")):
+    """name -> (agent, state, replay_state) on tiny nets, one per learner kind (of
+    ``names``)."""
     out = {}
     for name in ("iqn_btr", "rainbow", "dqn"):
-        cfg = value_tests.tiny(name, network=dict(torso="mlp"))
-        out[f"{name} ({cfg.agent.learner})"] = value_tests.filled(cfg, image=False)
-    out["tqc (tqc)"] = tqc_tests.filled(tqc_tests.tiny())
+        if name in names:
+            cfg = value_tests.tiny(name, network=dict(torso="mlp"))
+            out[f"{name} ({cfg.agent.learner})"] = value_tests.filled(cfg, image=False)
+    if "tqc" in names:
+        out["tqc (tqc)"] = tqc_tests.filled(tqc_tests.tiny())
     return out
 
 
@@ -53,10 +62,16 @@ def relative_gap(a, b) -> float:
 
 
 def main() -> None:
+    names = sys.argv[3:] or ("iqn_btr", "rainbow", "dqn", "tqc")
+    if len(sys.argv) >= 3:  # two processes, one device each
+        multihost.initialize(LearnerConfig(devices="all", num_processes=2,
+                                           process_id=int(sys.argv[1]),
+                                           coordinator_address=sys.argv[2],
+                                           coordinator_timeout=120))
     assert jax.device_count() == 2, jax.devices()
     mesh = sharding.learner_mesh(LearnerConfig(devices=2), batch_size=8)
     report = {}
-    for name, (agent, state, replay_state) in cases().items():
+    for name, (agent, state, replay_state) in cases(names).items():
         copy = lambda tree: jax.tree.map(np.copy, jax.device_get(tree))
         one, _, _ = updated(agent, copy(state), copy(replay_state), None)
         two, on_mesh, text = updated(agent, state, replay_state, mesh)
