@@ -105,33 +105,49 @@ def gather_steps(record: VectorStep, stop: bool, num_envs: int
       num_envs: env.num_envs (episodes are padded to it to give every process one shape).
 
     Returns:
-      (records, stop): records[p] is process p's step with ``actor`` = p, its numbers as
-      every process sees them (returns in float32), so that all take in the same values.
+      (records, stop): records[p] is process p's step with ``actor`` = p, bit for bit as
+      process p made it (its episodes' returns as float64), the same in every process.
     """
     episodes = record.episodes
     pad = num_envs - len(episodes)
     local = dict(
-        slot=record.slot, taken=np.int32(record.taken), epsilon=np.float32(record.epsilon),
-        version=np.int32(record.params_version), stop=np.int32(stop),
-        episodes=np.int32(len(episodes)),
-        env_index=np.asarray([e.env_index for e in episodes] + [0] * pad, np.int32),
-        return_=np.asarray([e.return_ for e in episodes] + [0.0] * pad, np.float32),
-        length=np.asarray([e.length for e in episodes] + [0] * pad, np.int32),
+        slot=record.slot, taken=np.int64(record.taken), epsilon=np.float64(record.epsilon),
+        version=np.int64(record.params_version), stop=np.bool_(stop),
+        episodes=np.int64(len(episodes)),
+        env_index=np.asarray([e.env_index for e in episodes] + [0] * pad, np.int64),
+        return_=np.asarray([e.return_ for e in episodes] + [0.0] * pad, np.float64),
+        length=np.asarray([e.length for e in episodes] + [0] * pad, np.int64),
         truncated=np.asarray([e.truncated for e in episodes] + [False] * pad, bool))
-    every = multihost_utils.process_allgather(local)
+    every = _allgather(local)
     records = []
-    for p in range(len(every["taken"])):
-        finished = [envs.EpisodeStats(env_index=int(every["env_index"][p, j]),
-                                      return_=float(every["return_"][p, j]),
-                                      length=int(every["length"][p, j]),
-                                      truncated=bool(every["truncated"][p, j]))
-                    for j in range(int(every["episodes"][p]))]
-        slot = jax.tree.map(lambda v, own: np.asarray(v[p]).astype(own.dtype, copy=False),
-                            every["slot"], record.slot)
-        records.append(VectorStep(slot=slot, episodes=finished, taken=int(every["taken"][p]),
-                                  epsilon=float(every["epsilon"][p]),
-                                  params_version=int(every["version"][p]), actor=p))
-    return records, bool(np.any(every["stop"]))
+    for p, step in enumerate(every):
+        finished = [envs.EpisodeStats(env_index=int(step["env_index"][j]),
+                                      return_=float(step["return_"][j]),
+                                      length=int(step["length"][j]),
+                                      truncated=bool(step["truncated"][j]))
+                    for j in range(int(step["episodes"]))]
+        records.append(VectorStep(slot=step["slot"], episodes=finished,
+                                  taken=int(step["taken"]), epsilon=float(step["epsilon"]),
+                                  params_version=int(step["version"]), actor=p))
+    return records, any(bool(step["stop"]) for step in every)
+
+
+def _allgather(tree: dict) -> list[dict]:
+    """``tree`` (numpy leaves of the same shapes and dtypes in every process) of every
+    process, in process order. Packed into one byte array: one all-gather per call, where a
+    pytree of 17 leaves took 26 ms a call against 2 ms on 2 CPU processes."""
+    leaves, treedef = jax.tree.flatten(tree)
+    leaves = [np.asarray(leaf, order="C") for leaf in leaves]
+    packed = np.concatenate([leaf.reshape(-1).view(np.uint8) for leaf in leaves])
+    rows = np.asarray(multihost_utils.process_allgather(packed)).reshape(-1, packed.size)
+    out = []
+    for row in rows:
+        parts, offset = [], 0
+        for leaf in leaves:
+            parts.append(row[offset:offset + leaf.nbytes].view(leaf.dtype).reshape(leaf.shape))
+            offset += leaf.nbytes
+        out.append(jax.tree.unflatten(treedef, parts))
+    return out
 
 
 def broadcast_from_first(value: float) -> float:

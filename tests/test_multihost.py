@@ -189,3 +189,40 @@ def test_ctrl_c_in_one_process_stops_both_at_the_same_step_with_one_checkpoint(t
     assert steps[0] == steps[1] and len(steps[0]) == 1, steps
     saved = [int(path.name) for path in (run_dir / "checkpoints").iterdir()]
     assert saved == [int(steps[0][0])]
+
+
+def test_gathered_vector_step_is_bit_for_bit_the_one_sent():
+    # One process: the packing into one byte array and back (every dtype of a slot, a
+    # features dict, 0-d numbers, padded episodes) gives back exactly the record sent.
+    from envs import EpisodeStats  # noqa: PLC0415
+    from launch.actor import VectorStep  # noqa: PLC0415
+    from launch.multihost import gather_steps  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    slot = dict(obs=dict(frames=rng.integers(0, 255, (3, 2, 5, 5), dtype=np.uint8),
+                         features=rng.normal(size=(3, 4)).astype(np.float32)),
+                action=rng.integers(0, 5, 3).astype(np.int32),
+                reward=rng.normal(size=3).astype(np.float32),
+                terminated=np.array([True, False, False]), valid=np.array([True, True, False]),
+                steps_since_start=np.array([7, 0, 3], np.int32))
+    episode = EpisodeStats(env_index=2, return_=-123.456789012345, length=77, truncated=True)
+    sent = VectorStep(slot=slot, episodes=[episode], taken=2, epsilon=0.0123456789,
+                      params_version=41)
+    (got,), stop = gather_steps(sent, stop=True, num_envs=3)
+    assert stop is True
+    assert (got.taken, got.epsilon, got.params_version, got.actor) == (2, 0.0123456789, 41, 0)
+    assert got.episodes == [episode]
+    flat_sent, flat_got = (sorted(_leaves(s)) for s in (slot, got.slot))
+    assert [k for k, _ in flat_got] == [k for k, _ in flat_sent]
+    for (key, a), (_, b) in zip(flat_sent, flat_got):
+        assert a.dtype == b.dtype and a.shape == b.shape, key
+        np.testing.assert_array_equal(a, b, err_msg=key)
+
+
+def _leaves(tree, prefix=""):
+    """(path, array) of a nested dict of arrays."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}/")
+        else:
+            yield f"{prefix}{key}", value
