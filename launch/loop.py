@@ -428,11 +428,11 @@ class Trainer:
                 self.game_lost = True
                 break
             self.clocks.learner_wait += acting + time.perf_counter() - start
-            if processes > 1:
-                records, stopping = multihost.gather_steps(record, self.stop.requested,
-                                                           num_envs)
-            else:
-                records = [record]
+            if processes == 1:
+                if not self.take(record):
+                    break
+                continue
+            records, stopping = multihost.gather_steps(record, self.stop.requested, num_envs)
             if not all(self.take(r) for r in records):
                 break
             # Epsilon follows every process's env steps and episodes.
