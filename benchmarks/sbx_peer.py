@@ -101,6 +101,8 @@ def _common(config) -> dict:
     _need(env.max_episode_steps is None, "env.max_episode_steps", env.max_episode_steps,
           "the peer uses the registered time limit")
     _need(not replay.prioritized, "replay.prioritized", True, "sbx samples uniformly")
+    _need(not replay.stratified, "replay.sampling", replay.sampling,
+          "sbx draws each batch i.i.d. (iid, or auto without PER)")
     _need(config.demos.path is None and config.expert.kind == "none", "expert.kind",
           config.expert.kind, "sbx learns from its own steps only")
     _need(agent.lr_schedule == "constant" and agent.optimizer == "adam", "agent.lr_schedule",

@@ -160,6 +160,8 @@ class DeviceReplay:
         (:attr:`Batch.prev_actions`); h > 0 needs scalar integer actions.
       num_groups: G >= 1, dividing E; groups of streams written independently, each
         :meth:`add` call writes the ``E_g = E / G`` streams of one group.
+      stratified: one draw per equal segment of the sampling mass (Schaul et al. 2016,
+        App. B.2.1) if True, else i.i.d. draws (``sum_tree.sample``).
     """
 
     num_streams: int
@@ -172,6 +174,7 @@ class DeviceReplay:
     priority_eps: float = 1e-6
     action_history: int = 0
     num_groups: int = 1
+    stratified: bool = True
 
     def __post_init__(self):
         def check_int(name, low):
@@ -196,8 +199,9 @@ class DeviceReplay:
             )
         if not 0.0 <= float(self.gamma) <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
-        if not isinstance(self.prioritized, (bool, np.bool_)):
-            raise ValueError(f"prioritized must be a bool, got {self.prioritized!r}")
+        for name in ("prioritized", "stratified"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if not 0.0 <= float(self.priority_exponent) < float("inf"):
             raise ValueError(
                 f"priority_exponent must be finite and >= 0, got {self.priority_exponent!r}"
@@ -584,7 +588,8 @@ class DeviceReplay:
         batch_size: int,
         importance_exponent: float | jax.Array,
     ) -> Batch:
-        """Samples ``batch_size`` n-step transitions (with replacement, stratified).
+        """Samples ``batch_size`` n-step transitions (with replacement; stratified or
+        i.i.d., :attr:`stratified`).
 
         Start i is drawn with probability ``P(i) = leaf_i / total`` (uniform over
         sampleable positions when ``prioritized=False``). Importance weights follow
@@ -603,7 +608,7 @@ class DeviceReplay:
         Returns:
           A :class:`Batch` (see its docstring for shapes).
         """
-        indices = sum_tree.sample(state.sum_tree, key, batch_size)
+        indices = sum_tree.sample(state.sum_tree, key, batch_size, self.stratified)
         batch = self._gather(state, indices)
         if not self.prioritized:
             return batch

@@ -148,17 +148,21 @@ def _step_down(_, carry):
     return tree, 2 * node + go_right.astype(jnp.int32), jnp.where(go_right, u - left, u)
 
 
-def sample(tree: jax.Array, key: jax.Array, batch_size: int) -> jax.Array:
-    """Stratified proportional sampling of leaf indices.
+def sample(tree: jax.Array, key: jax.Array, batch_size: int,
+           stratified: bool = True) -> jax.Array:
+    """Proportional sampling of leaf indices, stratified or i.i.d.
 
-    The total mass is split into ``batch_size`` equal segments and one uniform draw is
-    made in each (Schaul et al. 2016, Appendix B.2.1), so index ``i`` is drawn with
-    probability ``leaf_i / total`` per draw on average, with lower variance than i.i.d.
+    Stratified: the total mass is split into ``batch_size`` equal segments and one uniform
+    draw is made in each (Schaul et al. 2016, Appendix B.2.1), so index ``i`` is drawn
+    with probability ``leaf_i / total`` per draw on average, with lower variance than
+    i.i.d. I.i.d.: every draw uniform over the whole mass (each with probability
+    ``leaf_i / total``).
 
     Args:
       tree: float32 ``[2L]`` sum tree.
       key: PRNG key.
       batch_size: number of draws (static Python int).
+      stratified: one draw per segment (True) or independent draws (static).
 
     Returns:
       int32 ``[batch_size]`` leaf indices, each with a positive leaf when ``total > 0``.
@@ -166,7 +170,10 @@ def sample(tree: jax.Array, key: jax.Array, batch_size: int) -> jax.Array:
     """
     root = total(tree)
     offsets = jax.random.uniform(key, (batch_size,), jnp.float32)
-    u = (jnp.arange(batch_size, dtype=jnp.float32) + offsets) * (root / batch_size)
+    if stratified:
+        u = (jnp.arange(batch_size, dtype=jnp.float32) + offsets) * (root / batch_size)
+    else:
+        u = offsets * root
     # Rounding can put u at or above the root; keep it strictly inside [0, total).
     u = jnp.clip(u, 0.0, jnp.nextafter(root, jnp.float32(0)))
     return _descend(tree, u)

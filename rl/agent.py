@@ -417,7 +417,8 @@ def make_replay(config: Config) -> DeviceReplay:
                         gamma=config.agent.gamma, prioritized=config.replay.prioritized,
                         priority_exponent=config.replay.priority_exponent,
                         priority_eps=config.replay.priority_eps,
-                        action_history=config.network.action_history)
+                        action_history=config.network.action_history,
+                        stratified=config.replay.stratified)
 
 
 def target_bound(config: Config, num_actions: int) -> float | None:

@@ -28,6 +28,7 @@ TargetUpdate = Literal["hard", "soft", "both"]
 LrSchedule = Literal["constant", "linear", "cosine", "exponential"]
 OptimizerName = Literal["adam", "adamw", "radam"]
 ImportanceSchedule = Literal["linear", "increment"]
+ReplaySampling = Literal["auto", "stratified", "iid"]
 TmInterface = Literal["images", "lidar", "lidar_progress"]
 TmBackend = Literal["game", "standin"]
 DivergenceAction = Literal["warn", "stop", "rollback"]
@@ -541,6 +542,17 @@ class ReplayConfig:
     """Beta added per grad step with the increment schedule (seed 000: 0.001); > 0."""
     priority_eps: float = 1e-6
     """Added to |TD| so no stored transition gets zero priority; > 0."""
+    sampling: ReplaySampling = "auto"
+    """How a batch's B draws are made: stratified (one draw in each of B equal segments of
+    the sampling mass, Schaul et al. 2016, App. B.2.1), iid (independent draws, as SB3,
+    sbx and CleanRL sample uniform replay) or auto: stratified with PER, iid without. On
+    TQC Pendulum (5 seeds) stratified uniform batches kept the critic loss 7-18% below
+    sbx's from 3,500 env steps on; iid batches 1-9%."""
+
+    @property
+    def stratified(self) -> bool:
+        """Whether batches are drawn stratified (``sampling``, auto resolved)."""
+        return self.sampling == "stratified" or (self.sampling == "auto" and self.prioritized)
 
     def __post_init__(self):
         _check_number_fields(self, "replay")
@@ -553,6 +565,8 @@ class ReplayConfig:
         _check(self.importance_exponent_increment > 0, "replay.importance_exponent_increment",
                self.importance_exponent_increment, "must be > 0")
         _check(self.priority_eps > 0, "replay.priority_eps", self.priority_eps, "must be > 0")
+        _check(self.sampling in typing.get_args(ReplaySampling), "replay.sampling",
+               self.sampling, f"must be one of {typing.get_args(ReplaySampling)}")
 
 
 @dataclasses.dataclass(frozen=True)

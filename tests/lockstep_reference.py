@@ -44,6 +44,8 @@ CASES = {
         "--algo", "dqn", "--env", "CartPole-v1", "--seed", "5", "--total-steps", "480",
         # The dqn preset's env values when recorded (auto now gives 1 and None on CartPole).
         "--env.frame-stack", "4", "--env.reward-clip", "1.0",
+        # Uniform replay was sampled stratified when recorded (auto now draws i.i.d.).
+        "--replay.sampling", "stratified",
         "--env.num-envs", "4", "--network.mlp-hidden", "16", "--network.hidden-dim", "16",
         "--training.learning-starts", "100", "--training.batch-size", "16",
         "--training.replay-ratio", "0.25", "--training.eval-interval", "240",

@@ -464,3 +464,20 @@ def test_the_removed_learner_budget_is_refused_saying_what_replaced_it(tmp_path,
     code, stderr = _main(capsys, "--resume", str(run_dir))
     assert code == 2 and "trackmania.learner_budget=0.8" in stderr
     assert "actors.mode=realtime" in stderr
+
+
+def test_replay_sampling_auto_is_stratified_with_per_and_iid_without():
+    from rl.agent import make_replay  # noqa: PLC0415
+
+    assert ReplayConfig(prioritized=True).stratified
+    assert not ReplayConfig(prioritized=False).stratified
+    assert ReplayConfig(prioritized=False, sampling="stratified").stratified
+    assert not ReplayConfig(prioritized=True, sampling="iid").stratified
+    def replay_of(*flags):
+        return make_replay(cli.parse([*flags, "--env.frame-stack", "1"]).config)
+
+    assert replay_of("--algo", "iqn_btr").stratified  # PER
+    assert not replay_of("--algo", "tqc").stratified  # uniform, as sbx's
+    assert replay_of("--algo", "tqc", "--replay.sampling", "stratified").stratified
+    with pytest.raises(ConfigError, match="replay.sampling"):
+        ReplayConfig(sampling="sorted")

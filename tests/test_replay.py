@@ -185,11 +185,13 @@ def test_sum_tree_single_leaf():
     np.testing.assert_array_equal(tree_sample(tree, jax.random.key(0), 4), np.zeros(4))
 
 
-def test_sum_tree_sample_frequencies_proportional():
+@pytest.mark.parametrize("stratified", [True, False])
+def test_sum_tree_sample_frequencies_proportional(stratified):
     values = np.array([0, 1, 2, 3, 0, 4, 0.5, 0, 7, 0.25, 0], np.float32)
     tree = tree_set(sum_tree.init(values.size), jnp.arange(values.size), values)
     draws = 200_000
-    idx = np.asarray(tree_sample(tree, jax.random.key(1), draws))
+    idx = np.asarray(jax.jit(sum_tree.sample, static_argnums=(2, 3))(
+        tree, jax.random.key(1), draws, stratified))
     counts = np.bincount(idx, minlength=values.size)
     assert counts.size == values.size  # padding leaves never drawn
     p = values / values.sum()
@@ -197,6 +199,22 @@ def test_sum_tree_sample_frequencies_proportional():
     sigma = np.sqrt(draws * p * (1 - p))
     assert np.all(np.abs(counts - draws * p) <= 5 * sigma + 1)
     assert np.all(counts[values == 0] == 0)
+
+
+def test_stratified_batches_hold_one_draw_per_segment_and_iid_batches_do_not():
+    # 64 equal leaves, batches of 8: stratified puts draw i in leaves 8i .. 8i + 7, so a
+    # batch's draws are in order and spread over the whole buffer; i.i.d. draws are not,
+    # and their count of distinct segments hit follows 8 * (1 - (7/8)^8) = 5.25 on average.
+    tree = sum_tree.build(np.ones(64, np.float32))
+    keys = jax.random.split(jax.random.key(3), 2000)
+    sample = jax.jit(jax.vmap(sum_tree.sample, in_axes=(None, 0, None, None)),
+                     static_argnums=(2, 3))
+    strat = np.asarray(sample(tree, keys, 8, True))
+    np.testing.assert_array_equal(strat // 8, np.broadcast_to(np.arange(8), strat.shape))
+    iid = np.asarray(sample(tree, keys, 8, False))
+    segments = np.array([len(set(row // 8)) for row in iid])
+    assert abs(segments.mean() - 8 * (1 - (7 / 8) ** 8)) < 0.1  # 5 standard errors
+    assert (np.diff(iid, axis=1) < 0).any(axis=1).mean() > 0.99  # almost never in order
 
 
 def test_sum_tree_float32_rounding_never_returns_zero_leaf():

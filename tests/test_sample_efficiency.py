@@ -115,6 +115,10 @@ def test_unmappable_settings_are_refused():
                             env=dict(reward_clip=1.0, frame_stack=1))
     with pytest.raises(sbx_peer.SbxMappingError, match="env.reward_clip"):
         sbx_peer.sbx_spec(plain)
+    stratified = presets.replace(plain, env=dict(reward_clip=None),
+                                 replay=dict(sampling="stratified"))
+    with pytest.raises(sbx_peer.SbxMappingError, match="replay.sampling"):
+        sbx_peer.sbx_spec(stratified)
     tqc = presets.replace(presets.tqc(), env=dict(reward_clip=None, frame_stack=1))
     with pytest.raises(sbx_peer.SbxMappingError, match="tqc.num_critics"):
         sbx_peer.sbx_spec(tqc)  # the paper's 5 critics
