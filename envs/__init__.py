@@ -1,8 +1,8 @@
 """Host-side environments: gymnasium construction with BTR / Atari preprocessing, vector envs,
 the replay-slot collector and evaluation rollouts. numpy only: no jax in this package."""
 
-from envs.collector import (SLOT_KEYS, ActionHistory, Collector, EpisodeStats, FrameStacker,
-                            replay_reward)
+from envs.collector import (SLOT_KEYS, ActionHistory, BadEnvValue, Collector, EpisodeStats,
+                            FrameStacker, replay_reward)
 from envs.demos import DemoEpisode, DemoError, demo_slots, load_demos
 from envs.evaluation import evaluate
 from envs.make import (
@@ -31,6 +31,7 @@ __all__ = [
     "SLOT_KEYS",
     "ActionHistory",
     "ActionRepeat",
+    "BadEnvValue",
     "CarRacingGasBrakeSteer",
     "Collector",
     "DemoEpisode",

@@ -16,8 +16,8 @@ from gymnasium.vector import AutoresetMode
 
 from envs.make import EnvSpec, join_obs, split_obs
 
-__all__ = ["ActionHistory", "Collector", "EpisodeStats", "FrameStacker", "SLOT_KEYS",
-           "replay_reward"]
+__all__ = ["ActionHistory", "BadEnvValue", "Collector", "EpisodeStats", "FrameStacker",
+           "SLOT_KEYS", "replay_reward"]
 
 SLOT_KEYS = ("obs", "action", "reward", "terminated", "truncated", "valid", "steps_since_start")
 """The keys of a slot dict returned by :meth:`Collector.step`, in a fixed order."""
@@ -35,6 +35,28 @@ class EpisodeStats:
     """Number of agent steps (actions taken) in the episode."""
     truncated: bool
     """True if the episode ended by truncation (time limit), False if it terminated."""
+
+
+class BadEnvValue(ValueError):
+    """An env emitted a value that must not enter the replay: a NaN or infinite reward,
+    frame or feature, or observations of the wrong shape or dtype.
+
+    Attributes:
+      env_id: the env's id. env_index: the sub-env, or None when the whole vector
+      observation is wrong. field: ``reward``, ``frame``, ``features`` or ``observation``.
+      detail: what was wrong. env_step: the run's env step, where the caller knows it
+      (:class:`launch.actor.Actor` sets it), else None.
+    """
+
+    def __init__(self, env_id: str, env_index: int | None, field: str, detail: str):
+        super().__init__(env_id, env_index, field, detail)
+        self.env_id, self.env_index, self.field, self.detail = env_id, env_index, field, detail
+        self.env_step: int | None = None
+
+    def __str__(self) -> str:
+        where = "all envs" if self.env_index is None else f"env index {self.env_index}"
+        step = "" if self.env_step is None else f" at env step {self.env_step}"
+        return f"{self.env_id!r}, {where}{step}: bad {self.field}: {self.detail}"
 
 
 def replay_reward(raw: np.ndarray, reward_scale: float, reward_clip: float | None) -> np.ndarray:
@@ -136,6 +158,13 @@ class Collector:
     caller may work (the learner trains) while asynchronous workers step.
 
     Episode statistics use raw rewards. Not thread-safe; one owner steps it.
+
+    A NaN or infinite reward, frame or feature of sub-env i (:meth:`bad_values`) never
+    reaches a slot: with ``on_bad_value="error"`` :meth:`step_wait` raises
+    :class:`BadEnvValue`; with ``"drop_episode"`` the slot's values of env i are zeroed,
+    env i is reset alone (``reset_mask``, a fresh seed) so its next slot opens a new
+    episode, its episode is left out of the returned statistics, and :attr:`last_dropped`
+    names it: the caller drops that stream's episode from the replay.
     """
 
     def __init__(
@@ -146,10 +175,12 @@ class Collector:
         reward_clip: float | None,
         action_history: int = 0,
         reward_scale: float = 1.0,
+        on_bad_value: str = "error",
     ):
         """Raises ValueError if the vector env does not autoreset in NEXT_STEP mode, for a
-        non-positive frame_stack / reward_clip / reward_scale, a negative action_history, or an
-        action_history > 0 with a continuous spec."""
+        non-positive frame_stack / reward_clip / reward_scale, a negative action_history, an
+        action_history > 0 with a continuous spec, or an ``on_bad_value`` other than error /
+        drop_episode."""
         mode = envs.metadata.get("autoreset_mode")
         if mode != AutoresetMode.NEXT_STEP:
             raise ValueError(f"Collector needs a NEXT_STEP autoreset vector env, got {mode!r}")
@@ -164,6 +195,13 @@ class Collector:
             raise ValueError(f"reward_clip must be None or > 0, got {reward_clip!r}")
         if not reward_scale > 0:
             raise ValueError(f"reward_scale must be > 0, got {reward_scale!r}")
+        if on_bad_value not in ("error", "drop_episode"):
+            raise ValueError(f"on_bad_value must be error or drop_episode, got {on_bad_value!r}")
+        self.on_bad_value = on_bad_value
+        self.last_dropped: list[BadEnvValue] = []
+        """The envs whose episode the last step dropped (``drop_episode``), one each."""
+        self._seed = 0
+        self._reseeds = 0  # sub-env resets after a bad value: each gets a fresh seed
         self.envs = envs
         self.spec = spec
         self.num_envs = envs.num_envs
@@ -190,6 +228,11 @@ class Collector:
         """Reset every sub-env (sub-env i with seed ``seed + i``) and start new episodes."""
         obs, _ = self.envs.reset(seed=seed)
         frames, features = self._check_obs(obs)
+        bad = self.bad_values(np.zeros(self.num_envs), frames, features)
+        if bad:  # no episode to drop yet
+            raise bad[0]
+        self._seed, self._reseeds = seed, 0
+        self.last_dropped = []
         self._obs = join_obs(self.spec, frames, features)
         self._stacker.reset(frames)
         self._feature_stacker.reset(features)
@@ -286,6 +329,14 @@ class Collector:
         raw = np.asarray(reward, dtype=np.float64)
         terminated = np.asarray(terminated, dtype=bool)
         truncated = np.asarray(truncated, dtype=bool)
+        self.last_dropped = self.bad_values(raw, frames, features)
+        if self.last_dropped and self.on_bad_value == "error":
+            raise self.last_dropped[0]
+        dropped = np.zeros(self.num_envs, bool)
+        dropped[[bad.env_index for bad in self.last_dropped]] = True
+        if dropped.any():  # zeroed: no NaN is written even to a slot never sampled
+            raw, frames, features = (np.where(dropped.reshape(-1, *[1] * (a.ndim - 1)), 0, a)
+                                     .astype(a.dtype) for a in (raw, frames, features))
         slot["reward"] = replay_reward(raw, self.reward_scale, self.reward_clip)
         slot["terminated"] = terminated
         slot["truncated"] = truncated
@@ -293,7 +344,7 @@ class Collector:
         # Episode bookkeeping over the steps that really acted.
         self._return[valid] += raw[valid]
         self._length[valid] += 1
-        ended = (terminated | truncated) & valid
+        ended = (terminated | truncated) & valid & ~dropped
         episodes = [
             EpisodeStats(
                 env_index=int(i),
@@ -303,12 +354,14 @@ class Collector:
             )
             for i in np.flatnonzero(ended)
         ]
-        self._return[ended] = 0.0
-        self._length[ended] = 0
+        self._return[ended | dropped] = 0.0
+        self._length[ended | dropped] = 0
         self.total_env_steps += int(valid.sum())
+        if dropped.any():
+            frames, features = self._reset_envs(dropped, frames, features)
 
         # Autoreset envs now show a reset frame (count 0, fresh stack); others continue.
-        reset_now = ~valid
+        reset_now = ~valid | dropped
         self._steps = np.where(reset_now, 0, self._steps + 1).astype(np.int32)
         self._stacker.push(frames, reset_now)
         self._feature_stacker.push(features, reset_now)
@@ -322,6 +375,42 @@ class Collector:
         """Close the vector env (and its worker processes)."""
         self.envs.close()
 
+    def bad_values(self, raw: np.ndarray, frames: np.ndarray, features: np.ndarray
+                   ) -> list[BadEnvValue]:
+        """One :class:`BadEnvValue` per sub-env with a non-finite reward (``raw`` [E]), frame
+        or feature (float frames only: integer frames cannot be), the first field found."""
+        fields = [("reward", raw.reshape(self.num_envs, -1)),
+                  ("features", features.reshape(self.num_envs, -1))]
+        if np.issubdtype(frames.dtype, np.floating):
+            fields.insert(1, ("frame", frames.reshape(self.num_envs, -1)))
+        found: dict[int, BadEnvValue] = {}
+        for field, values in fields:
+            for i in np.flatnonzero(~np.isfinite(values).all(axis=1)):
+                bad = values[i][~np.isfinite(values[i])]
+                found.setdefault(int(i), BadEnvValue(
+                    self.spec.env_id, int(i), field,
+                    f"{bad.size} non-finite value(s), the first {float(bad[0])}"))
+        return [found[i] for i in sorted(found)]
+
+    def _reset_envs(self, mask: np.ndarray, frames: np.ndarray, features: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Reset the sub-envs of ``mask`` alone, each with a fresh seed; returns ``frames``
+        and ``features`` with their rows replaced by the reset observations.
+
+        Raises:
+          BadEnvValue: a reset observation is bad too (there is no episode to drop)."""
+        self._reseeds += 1
+        seed = int(np.random.SeedSequence([self._seed, self._reseeds]).generate_state(1)[0])
+        obs, _ = self.envs.reset(seed=seed, options={"reset_mask": mask})
+        new_frames, new_features = self._check_obs(obs)
+        bad = [b for b in self.bad_values(np.zeros(self.num_envs), new_frames, new_features)
+               if mask[b.env_index]]
+        if bad:
+            raise bad[0]
+        frames, features = frames.copy(), features.copy()
+        frames[mask], features[mask] = new_frames[mask], new_features[mask]
+        return frames, features
+
     def _require_reset(self) -> None:
         if self._obs is None:
             raise RuntimeError("call Collector.reset(seed) before stepping or reading stacked_obs")
@@ -334,7 +423,8 @@ class Collector:
         expected = (self.num_envs, *self.spec.frame_shape)
         if frames.shape != expected or frames.dtype != self.spec.frame_dtype \
                 or features.shape != (self.num_envs, self.spec.feature_size):
-            raise ValueError(
+            raise BadEnvValue(
+                self.spec.env_id, None, "observation",
                 f"vector env observations are {frames.dtype}{list(frames.shape)} with features "
                 f"{list(features.shape)}, the spec says {np.dtype(self.spec.frame_dtype)}"
                 f"{list(expected)} with features {[self.num_envs, self.spec.feature_size]}: was "

@@ -57,6 +57,9 @@ class VectorStep:
     timings: the game worker's rtgym timings in seconds (TrackMania; else empty).
     progress: track progress of each env [E] (TrackMania; else None).
     actor: the index of the actor that took it (its replay group; 0 but with Ray actors).
+    dropped: the envs whose episode a bad value ended (``env.on_bad_value drop_episode``),
+      each ``{"env": index, "reason": message}``: their streams' running episodes must
+      leave the replay once this step's slot is in.
     """
 
     slot: dict[str, np.ndarray]
@@ -68,18 +71,22 @@ class VectorStep:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     progress: np.ndarray | None = None
     actor: int = 0
+    dropped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
 class EpisodeDropped:
-    """The game connection was lost and the worker restarted: the partial episode of the
-    steps sent so far must not enter the replay. ``restarts``: the actor's restart count
-    (seeds the new worker); ``reconnects``: reconnections in this process; ``actor``: the
-    actor's index (with Ray actors)."""
+    """The game connection was lost, or an env worker failed, and the env workers were
+    restarted: the partial episodes of the steps sent so far must not enter the replay.
+    ``restarts``: the actor's restart count (seeds the new workers); ``reconnects``: game
+    reconnections in this process; ``env_restarts``: env worker rebuilds in this process
+    (after a failure; 0 for a game reconnection); ``actor``: the actor's index (with Ray
+    actors)."""
 
     restarts: int
     reconnects: int
     actor: int = 0
+    env_restarts: int = 0
 
 
 @dataclasses.dataclass
@@ -92,7 +99,8 @@ class ActorLost:
 
 
 class GameLost(RuntimeError):
-    """The game could not be reached again within trackmania.reconnect_attempts."""
+    """The game could not be reached again within trackmania.reconnect_attempts, or the env
+    workers failed more than env.max_restarts times within env.restart_window env steps."""
 
 
 def hand_over(handover: queue.Queue, record: Any, stop: threading.Event) -> float:
@@ -187,6 +195,8 @@ class Actor:
         self.env_steps, self.vector_steps = counters["env_steps"], counters["vector_steps"]
         self.episodes, self.replay_slots = counters["episodes"], counters["replay_slots"]
         self.restarts, self.reconnects = counters["restarts"], 0
+        self.env_restarts = 0
+        self._failures: list[int] = []  # env steps of the env worker failures
         self._history = config.network.action_history
         self._realtime = envs.is_trackmania(config.env.id)
         self.mixer = curriculum.ExpertMixer(config.env.num_envs, config.expert.mode,
@@ -196,6 +206,7 @@ class Actor:
         self.ended: str | None = None  # set by run() after its last hand-over
         self.error: BaseException | None = None
         self._pending: tuple[np.ndarray, float, int] | None = None
+        self._send_error: Exception | None = None  # the env workers failed in begin()
         self.collector: envs.Collector | None = None
 
     @property
@@ -219,7 +230,8 @@ class Actor:
                                           **envs.make_kwargs(self.config))
         collector = envs.Collector(vector_env, self.spec, env_cfg.frame_stack,
                                    env_cfg.reward_clip, reward_scale=env_cfg.reward_scale,
-                                   action_history=self._history)
+                                   action_history=self._history,
+                                   on_bad_value=env_cfg.on_bad_value)
         try:
             collector.reset(seed=seed)
         except BaseException:
@@ -262,18 +274,33 @@ class Actor:
                 is_expert &= available
                 mask = is_expert.reshape(-1, *[1] * (actions.ndim - 1))
                 actions = np.where(mask, expert_actions, actions)
-        collector.step_async(actions)
         self._pending = (is_expert, epsilon, version)
+        try:
+            collector.step_async(actions)
+        except (OSError, EOFError) as e:  # a dead worker's pipe: finish() rebuilds them
+            if self._realtime:
+                raise
+            self._send_error = e
 
     def finish(self) -> VectorStep | EpisodeDropped:
         """Wait for the step sent by :meth:`begin` and return it. On TrackMania, a lost game
         connection restarts the worker and returns :class:`EpisodeDropped`.
 
+        Any other failure of the env workers (a worker killed or crashed, an exception in
+        an env's step) rebuilds them with a fresh seed and returns :class:`EpisodeDropped`.
+
         Raises:
-          GameLost: the game did not come back within trackmania.reconnect_attempts.
+          GameLost: the game did not come back within trackmania.reconnect_attempts, or
+            the env workers failed more than env.max_restarts times in env.restart_window
+            env steps.
+          envs.BadEnvValue: a bad value with ``env.on_bad_value error`` (its ``env_step``
+            set to this step's).
         """
         is_expert, epsilon, version = self._pending
         self._pending = None
+        if self._send_error is not None:
+            error, self._send_error = self._send_error, None
+            return self._restart_envs(error)
         start = time.perf_counter()
         try:
             slot, finished = self.collector.step_wait()
@@ -281,6 +308,13 @@ class Actor:
             if not self._realtime:
                 raise
             return self._reconnect(e)
+        except envs.BadEnvValue as e:
+            e.env_step = self.env_steps + 1
+            raise
+        except Exception as e:
+            if self._realtime:  # the game worker's own failures are GameConnectionErrors
+                raise
+            return self._restart_envs(e)
         finally:
             self.env_wait_time += time.perf_counter() - start
         slot["is_expert"] = is_expert  # never set on autoreset steps (ExpertMixer)
@@ -291,6 +325,9 @@ class Actor:
         self.replay_slots += self.config.env.num_envs
         step = VectorStep(slot=slot, episodes=finished, taken=taken, epsilon=epsilon,
                           params_version=version)
+        for bad in self.collector.last_dropped:
+            bad.env_step = self.env_steps
+            step.dropped.append({"env": bad.env_index, "reason": str(bad)})
         if self._realtime:
             info = self.collector.last_info
             step.late_steps = int(np.sum(info.get("late_steps", 0)))
@@ -319,12 +356,37 @@ class Actor:
         raise GameLost(f"giving up on the game (trackmania.reconnect_attempts={attempts}): "
                        f"{error}")
 
+    def _restart_envs(self, error: Exception) -> EpisodeDropped:
+        """Rebuild the env workers after ``error`` (the partial episodes are dropped by the
+        learner), unless they failed more than env.max_restarts times in the window."""
+        env = self.config.env
+        log.warning("the env workers failed at env step %d: %s: %s", self.env_steps,
+                    type(error).__name__, error)
+        self._failures = [s for s in self._failures if s > self.env_steps - env.restart_window]
+        self._failures.append(self.env_steps)
+        try:
+            self.collector.envs.close(terminate=True)
+        except Exception as e:  # a broken vector env may fail to close: its workers are gone
+            log.warning("closing the failed env workers: %s: %s", type(e).__name__, e)
+        if len(self._failures) > env.max_restarts:
+            self.collector = None
+            raise GameLost(f"the env workers failed {len(self._failures)} times within "
+                           f"{env.restart_window} env steps (env.max_restarts "
+                           f"{env.max_restarts}); the last error: {type(error).__name__}: "
+                           f"{error}") from error
+        self.restarts += 1
+        self.collector = self._start_collector()
+        self.env_restarts += 1
+        log.info("env workers rebuilt with a fresh seed (restart %d)", self.env_restarts)
+        return EpisodeDropped(restarts=self.restarts, reconnects=self.reconnects,
+                              env_restarts=self.env_restarts)
+
     def run(self, handover: queue.Queue, store: ParamStore, pacer: RatioPacer,
             stop: threading.Event) -> None:
         """The actor thread: act with the newest published params, step, hand over, until
         training.total_steps env steps, ``stop``, a lost game or an error. Sets ``ended``
-        ("done", "game lost", "stopped" or "error", with ``error``) after its last
-        hand-over; never raises."""
+        ("done", "game lost", "bad value" (env.on_bad_value error), "stopped" or "error",
+        with ``error``) after its last hand-over; never raises."""
         total = self.config.training.total_steps
         try:
             while self.env_steps < total and not stop.is_set():
@@ -341,6 +403,9 @@ class Actor:
         except GameLost as e:
             log.error("%s", e)
             self.ended = "game lost"
+        except envs.BadEnvValue as e:
+            log.error("%s (env.on_bad_value error)", e)
+            self.ended = "bad value"
         except BaseException as e:  # reported by the learner's thread, with its traceback
             self.error = e
             self.ended = "error"

@@ -34,6 +34,14 @@ DESCRIPTION = """Train an agent. Everyday flags:
 Every config field below can be overridden too, e.g. --agent.learning-rate 3e-4."""
 
 
+FILE_PATH_FIELDS = ("demos.path", "expert.source", "trackmania.trajectory")
+"""Fields that make a run read files (or, ``expert.source`` of a scripted expert, import a
+module): read from another run's config.json they must stay inside that run directory, or be
+given on the command line (:func:`check_paths_from_file`)."""
+OWN_EXPERT_MODULES = ("envs.scripted",)
+"""Modules of this project a scripted ``expert.source`` read from a file may name."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Invocation:
     """A parsed command line: the resolved config, the run directory when resuming, and
@@ -65,7 +73,9 @@ def parse(argv: list[str], prog: str = "launch/run.py") -> Invocation:
     applied on top and validated.
 
     Raises:
-      ConfigError: unknown preset, invalid value, or an unreadable saved config.
+      ConfigError: unknown preset, invalid value, an unreadable saved config, or a path
+        field of the saved config that points outside RUN_DIR
+        (:func:`check_paths_from_file`).
       FileNotFoundError: --resume names a directory without config.json.
       SystemExit: tyro's own errors (wrong type, unknown flag) and --help, exit code 2 / 0.
     """
@@ -99,4 +109,39 @@ def parse(argv: list[str], prog: str = "launch/run.py") -> Invocation:
         base = presets.replace(base, health=dict(on_divergence=daily.on_divergence))
     description = DESCRIPTION.format(presets=", ".join(sorted(presets.PRESETS)))
     config = tyro.cli(Config, default=base, args=rest, prog=prog, description=description)
+    if resume_dir is not None:
+        given = {arg.removeprefix("--").split("=")[0].replace("-", "_") for arg in rest
+                 if arg.startswith("--")}
+        check_paths_from_file(config, resume_dir, given)
     return Invocation(config=config, resume_dir=resume_dir, print_config=daily.print_config)
+
+
+def check_paths_from_file(config: Config, run_dir: Path, given: set[str]) -> None:
+    """Refuse what a run directory's config.json could make this run read or import from
+    elsewhere: each :data:`FILE_PATH_FIELDS` field in use and not in ``given`` (the fields
+    set on the command line, ``section.field``) must resolve inside ``run_dir``; a scripted
+    expert's module must be one of :data:`OWN_EXPERT_MODULES`.
+
+    Raises:
+      ConfigError: naming the field, its value and the flag that confirms it.
+    """
+    used = {"demos.path": config.demos.path,
+            "expert.source": None if config.expert.kind == "none" else config.expert.source,
+            "trackmania.trajectory": config.trackmania.trajectory
+            if config.env.id == "trackmania" else None}
+    inside = run_dir.resolve()
+    for name, value in used.items():
+        if value is None or name in given:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name == "expert.source" and config.expert.kind == "scripted":
+            if value.split(":")[0] in OWN_EXPERT_MODULES:
+                continue
+            raise ConfigError(name, value, f"is a module read from {run_dir / 'config.json'}; "
+                              f"a run directory may only name {list(OWN_EXPERT_MODULES)}: "
+                              f"pass {flag} {value} on the command line to import it")
+        if not Path(value).resolve().is_relative_to(inside):
+            raise ConfigError(name, value, f"read from {run_dir / 'config.json'}, points "
+                              f"outside the run directory; pass {flag} {value} on the "
+                              "command line to read it (a run directory must not make a "
+                              "run read files elsewhere)")

@@ -59,7 +59,8 @@ class HealthWatch:
         self.monitor.record_rewards(float(np.min(rewards)), float(np.max(rewards)))
 
     def report(self, events: list[health_lib.HealthEvent]) -> list[health_lib.HealthEvent]:
-        """Log flag changes; returns the divergence flags raised among ``events``."""
+        """Log flag changes; returns the divergence flags to act on
+        (:meth:`rl.health.HealthMonitor.to_act_on`)."""
         for event in events:
             self.writer.add_scalar(f"health/{event.name}", float(event.raised), event.step)
             if event.raised:
@@ -72,11 +73,11 @@ class HealthWatch:
                          event.message)
         if events:
             self.write_summary()
-        return [e for e in events if e.raised and e.severity == health_lib.DIVERGENCE]
+        return self.monitor.to_act_on(events)
 
     def check(self, env_steps: int, metrics: dict[str, float], epsilon: float
               ) -> list[health_lib.HealthEvent]:
-        """Run the checks of a log interval; returns the divergence flags raised."""
+        """Run the checks of a log interval; returns the divergence flags to act on."""
         return self.report(self.monitor.check(env_steps, metrics,
                                               epsilon if self.uses_epsilon else None))
 

@@ -154,17 +154,23 @@ class Learner:
         if loop["replay_slots"] + len(self._ready) * num_envs >= self.learning_starts:
             loop["grad_credit"] += record.taken * self.config.training.replay_ratio
 
-    def drop_partial_episode(self, group: int = 0) -> int:
+    def drop_partial_episode(self, group: int = 0, env_indices: list[int] | None = None) -> int:
         """Forget the running episodes of actor ``group`` (its game was lost, or the Ray
-        actor died): the slots waiting for the episode's end, and in the replay the slots
-        of each of its streams' episode in progress (``DeviceReplay.
+        actor died), or of its envs ``env_indices`` only (indices within the group; a bad value
+        ended their episodes): the slots waiting for the episode's end, and in the replay
+        the slots of each stream's episode in progress (``DeviceReplay.
         drop_partial_episodes``), so no n-step window spans the break. Returns the env
         steps dropped."""
+        # Whole-episode groups (TrackMania) have one env: its pending slots are the episode.
         dropped = sum(int(slot["valid"].sum()) for slot in self._pending[group])
         self._pending[group].clear()
         self.add_ready()
+        streams = np.ones(self.config.env.num_envs, bool)
+        if env_indices is not None:
+            streams[:] = False
+            streams[env_indices] = True
         stored = int(jnp.sum(self.replay_state.valid))
-        self.replay_state = self._drop(self.replay_state, group)
+        self.replay_state = self._drop(self.replay_state, group, streams)
         return dropped + stored - int(jnp.sum(self.replay_state.valid))
 
     def add_ready(self) -> None:

@@ -28,6 +28,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from launch import multihost, ray_actors
 from launch.actor import Actor, ActorLost, EpisodeDropped, GameLost, ParamStore, RatioPacer, \
     VectorStep
 from launch.actor_process import ActorProcess
-from launch.checkpoint import NEW_LOOP, RunCheckpoints, resume
+from launch.checkpoint import NEW_LOOP, RunCheckpoints, SaveFailed, resume
 from launch.evaluation import Evaluation
 from launch.experts import Expert
 from launch.health_watch import HealthWatch
@@ -54,8 +55,10 @@ from rl.learners import make_agent
 log = logging.getLogger("launch")
 
 EXIT_GAME_LOST = 3
-"""Exit code when the TrackMania game cannot be reached, or no Ray actor answered for
-actors.lost_timeout seconds (after a checkpoint was saved)."""
+"""Exit code when the TrackMania game cannot be reached, no Ray actor answered for
+actors.lost_timeout seconds, or an env gave a bad value with env.on_bad_value error (after
+a checkpoint was saved); also after training.max_failed_saves checkpoint saves failed in a
+row, and when --resume finds checkpoints but none restores (``launch/run.py``)."""
 EXIT_DIVERGED = 4
 """Exit code when training diverged and health.on_divergence (stop, or rollback out of
 attempts) ended the run (after a checkpoint was saved)."""
@@ -159,8 +162,11 @@ class Trainer:
         self.handover: queue.Queue | None = None  # concurrent modes: actor -> learner
         self.store: ParamStore | None = None  # concurrent modes: learner -> actor
         self.stop = StopOnSigint()
-        self.diverged = self.game_lost = self.actors_lost = False
+        self.diverged = self.game_lost = self.actors_lost = self.bad_value = False
+        self.bad_values = 0  # episodes dropped for a bad env value (drop_episode)
         self.actor_losses = 0  # Ray actors lost (each restarted by Ray while it may)
+        self.failed_saves = self.failed_in_a_row = 0  # checkpoint writes that failed
+        self.saves_failed = False  # training.max_failed_saves in a row: the run stops
         self._report_start()
 
     def _report_start(self) -> None:
@@ -205,8 +211,9 @@ class Trainer:
             loop["restarts"] = max(loop["restarts"], record.restarts)
             log.warning("dropped the partial episode (%d steps)",
                         learner.drop_partial_episode(record.actor))
-            self.logbook.writer.add_scalar("perf/reconnects", record.reconnects,
-                                           loop["env_steps"])
+            counter = ("perf/env_restarts", record.env_restarts) if record.env_restarts \
+                else ("perf/reconnects", record.reconnects)
+            self.logbook.writer.add_scalar(*counter, loop["env_steps"])
             return True
         if isinstance(record, ActorLost):
             log.warning("dropped the partial episodes of Ray actor %d (%d steps)",
@@ -216,6 +223,8 @@ class Trainer:
                                            loop["env_steps"])
             return True
         learner.accept(record)
+        if record.dropped:
+            self._drop_bad_episodes(record)
         self.clocks.env_steps = loop["env_steps"]
         self.health.record_rewards(record.slot["reward"])
         for own in self.logbook.record(record, loop["env_steps"], learner.grad_steps):
@@ -229,7 +238,19 @@ class Trainer:
         if step >= self.next_checkpoint:
             self.next_checkpoint += self.config.training.checkpoint_interval
             self.save("periodic")
-        return True
+        return not self.saves_failed
+
+    def _drop_bad_episodes(self, record: VectorStep) -> None:
+        """Drop from the replay the episodes that a bad env value ended (its slot, zeroed,
+        is already queued), and count them in perf/bad_values."""
+        indices = [bad["env"] for bad in record.dropped]
+        steps = self.learner.drop_partial_episode(record.actor, indices)
+        for bad in record.dropped:
+            log.warning("dropped the episode of env %d (%s); the env was reset",
+                        bad["env"], bad["reason"])
+        log.warning("%d env steps of %d episode(s) left the replay", steps, len(indices))
+        self.bad_values += len(indices)
+        self.logbook.writer.add_scalar("perf/bad_values", self.bad_values, self.loop["env_steps"])
 
     def _log_interval(self, epsilon: float) -> bool:
         """Write the log interval's scalars, check health (and act on divergence), offer
@@ -325,8 +346,10 @@ class Trainer:
         best = self.loop["best_train_return"]
         if best is None or train_return > best:
             self.loop["best_train_return"] = train_return
-            self.checkpoints.save_best(self.loop["env_steps"], self.learner.state, self.loop,
-                                       train_return, kind="train")
+            step = self.loop["env_steps"]
+            self._write(f"best-by-training checkpoint at env step {step}",
+                        lambda: self.checkpoints.save_best(step, self.learner.state, self.loop,
+                                                           train_return, kind="train"))
 
     def _evaluate(self, step: int) -> None:
         """Evaluate the current policy and log it (scalars, health, best/) at ``step``, the
@@ -348,19 +371,45 @@ class Trainer:
         best = self.loop["best_eval_return"]
         if best is None or mean > best:
             self.loop["best_eval_return"] = mean
-            self.checkpoints.save_best(step, self.learner.state, self.loop, mean)
+            self._write(f"best-by-evaluation checkpoint at env step {step}",
+                        lambda: self.checkpoints.save_best(step, self.learner.state, self.loop,
+                                                           mean))
 
     def save(self, reason: str) -> None:
         """Checkpoint at a consistent cut: every slot taken in is added to the replay
-        first; the counters count exactly the steps taken in."""
+        first; the counters count exactly the steps taken in. A failed write is logged
+        and counted (:meth:`_write`)."""
         learner, loop = self.learner, self.loop
         learner.add_ready()
         loop["reward_range"] = self.health.monitor.reward_range
-        save_replay = self.config.training.save_replay
-        self.checkpoints.save(loop["env_steps"], learner.state,
-                              learner.replay_state if save_replay else None, loop)
-        log.info("checkpoint at env step %d (%s) in %s", loop["env_steps"], reason,
-                 self.run_dir / "checkpoints")
+        step, save_replay = loop["env_steps"], self.config.training.save_replay
+        if self._write(f"checkpoint at env step {step} ({reason})",
+                       lambda: self.checkpoints.save(
+                           step, learner.state, learner.replay_state if save_replay else None,
+                           loop)):
+            log.info("checkpoint at env step %d (%s) in %s", step, reason,
+                     self.run_dir / "checkpoints")
+
+    def _write(self, what: str, write: Callable[[], None]) -> bool:
+        """Run one checkpoint write (``what`` names it in the log); returns whether it was
+        written. A failed one (SaveFailed: disk full, no permission) is logged and counted
+        in perf/failed_saves, and the run goes on from the checkpoints saved before, until
+        training.max_failed_saves writes in a row failed: then ``saves_failed`` stops it."""
+        try:
+            write()
+        except SaveFailed as e:
+            self.failed_saves += 1
+            self.failed_in_a_row += 1
+            limit = self.config.training.max_failed_saves
+            self.saves_failed = self.saves_failed or self.failed_in_a_row >= limit
+            log.error("%s not saved (%d in a row failed, training.max_failed_saves=%d%s; the "
+                      "checkpoints saved before are kept): %s", what, self.failed_in_a_row,
+                      limit, ": stopping" if self.saves_failed else "", e)
+            self.logbook.writer.add_scalar("perf/failed_saves", self.failed_saves,
+                                           self.loop["env_steps"])
+            return False
+        self.failed_in_a_row = 0
+        return True
 
     def publish(self) -> None:
         """Hand the actor a copy of the learner's acting params (concurrent modes)."""
@@ -370,8 +419,9 @@ class Trainer:
     # --- the modes -------------------------------------------------------------------------
     def run(self) -> int:
         """Start the env workers and train until training.total_steps env steps, Ctrl-C, a
-        lost game or a divergence stop; save once and close everything. Returns the exit
-        code: 0 done, 3 game lost (or not started), 4 diverged, 130 interrupted.
+        lost game, a divergence stop or training.max_failed_saves failed saves in a row;
+        save once and close everything. Returns the exit code: 0 done, 3 game lost (or not
+        started) or saves failed, 4 diverged, 130 interrupted.
 
         Raises:
           whatever the actor or the learner raised (after both stopped and the env workers
@@ -426,6 +476,10 @@ class Trainer:
             except GameLost as e:
                 log.error("%s", e)
                 self.game_lost = True
+                break
+            except envs.BadEnvValue as e:
+                log.error("%s (env.on_bad_value error)", e)
+                self.bad_value = True
                 break
             self.clocks.learner_wait += acting + time.perf_counter() - start
             if processes == 1:
@@ -500,17 +554,24 @@ class Trainer:
             raise self.actor.error
         self.game_lost = self.actor.ended == "game lost"
         self.actors_lost = self.actor.ended == "actors lost"
+        self.bad_value = self.actor.ended == "bad value"
 
     def _finish(self) -> int:
         """Save once (unless the last periodic checkpoint is of this step), write health.json
-        and say how the run ended; returns the exit code."""
+        and say how the run ended; returns the exit code (3 when the end is not saved)."""
         interrupted, loop = self.stop.requested, self.loop
         if interrupted:
             log.warning("interrupted at env step %d: saving a checkpoint", loop["env_steps"])
         ended = "interrupted" if interrupted else "game lost" if self.game_lost else \
-            "actors lost" if self.actors_lost else "diverged" if self.diverged else None
-        if ended or self.checkpoints.latest_step() != loop["env_steps"]:
+            "actors lost" if self.actors_lost else "bad env value" if self.bad_value else \
+            "diverged" if self.diverged else "saves failed" if self.saves_failed else None
+        # After saves_failed a write has just failed at this step: not again.
+        if (ended or self.checkpoints.latest_step() != loop["env_steps"]) \
+                and not self.saves_failed:
             self.save(ended or "final")
+        # An end that is not saved is not done: resuming redoes the steps since the last save.
+        self.saves_failed |= self.checkpoints.latest_step() != loop["env_steps"]
+        ended = ended or ("saves failed" if self.saves_failed else None)
         self.health.write_summary()
         if ended:
             log.info("resume with: python launch/run.py --resume %s", self.run_dir)
@@ -518,8 +579,8 @@ class Trainer:
             log.info("done: %d env steps, %d grad steps, %d episodes", loop["env_steps"],
                      self.learner.grad_steps, loop["episodes"])
         return EXIT_INTERRUPTED if interrupted else \
-            EXIT_GAME_LOST if self.game_lost or self.actors_lost else \
-            EXIT_DIVERGED if self.diverged else 0
+            EXIT_GAME_LOST if self.game_lost or self.actors_lost or self.bad_value \
+            or self.saves_failed else EXIT_DIVERGED if self.diverged else 0
 
     def _close(self) -> None:
         """Close the event files, the checkpoint managers and the env workers."""

@@ -245,10 +245,13 @@ class ActorHost:
                 if actor.ended is not None:
                     break
         ended = actor.ended if self._records.empty() else None
-        if ended in ("error", "game lost"):
+        # A bad env value (env.on_bad_value error) ends this actor like a crash: Ray
+        # restarts it with fresh envs and the learner drops its partial episodes.
+        if ended in ("error", "game lost", "bad value"):
             error = actor.error
             self._crash("".join(traceback.format_exception(error)) if error is not None
-                        else "the game was lost beyond trackmania.reconnect_attempts")
+                        else "the game was lost beyond trackmania.reconnect_attempts"
+                        if ended == "game lost" else "a bad env value (env.on_bad_value)")
         return dict(records=records, ended=ended, wait_time=actor.wait_time,
                     env_wait_time=actor.env_wait_time)
 

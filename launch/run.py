@@ -22,6 +22,7 @@ import tqdm
 
 import envs
 from launch import cli, multihost, ray_actors
+from launch.checkpoint import NoUsableCheckpoint
 from launch.experts import build_expert
 from launch.loop import EXIT_GAME_LOST, train
 from nets import resolve_torso
@@ -84,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     the run directory and train (or, with --print-config, print the resolved config as
     JSON). Returns the exit code: 0 done, 2 bad input (one message on stderr), 3 the Ray
     cluster of actors.ray_address cannot be reached or the learner processes could not
-    join at learner.coordinator_address (before any work), or the game or the Ray actors
-    were lost (after checkpointing), 4 diverged, 130 interrupted after checkpointing."""
+    join at learner.coordinator_address (before any work), --resume found no checkpoint
+    that restores, the game or the Ray actors were lost (after checkpointing), or
+    checkpoints could not be saved (training.max_failed_saves), 4 diverged, 130
+    interrupted after checkpointing."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         invocation = cli.parse(argv)
@@ -136,8 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         (run_dir / f"process_{config.learner.process_id}").mkdir(parents=True, exist_ok=True)
         _setup_logging(run_dir / f"process_{config.learner.process_id}")
     log.info("run directory %s (tensorboard --logdir %s)", run_dir, run_dir.parent)
-    return train(config, spec, run_dir, resume_run=invocation.resume_dir is not None,
-                 demo_slots=demo_slots, expert=expert)
+    try:
+        return train(config, spec, run_dir, resume_run=invocation.resume_dir is not None,
+                     demo_slots=demo_slots, expert=expert)
+    except NoUsableCheckpoint as e:
+        log.error("%s", e)
+        return EXIT_GAME_LOST
 
 
 if __name__ == "__main__":

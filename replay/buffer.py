@@ -426,10 +426,12 @@ class DeviceReplay:
         state, _ = jax.lax.scan(step, state, slots)
         return state
 
-    def drop_partial_episodes(self, state: ReplayState, group: int | jax.Array) -> ReplayState:
+    def drop_partial_episodes(self, state: ReplayState, group: int | jax.Array,
+                              streams: jax.Array | None = None) -> ReplayState:
         """Makes the episodes in progress in ``group``'s streams unsampleable, for good.
 
-        Call it when the actor writing the group died or was restarted: its envs start
+        Call it when the actor writing the group died or was restarted (or, for the
+        ``streams`` given, when an env's episode was cut by a bad value): its envs start
         again from fresh resets in the same streams, so the next slot of a stream opens a
         new episode right after a slot of the old one without the final-observation slot
         between. A transition of the old episode whose n-step window reached its last
@@ -452,6 +454,7 @@ class DeviceReplay:
           state: current state (may be donated when jitting).
           group: Python int or int32 scalar (may be traced: one compilation serves
             every group).
+          streams: bool ``[E_g]``, the group's streams to drop (None: all of them).
 
         Returns:
           The new state; the group's E_g * C leaves are rewritten (O(E_g * C * log(E C))),
@@ -470,6 +473,8 @@ class DeviceReplay:
 
         valid = rows(state.valid)
         running = (t > 0) & valid[:, last]  # [E_g]: an episode is in progress
+        if streams is not None:
+            running &= jnp.asarray(streams, bool)
         since = rows(state.steps_since_start)[:, last]
         back = jnp.minimum(jnp.minimum(since, t - 1), capacity - 1)  # [E_g]
         rings = jnp.arange(capacity, dtype=jnp.int32)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -90,6 +91,16 @@ def where_tree(cond: jax.Array, new: Any, old: Any) -> Any:
     """Leaf-wise ``jnp.where(cond, new, old)`` over two pytrees of the same structure; ``cond``
     is a bool scalar (a due-or-not switch inside a jitted step)."""
     return jax.tree.map(lambda n, o: jnp.where(cond, n, o), new, old)
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """bool scalar: every element of every float leaf of ``tree`` is finite (no NaN / inf);
+    integer and bool leaves (step counters, PRNG keys) are skipped."""
+    ok = jnp.bool_(True)
+    for leaf in jax.tree.leaves(tree):
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            ok &= jnp.isfinite(leaf).all()
+    return ok
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,8 +299,8 @@ class ValueAgent:
           state: the train state (donate it when jitting).
           replay_state: the replay contents (donate it too).
           importance_exponent: PER beta (float scalar) for this call.
-        Returns (state, replay_state, float32 scalar metrics named in METRIC_NAMES and
-        SAMPLING_METRIC_NAMES).
+        Returns (state, replay_state, float32 scalar metrics named in METRIC_NAMES,
+        SAMPLING_METRIC_NAMES and COUNT_METRIC_NAMES).
         """
         return sampled_updates(self, state, replay_state, importance_exponent)
 
@@ -302,6 +313,11 @@ SAMPLING_METRIC_NAMES = ("demo_fraction", "expert_fraction")
 demonstration transitions (seed 004's demo_fraction_in_batch) and of transitions an expert
 policy took (the expert curriculum)."""
 
+COUNT_METRIC_NAMES = ("nonfinite_steps",)
+"""Counts that every learner's update adds, summed over the grad steps of a call and over
+the calls of a log interval: grad steps skipped because their loss, gradient or new state
+was not finite (:func:`sampled_updates`)."""
+
 
 def sampled_updates(agent, state, replay_state: ReplayState, importance_exponent: jax.Array):
     """``config.training.grad_steps_per_call`` grad steps, each sampling a fresh batch from
@@ -311,8 +327,15 @@ def sampled_updates(agent, state, replay_state: ReplayState, importance_exponent
     (state, metrics, priorities)``; ``state`` has an ``rng`` field. Expert transitions have
     their importance weights multiplied by ``expert.loss_weight``. The learner's metrics plus
     SAMPLING_METRIC_NAMES are averaged over the steps, except names ending in ``_min`` /
-    ``_max`` (min / max) and LAST_VALUE_METRICS (last). Traced under a mesh with a ``data``
-    axis, each batch is split across its devices (:func:`rl.sharding.shard_batch`).
+    ``_max`` (min / max), LAST_VALUE_METRICS (last) and COUNT_METRIC_NAMES (sum). Traced
+    under a mesh with a ``data`` axis, each batch is split across its devices
+    (:func:`rl.sharding.shard_batch`).
+
+    A step whose metrics, priorities or new state (any float leaf: params, optimizer and
+    target state) are not all finite is skipped: the state stays as before but for the rng,
+    which advances so the next step samples another batch, and its priorities are not
+    written; ``nonfinite_steps`` counts it. Its metrics are kept as computed (NaN or inf), so
+    the interval's means show it and the health monitor's nonfinite flag is raised.
     """
     cfg = agent.config
 
@@ -324,25 +347,35 @@ def sampled_updates(agent, state, replay_state: ReplayState, importance_exponent
         if cfg.expert.loss_weight != 1.0:
             batch = batch.replace(weights=batch.weights * jnp.where(
                 batch.is_expert, jnp.float32(cfg.expert.loss_weight), jnp.float32(1.0)))
-        state, metrics, priorities = agent.learn_step(state.replace(rng=rng), batch, k_loss)
-        if cfg.replay.prioritized:
-            replay_state = agent.replay.set_priorities(replay_state, batch.indices, priorities)
+        state = state.replace(rng=rng)
+        new_state, metrics, priorities = agent.learn_step(state, batch, k_loss)
+        ok = all_finite((metrics, priorities, new_state))
+        # A cond, not a select: a select over the state let XLA recompute values inside the
+        # fusions feeding it (a hard target copy then missed the online BatchNorm statistics
+        # by an ulp), and one over the sum tree would touch the whole replay every step.
+        state, replay_state = jax.lax.cond(
+            ok, lambda: (new_state, agent.replay.set_priorities(replay_state, batch.indices,
+                                                                priorities)),
+            lambda: (state, replay_state))
         return (state, replay_state), dict(
             metrics, demo_fraction=batch.is_demo.mean(dtype=jnp.float32),
-            expert_fraction=batch.is_expert.mean(dtype=jnp.float32))
+            expert_fraction=batch.is_expert.mean(dtype=jnp.float32),
+            nonfinite_steps=(~ok).astype(jnp.float32))
 
     # A loop, not trace-time unrolling: compile time does not grow with the step count. Its
     # body runs at the unrolled speed because the nets' convolutions have layout-fixed
     # gradients (nets.layers.conv2d).
     (state, replay_state), stacked = jax.lax.scan(grad_step, (state, replay_state), None,
                                                   length=cfg.training.grad_steps_per_call)
-    reduce = dict(last=lambda v: v[-1], min=jnp.min, max=jnp.max, mean=jnp.mean)
+    reduce = dict(last=lambda v: v[-1], min=jnp.min, max=jnp.max, mean=jnp.mean, sum=jnp.sum)
     return state, replay_state, {k: reduce[_reduction(k)](v) for k, v in stacked.items()}
 
 
 def _reduction(name: str) -> str:
     if name in LAST_VALUE_METRICS:
         return "last"
+    if name in COUNT_METRIC_NAMES:
+        return "sum"
     return "min" if name.endswith("_min") else "max" if name.endswith("_max") else "mean"
 
 
@@ -353,7 +386,7 @@ UPDATES_KEY = "_updates"
 def metrics_fold(names) -> dict[str, jax.Array]:
     """An empty fold of the scalar metrics ``names`` for :func:`fold_metrics`: +inf for
     ``_min`` names, -inf for ``_max``, 0 otherwise, and a zero update count."""
-    start = dict(min=jnp.inf, max=-jnp.inf, last=0.0, mean=0.0)
+    start = dict(min=jnp.inf, max=-jnp.inf, last=0.0, mean=0.0, sum=0.0)
     fold = {k: jnp.float32(start[_reduction(k)]) for k in names}
     fold[UPDATES_KEY] = jnp.float32(0)
     return fold
@@ -362,10 +395,10 @@ def metrics_fold(names) -> dict[str, jax.Array]:
 def fold_metrics(fold: dict[str, jax.Array], metrics: dict[str, jax.Array]
                  ) -> dict[str, jax.Array]:
     """Fold one update call's metrics into ``fold`` (:func:`metrics_fold`) on the device, by
-    the rules of :func:`sampled_updates`: running min / max, last value, or sum (divided by
-    the count in :func:`fold_means`). Jit it with the fold donated."""
-    rule = dict(min=jnp.minimum, max=jnp.maximum, last=lambda total, v: v,
-                mean=lambda total, v: total + v)
+    the rules of :func:`sampled_updates`: running min / max, last value, or sum (for means
+    divided by the count in :func:`fold_means`). Jit it with the fold donated."""
+    rule = dict(min=jnp.minimum, max=jnp.maximum, last=lambda total, v: v, mean=operator.add,
+                sum=operator.add)
     out = {k: rule[_reduction(k)](fold[k], v) for k, v in metrics.items()}
     out[UPDATES_KEY] = fold[UPDATES_KEY] + 1
     return out
@@ -373,7 +406,8 @@ def fold_metrics(fold: dict[str, jax.Array], metrics: dict[str, jax.Array]
 
 def fold_means(fold: dict[str, jax.Array]) -> dict[str, float]:
     """The metrics of a log interval from its fold: means of the update calls' values, min
-    of ``_min``, max of ``_max``, last of LAST_VALUE_METRICS; {} when no update ran."""
+    of ``_min``, max of ``_max``, last of LAST_VALUE_METRICS, totals of COUNT_METRIC_NAMES;
+    {} when no update ran."""
     host = {k: float(v) for k, v in jax.device_get(fold).items()}
     count = host.pop(UPDATES_KEY)
     if count == 0:

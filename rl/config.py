@@ -29,6 +29,7 @@ LrSchedule = Literal["constant", "linear", "cosine", "exponential"]
 OptimizerName = Literal["adam", "adamw", "radam"]
 ImportanceSchedule = Literal["linear", "increment"]
 ReplaySampling = Literal["auto", "stratified", "iid"]
+BadValueAction = Literal["error", "drop_episode"]
 TmInterface = Literal["images", "lidar", "lidar_progress"]
 TmBackend = Literal["game", "standin"]
 DivergenceAction = Literal["warn", "stop", "rollback"]
@@ -74,25 +75,64 @@ def _check(ok: bool, field: str, value: object, allowed: str) -> None:
         raise ConfigError(field, value, allowed)
 
 
-def _check_number_fields(section: object, prefix: str) -> None:
-    """Every float-typed field holds a real number (not a bool or a string), or one of the
-    literals / None its type allows; runs before the range checks so they never hit a
-    TypeError on a hand-edited config.json."""
+def _is_int(value: object) -> bool:
+    """Whether ``value`` is an integer (a bool is not, though Python counts it as one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _type_ok(value: object, hint: object) -> bool:
+    """Whether ``value`` is of the field type ``hint``: no bool for a number, a finite float,
+    one of a Literal's values, a tuple or dict of members of the element types."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, option) for option in args)
+    if origin is Literal:
+        return any(type(value) is type(a) and value == a for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return isinstance(value, tuple) and all(_type_ok(v, args[0]) for v in value)
+        return isinstance(value, tuple) and len(value) == len(args) \
+            and all(map(_type_ok, value, args))
+    if origin is dict:
+        return isinstance(value, dict) and all(_type_ok(k, args[0]) and _type_ok(v, args[1])
+                                               for k, v in value.items())
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):
+        return isinstance(value, (int, hint)) and not isinstance(value, bool) \
+            and (hint is int or math.isfinite(value))
+    return isinstance(value, hint)  # str, None or a section
+
+
+def _type_text(hint: object) -> str:
+    """``hint`` in words, for a ConfigError: 'a finite number or 'auto' or None'."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_text(option) for option in args)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return f"a list, each {_type_text(args[0])}"
+    if origin is tuple:
+        return f"a list of {len(args)}: " + ", ".join(map(_type_text, args))
+    if origin is dict:
+        return f"a mapping of {_type_text(args[0])} to {_type_text(args[1])}"
+    words = {bool: "true or false", int: "an integer", float: "a finite number",
+             str: "a string", type(None): "None"}
+    return words.get(hint) or f"a {hint.__name__} section"
+
+
+def _check_types(section: object, prefix: str) -> None:
+    """Every field holds a value of its declared type (:func:`_type_ok`), so a hand-edited
+    config.json with a string for a bool or a number for a list is refused naming the field,
+    and the range checks after this never hit a TypeError. Plain ``int`` fields are left to
+    their range checks, whose messages say the range too."""
     hints = typing.get_type_hints(type(section))
     for f in dataclasses.fields(section):
-        hint = hints[f.name]
-        options = typing.get_args(hint) if typing.get_origin(hint) in (
-            typing.Union, types.UnionType) else (hint,)
-        if float not in options:
-            continue
-        value = getattr(section, f.name)
-        allowed = [x for o in options if typing.get_origin(o) is Literal for x in typing.get_args(o)]
-        if value is None and type(None) in options or value in allowed:
-            continue
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool)
-               and math.isfinite(value), f"{prefix}.{f.name}", value,
-               "must be a finite number" + (f" or one of {allowed}" if allowed else "")
-               + (" or None" if type(None) in options else ""))
+        value, hint = getattr(section, f.name), hints[f.name]
+        if hint is not int:
+            _check(_type_ok(value, hint), f"{prefix}.{f.name}" if prefix else f.name, value,
+                   f"must be {_type_text(hint)}")
 
 
 def _is_host_port(address: object) -> bool:
@@ -164,9 +204,24 @@ class EnvConfig:
     gymnasium (AsyncVectorEnv / SyncVectorEnv per env.asynchronous), or auto: envpool where it
     can run the id, else gymnasium. Same frames on a fixed game; the no-op and sticky-action
     draws of a seed differ between the two."""
+    on_bad_value: BadValueAction = "error"
+    """A NaN or infinite reward, observation or feature from an env (never stored): error
+    (save a checkpoint, then exit 3 naming the env id, env index, env step and field) or
+    drop_episode (warn, drop that env's episode from the replay, reset that env with a fresh
+    seed, count it in perf/bad_values). Observations of the wrong shape or dtype are always
+    an error."""
+    max_restarts: int = 3
+    """Env worker failures (a worker process killed or crashed, an exception in an env's
+    step) answered by rebuilding the vector env with a fresh seed, its partial episodes
+    dropped, within env.restart_window env steps; one more saves a checkpoint and exits
+    with code 3. >= 0 (0: the first failure stops the run). TrackMania's game worker has
+    trackmania.reconnect_attempts instead."""
+    restart_window: int = 100_000
+    """Env steps over which env.max_restarts counts failures (an env that fails now and then
+    over days keeps running; one that fails at once after every rebuild stops); >= 1."""
 
     def __post_init__(self):
-        _check_number_fields(self, "env")
+        _check_types(self, "env")
         _check(isinstance(self.id, str) and self.id.strip() != "", "env.id", self.id,
                "must be a non-empty gymnasium id such as CarRacing-v3")
         _check(self.action_space in typing.get_args(ActionSpace), "env.action_space",
@@ -178,7 +233,7 @@ class EnvConfig:
         _check(self.frame_stack == "auto" or isinstance(self.frame_stack, int)
                and not isinstance(self.frame_stack, bool) and self.frame_stack > 0,
                "env.frame_stack", self.frame_stack, "must be an integer >= 1 or auto")
-        _check(isinstance(self.image_size, int) and self.image_size >= 16, "env.image_size",
+        _check(_is_int(self.image_size) and self.image_size >= 16, "env.image_size",
                self.image_size, "must be an integer >= 16")
         if self.max_episode_steps is not None:
             _positive_int("env.max_episode_steps", self.max_episode_steps)
@@ -188,6 +243,12 @@ class EnvConfig:
         if self.reward_clip not in (None, "auto"):
             _check(self.reward_clip > 0, "env.reward_clip", self.reward_clip,
                    "must be > 0, auto, or None to disable clipping")
+        _check(self.on_bad_value in typing.get_args(BadValueAction), "env.on_bad_value",
+               self.on_bad_value, f"must be one of {typing.get_args(BadValueAction)}")
+        _check(isinstance(self.max_restarts, int) and not isinstance(self.max_restarts, bool)
+               and self.max_restarts >= 0, "env.max_restarts", self.max_restarts,
+               "must be an integer >= 0")
+        _positive_int("env.restart_window", self.restart_window)
 
     def resolved(self, is_image: bool) -> EnvConfig:
         """This section with each auto field set for the env's observations: image frames
@@ -249,7 +310,7 @@ class NetworkConfig:
     main lever on GPUs and TPUs; on CPUs without bfloat16 units it is slower."""
 
     def __post_init__(self):
-        _check_number_fields(self, "network")
+        _check_types(self, "network")
         for name in ("impala_channels", "cnn_channels", "mlp_hidden"):
             value = getattr(self, name)
             _check(len(value) > 0 and all(isinstance(c, int) and c > 0 for c in value),
@@ -261,7 +322,7 @@ class NetworkConfig:
         _positive_int("network.feature_dim", self.feature_dim)
         _check(self.norm in typing.get_args(NormName), "network.norm", self.norm,
                f"must be one of {typing.get_args(NormName)}")
-        _check(isinstance(self.action_history, int) and self.action_history >= 0,
+        _check(_is_int(self.action_history) and self.action_history >= 0,
                "network.action_history", self.action_history, "must be an integer >= 0")
         _positive_int("network.action_history_dim", self.action_history_dim)
         _check(self.noisy_sigma0 > 0, "network.noisy_sigma0", self.noisy_sigma0, "must be > 0")
@@ -396,7 +457,7 @@ class AgentConfig:
     """Act uniformly at random until learning starts (the SAC / TQC warm-up)."""
 
     def __post_init__(self):
-        _check_number_fields(self, "agent")
+        _check_types(self, "agent")
         _check(self.learner in typing.get_args(LearnerName), "agent.learner", self.learner,
                f"must be one of {typing.get_args(LearnerName)}")
         _unit_interval("agent.gamma", self.gamma, closed_high=False)
@@ -412,7 +473,7 @@ class AgentConfig:
         _unit_interval("agent.munchausen_alpha", self.munchausen_alpha)
         _check(self.munchausen_clip < 0, "agent.munchausen_clip", self.munchausen_clip,
                "must be < 0")
-        _check(isinstance(self.num_atoms, int) and self.num_atoms >= 2, "agent.num_atoms",
+        _check(_is_int(self.num_atoms) and self.num_atoms >= 2, "agent.num_atoms",
                self.num_atoms, "must be an integer >= 2")
         _check(self.v_max > self.v_min, "agent.v_max", self.v_max,
                f"must be > agent.v_min ({self.v_min})")
@@ -436,7 +497,7 @@ class AgentConfig:
         _check(self.lr_schedule in typing.get_args(LrSchedule), "agent.lr_schedule",
                self.lr_schedule, f"must be one of {typing.get_args(LrSchedule)}")
         _check(0 < self.lr_end < 1, "agent.lr_end", self.lr_end, "must be in (0, 1)")
-        _check(isinstance(self.lr_warmup_steps, int) and self.lr_warmup_steps >= 0,
+        _check(_is_int(self.lr_warmup_steps) and self.lr_warmup_steps >= 0,
                "agent.lr_warmup_steps", self.lr_warmup_steps, "must be an integer >= 0")
         _check(self.max_grad_norm >= 0, "agent.max_grad_norm", self.max_grad_norm,
                "must be >= 0 (0 disables clipping)")
@@ -447,7 +508,7 @@ class AgentConfig:
         for name in ("epsilon_start", "epsilon_end", "eval_epsilon"):
             _unit_interval(f"agent.{name}", getattr(self, name))
         if self.epsilon_cutoff is not None:
-            _check(isinstance(self.epsilon_cutoff, int) and self.epsilon_cutoff >= 0,
+            _check(_is_int(self.epsilon_cutoff) and self.epsilon_cutoff >= 0,
                    "agent.epsilon_cutoff", self.epsilon_cutoff, "must be an integer >= 0 or None")
         _check(self.epsilon_after_cutoff in ("zero", "end"), "agent.epsilon_after_cutoff",
                self.epsilon_after_cutoff, "must be zero or end")
@@ -500,13 +561,13 @@ class TQCConfig:
     """Upper clip of the actor's log standard deviation; > log_std_min."""
 
     def __post_init__(self):
-        _check_number_fields(self, "tqc")
+        _check_types(self, "tqc")
         for name in ("num_critics", "num_quantiles", "policy_delay"):
             _positive_int(f"tqc.{name}", getattr(self, name))
-        _check(isinstance(self.top_quantiles_to_drop, int)
+        _check(_is_int(self.top_quantiles_to_drop)
                and 0 <= self.top_quantiles_to_drop < self.num_quantiles,
                "tqc.top_quantiles_to_drop", self.top_quantiles_to_drop,
-               f"must be an integer in [0, num_quantiles = {self.num_quantiles})")
+               f"must be an integer in [0, tqc.num_quantiles = {self.num_quantiles})")
         for name in ("critic_hidden", "actor_hidden"):
             value = getattr(self, name)
             _check(len(value) > 0 and all(isinstance(c, int) and c > 0 for c in value),
@@ -555,7 +616,7 @@ class ReplayConfig:
         return self.sampling == "stratified" or (self.sampling == "auto" and self.prioritized)
 
     def __post_init__(self):
-        _check_number_fields(self, "replay")
+        _check_types(self, "replay")
         _positive_int("replay.capacity", self.capacity)
         _unit_interval("replay.priority_exponent", self.priority_exponent)
         _unit_interval("replay.importance_exponent_start", self.importance_exponent_start)
@@ -590,7 +651,7 @@ class DemoConfig:
     DEMO_WEIGHT_DECAY_SAMPLES; a fixed weight kept demos at 93% of every batch); >= 1."""
 
     def __post_init__(self):
-        _check_number_fields(self, "demos")
+        _check_types(self, "demos")
         _check(self.path is None or isinstance(self.path, str) and self.path != "",
                "demos.path", self.path, "must be a directory path or None")
         _positive_int("demos.injection_repeat", self.injection_repeat)
@@ -638,7 +699,7 @@ class ExpertConfig:
     weight); 1 treats them as ordinary data; >= 0."""
 
     def __post_init__(self):
-        _check_number_fields(self, "expert")
+        _check_types(self, "expert")
         _check(self.kind in typing.get_args(ExpertKind), "expert.kind", self.kind,
                f"must be one of {typing.get_args(ExpertKind)}")
         if self.kind == "none":
@@ -765,12 +826,12 @@ class TrackmaniaConfig:
     3.0); None keeps the raw sum (tmrl)."""
 
     def __post_init__(self):
-        _check_number_fields(self, "trackmania")
+        _check_types(self, "trackmania")
         _check(self.interface in typing.get_args(TmInterface), "trackmania.interface",
                self.interface, f"must be one of {typing.get_args(TmInterface)}")
         _check(self.backend in typing.get_args(TmBackend), "trackmania.backend",
                self.backend, f"must be one of {typing.get_args(TmBackend)}")
-        _check(isinstance(self.action_history, int) and self.action_history >= 0,
+        _check(_is_int(self.action_history) and self.action_history >= 0,
                "trackmania.action_history", self.action_history, "must be an integer >= 0")
         _check(isinstance(self.discrete_actions, tuple) and len(self.discrete_actions) >= 2,
                "trackmania.discrete_actions", self.discrete_actions,
@@ -788,12 +849,12 @@ class TrackmaniaConfig:
             _check(getattr(self, name) > 0, f"trackmania.{name}", getattr(self, name),
                    "must be > 0")
         _check(0 < self.start_obs_capture <= self.time_step, "trackmania.start_obs_capture",
-               self.start_obs_capture, f"must be in (0, time_step={self.time_step}]")
+               self.start_obs_capture, f"must be in (0, trackmania.time_step={self.time_step}]")
         _unit_interval("trackmania.late_step_warning", self.late_step_warning)
-        _check(isinstance(self.reconnect_attempts, int) and self.reconnect_attempts >= 0,
+        _check(_is_int(self.reconnect_attempts) and self.reconnect_attempts >= 0,
                "trackmania.reconnect_attempts", self.reconnect_attempts,
                "must be an integer >= 0")
-        _check(isinstance(self.port, int) and 1 <= self.port <= 65535, "trackmania.port",
+        _check(_is_int(self.port) and 1 <= self.port <= 65535, "trackmania.port",
                self.port, "must be a TCP port in 1..65535")
         _check(self.trajectory is None or isinstance(self.trajectory, str)
                and self.trajectory != "", "trackmania.trajectory", self.trajectory,
@@ -808,7 +869,7 @@ class TrackmaniaConfig:
                    "must be >= 0")
         for name in ("check_forward", "check_backward", "failure_countdown"):
             _positive_int(f"trackmania.{name}", getattr(self, name))
-        _check(isinstance(self.min_steps, int) and self.min_steps >= 0,
+        _check(_is_int(self.min_steps) and self.min_steps >= 0,
                "trackmania.min_steps", self.min_steps, "must be an integer >= 0")
         _unit_interval("trackmania.speed_safe_deviation_ratio",
                        self.speed_safe_deviation_ratio, closed_low=False)
@@ -850,21 +911,26 @@ class TrainingConfig:
     episodes count; 0 disables; >= 0."""
     save_replay: bool = True
     """Save the replay contents in checkpoints (else --resume refills the buffer)."""
+    max_failed_saves: int = 3
+    """Checkpoint saves (periodic or best) that may fail in a row (disk full, no
+    permission) before the run stops with exit code 3; each failure is logged and counted
+    in perf/failed_saves and the run goes on from the checkpoints saved before. 3 rides out
+    a passing storage fault while putting at most 3 checkpoint intervals at risk; >= 1."""
 
     def __post_init__(self):
-        _check_number_fields(self, "training")
+        _check_types(self, "training")
         _positive_int("training.total_steps", self.total_steps)
-        _check(isinstance(self.learning_starts, int) and self.learning_starts >= 0,
+        _check(_is_int(self.learning_starts) and self.learning_starts >= 0,
                "training.learning_starts", self.learning_starts, "must be an integer >= 0")
         _check(isinstance(self.replay_ratio, (int, float)) and self.replay_ratio > 0
                and math.isfinite(self.replay_ratio),
                "training.replay_ratio", self.replay_ratio, "must be a finite number > 0")
         for name in ("batch_size", "grad_steps_per_call", "eval_episodes",
-                     "checkpoint_interval", "keep_checkpoints"):
+                     "checkpoint_interval", "keep_checkpoints", "max_failed_saves"):
             _positive_int(f"training.{name}", getattr(self, name))
-        _check(isinstance(self.best_train_window, int) and self.best_train_window >= 0,
+        _check(_is_int(self.best_train_window) and self.best_train_window >= 0,
                "training.best_train_window", self.best_train_window, "must be an integer >= 0")
-        _check(isinstance(self.eval_interval, int) and self.eval_interval >= 0,
+        _check(_is_int(self.eval_interval) and self.eval_interval >= 0,
                "training.eval_interval", self.eval_interval, "must be an integer >= 0")
 
 
@@ -925,7 +991,7 @@ class ActorsConfig:
     exits with code 3 (resume it when the actors' machines are back)."""
 
     def __post_init__(self):
-        _check_number_fields(self, "actors")
+        _check_types(self, "actors")
         _check(self.mode in typing.get_args(LoopMode), "actors.mode", self.mode,
                f"must be one of {typing.get_args(LoopMode)}")
         _check(self.backend in typing.get_args(ActorBackend), "actors.backend", self.backend,
@@ -994,6 +1060,7 @@ class LearnerConfig:
     """Seconds each process waits for all of them to join before it gives up (exit 3)."""
 
     def __post_init__(self):
+        _check_types(self, "learner")
         _check(self.devices == "all" or (isinstance(self.devices, int)
                                          and not isinstance(self.devices, bool)
                                          and self.devices >= 1),
@@ -1094,20 +1161,26 @@ class HealthConfig:
     multiplied by this (seed 003's fix: 3x lower); 1 keeps them; in (0, 1]."""
     max_rollbacks: int = 3
     """Rollbacks allowed in a run; the next divergence stops it; >= 1."""
+    max_nonfinite: int = 3
+    """Log intervals in a row with the nonfinite flag up before on_divergence acts on it; the
+    flag itself is raised and logged at once. The learner skips a grad step whose loss,
+    gradient or new state is not finite (``train/nonfinite_steps``), so one bad interval (a
+    stray NaN transition) leaves the network intact; 3 in a row is a cause that persists
+    (broken data or a diverged network). 1 acts at once; >= 1."""
 
     def __post_init__(self):
-        _check_number_fields(self, "health")
+        _check_types(self, "health")
         _check(self.on_divergence in typing.get_args(DivergenceAction), "health.on_divergence",
                self.on_divergence, f"must be one of {typing.get_args(DivergenceAction)}")
         unknown = [name for name in self.ignore if name not in HEALTH_CHECKS]
         _check(not unknown, "health.ignore", unknown, f"must name checks of {HEALTH_CHECKS}")
         _positive_int("health.window_steps", self.window_steps)
-        _check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
+        _check(_is_int(self.warmup_steps) and self.warmup_steps >= 0,
                "health.warmup_steps", self.warmup_steps, "must be an integer >= 0")
-        _check(isinstance(self.return_decline_episodes, int) and self.return_decline_episodes >= 3,
+        _check(_is_int(self.return_decline_episodes) and self.return_decline_episodes >= 3,
                "health.return_decline_episodes", self.return_decline_episodes,
                "must be an integer >= 3")
-        _check(isinstance(self.eval_decline_points, int) and self.eval_decline_points >= 3,
+        _check(_is_int(self.eval_decline_points) and self.eval_decline_points >= 3,
                "health.eval_decline_points", self.eval_decline_points, "must be an integer >= 3")
         if self.q_bound not in (None, "auto") and self.q_floor not in (None, "auto"):
             _check(self.q_floor < self.q_bound, "health.q_floor", self.q_floor,
@@ -1127,6 +1200,7 @@ class HealthConfig:
         for name in ("epsilon_floor", "epsilon_floor_fraction"):
             _unit_interval(f"health.{name}", getattr(self, name))
         _positive_int("health.max_rollbacks", self.max_rollbacks)
+        _positive_int("health.max_nonfinite", self.max_nonfinite)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1152,14 +1226,15 @@ class LoggingConfig:
     RwdSlope); >= 3."""
 
     def __post_init__(self):
+        _check_types(self, "logging")
         _positive_int("logging.log_interval", self.log_interval)
-        _check(isinstance(self.summary_interval, int) and self.summary_interval >= 0,
+        _check(_is_int(self.summary_interval) and self.summary_interval >= 0,
                "logging.summary_interval", self.summary_interval, "must be an integer >= 0")
         windows = self.return_windows
         _check(len(windows) == 2 and all(isinstance(w, int) and w > 0 for w in windows)
                and windows[0] < windows[1], "logging.return_windows", windows,
                "must be two integers > 0, short < long (env steps)")
-        _check(isinstance(self.reward_slope_episodes, int) and self.reward_slope_episodes >= 3,
+        _check(_is_int(self.reward_slope_episodes) and self.reward_slope_episodes >= 3,
                "logging.reward_slope_episodes", self.reward_slope_episodes,
                "must be an integer >= 3")
 
@@ -1187,7 +1262,8 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
 
     def __post_init__(self):
-        _check(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed,
+        _check_types(self, "")  # the sections too: the checks below read them
+        _check(_is_int(self.seed) and self.seed >= 0, "seed", self.seed,
                "must be an integer >= 0")
         streams = self.env.num_envs * self.actor_groups
         per_stream = self.replay.capacity // streams
@@ -1198,8 +1274,8 @@ class Config:
         need = self.agent.n_step + history + 2
         _check(per_stream >= need, "replay.capacity", self.replay.capacity,
                f"must give each of the {streams} env streams (env.num_envs x "
-               f"actors.num_actors x learner.num_processes) at least n_step + "
-               f"max(frame_stack - 1, action_history) + 2 = {need} slots "
+               f"actors.num_actors x learner.num_processes) at least agent.n_step + "
+               f"max(env.frame_stack - 1, network.action_history) + 2 = {need} slots "
                f"(capacity >= {need * streams})")
         continuous = self.agent.learner == "tqc"
         _check(self.env.action_space != ("discrete" if continuous else "continuous"),
@@ -1247,6 +1323,9 @@ class Config:
             _check(self.env.id != "trackmania", "learner.num_processes",
                    self.learner.num_processes, "must be 1 with env.id=trackmania (the game's "
                    "clock cannot wait for other processes); add game PCs as Ray actors")
+            _check(self.env.on_bad_value == "error", "env.on_bad_value", self.env.on_bad_value,
+                   "must be error with learner.num_processes > 1 (a dropped episode would "
+                   "leave one process's replay only)")
         _check(self.training.batch_size <= self.replay.capacity, "training.batch_size",
                self.training.batch_size, f"must be <= replay.capacity ({self.replay.capacity})")
 
@@ -1296,7 +1375,7 @@ def save(config: Config, path: Path) -> None:
 
 def _build(cls, data: dict, prefix: str):
     if not isinstance(data, dict):
-        raise ConfigError(prefix or "config", data, "must be a JSON object")
+        raise ConfigError(prefix.rstrip(".") or "config", data, "must be a JSON object")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for name in data:
@@ -1311,7 +1390,7 @@ def _build(cls, data: dict, prefix: str):
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, f"{prefix}{name}.")
-        elif typing.get_origin(hint) is tuple:
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
             kwargs[name] = tuple(value)
         else:
             kwargs[name] = value

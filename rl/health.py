@@ -15,7 +15,8 @@ raised and once when cleared (:class:`HealthEvent`), and :meth:`HealthMonitor.su
   (negative "DQN5M slope"), ``grad_norm_swing``, ``clipping_high`` (ClipΔ).
 - 004 (TQC on TrackMania): ``alpha_runaway`` (0.015 -> 0.22), ``critics_identical``
   (q1 == q2), ``demo_fraction_stuck`` (0.93 throughout).
-- All: ``nonfinite`` (NaN / inf in any metric or return).
+- All: ``nonfinite`` (NaN / inf in any metric or return, or grad steps the learner skipped
+  as non-finite); acted on only after ``max_nonfinite`` checks in a row (:meth:`to_act_on`).
 
 The monitor is plain Python on the host (no jax): the loop hands it floats.
 """
@@ -142,6 +143,7 @@ class HealthMonitor:
             maxlen=config.eval_decline_points)
         self._alpha_min = math.inf
         self._nonfinite_return: float | None = None
+        self._nonfinite_run = 0  # checks in a row with the nonfinite flag
 
     # --- inputs ------------------------------------------------------------------------
     def record_rewards(self, low: float, high: float) -> None:
@@ -213,6 +215,7 @@ class HealthMonitor:
         self._returns.clear()
         self._evals.clear()
         self._alpha_min = math.inf
+        self._nonfinite_run = 0
         self._armed_from = step + self.config.warmup_steps
         return cleared
 
@@ -262,17 +265,23 @@ class HealthMonitor:
         return self._transitions(step, results)
 
     def _check_nonfinite(self, metrics: Mapping[str, float], results: dict) -> bool:
-        """The nonfinite flag (metrics or a training return); returns whether all are finite."""
+        """The nonfinite flag (metrics, a training return, or grad steps the learner skipped
+        as non-finite); returns whether all are finite and none was skipped."""
         bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
         if self._nonfinite_return is not None:
             bad["return"] = self._nonfinite_return
-        if bad:
-            results["nonfinite"] = (True, math.nan, 0.0, "non-finite values: " + ", ".join(
-                f"{k}={v}" for k, v in sorted(bad.items())))
+        skipped = float(metrics.get("nonfinite_steps", 0.0))
+        flagged = bool(bad) or skipped > 0
+        if flagged:
+            found = [f"{k}={v}" for k, v in sorted(bad.items())]
+            if skipped > 0:
+                found.append(f"{skipped:.0f} grad steps skipped (their updates were dropped)")
+            results["nonfinite"] = (True, math.nan, 0.0, "non-finite values: " + ", ".join(found))
         else:
             results["nonfinite"] = (False, 0.0, 0.0, "")
         self._nonfinite_return = None
-        return not bad
+        self._nonfinite_run = self._nonfinite_run + 1 if flagged else 0
+        return not flagged
 
     def _check_q(self, metrics: Mapping[str, float], previous: list[dict], armed: bool,
                  results: dict) -> None:
@@ -413,8 +422,20 @@ class HealthMonitor:
         return events
 
     def diverging(self) -> bool:
-        """Whether a divergence flag is raised now."""
+        """Whether a divergence flag is raised now (nonfinite from its first check on)."""
         return any(flag.severity == DIVERGENCE for flag in self.raised.values())
+
+    def to_act_on(self, events: list[HealthEvent]) -> list[HealthEvent]:
+        """The divergence flags health.on_divergence acts on after the check (or restart)
+        that returned ``events``: the divergence flags raised among them, but nonfinite only
+        on the check that makes health.max_nonfinite in a row with it up (then its event of
+        when it was raised), as a skipped grad step left the network unharmed."""
+        act = [e for e in events if e.raised and e.severity == DIVERGENCE
+               and e.name != "nonfinite"]
+        flag = self.raised.get("nonfinite")
+        if flag is not None and self._nonfinite_run == self.config.max_nonfinite:
+            act.insert(0, flag)
+        return act
 
     # --- output ------------------------------------------------------------------------
     def summary(self) -> dict:

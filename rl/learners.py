@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rl import schedules
 from rl import tqc as tqc_lib
-from rl.agent import (METRIC_NAMES, SAMPLING_METRIC_NAMES, ValueAgent, make_optimizer,
-                      make_replay, target_bound)
+from rl.agent import (COUNT_METRIC_NAMES, METRIC_NAMES, SAMPLING_METRIC_NAMES, ValueAgent,
+                      make_optimizer, make_replay, target_bound)
 from rl.c51 import C51
 from rl.config import Config, resolve_env_auto
 from rl.dqn import DQN
@@ -41,6 +41,7 @@ def make_agent(config: Config, num_actions: int, is_image: bool,
 
 def update_metric_names(config: Config) -> tuple[str, ...]:
     """Names of the float32 scalar metrics an update call of ``config.agent.learner`` returns:
-    the learner's METRIC_NAMES plus :data:`rl.agent.SAMPLING_METRIC_NAMES`."""
+    the learner's METRIC_NAMES plus :data:`rl.agent.SAMPLING_METRIC_NAMES` and
+    :data:`rl.agent.COUNT_METRIC_NAMES`."""
     names = tqc_lib.METRIC_NAMES if config.agent.learner == "tqc" else METRIC_NAMES
-    return (*names, *SAMPLING_METRIC_NAMES)
+    return (*names, *SAMPLING_METRIC_NAMES, *COUNT_METRIC_NAMES)

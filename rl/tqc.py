@@ -241,7 +241,8 @@ class TQC:
                ) -> tuple[TQCState, ReplayState, dict[str, jax.Array]]:
         """``training.grad_steps_per_call`` TQC steps in one device call (see
         :func:`rl.agent.sampled_updates`); donate state and replay_state when jitting. The
-        metrics are METRIC_NAMES plus :data:`rl.agent.SAMPLING_METRIC_NAMES`."""
+        metrics are METRIC_NAMES plus :data:`rl.agent.SAMPLING_METRIC_NAMES` and
+        :data:`rl.agent.COUNT_METRIC_NAMES`."""
         return sampled_updates(self, state, replay_state, importance_exponent)
 
 

@@ -5,7 +5,13 @@
 
 ``--slow-update S`` sleeps S seconds in every update call of the learner, ``--slow-step S``
 in every env step the actor collects; ``--fail`` raises a RuntimeError in the actor's N-th
-env step or the learner's N-th update call (after printing ``fault at <unix time>``). The process exits like launch/run.py does
+env step or the learner's N-th update call (after printing ``fault at <unix time>``).
+``--bad-value FIELD`` registers :data:`BAD_ENV_ID`, CartPole whose instances first reset
+with seed ``--bad-seed`` (env index 0 of the training envs when that is the run's seed;
+every instance without it) return NaN as their reward or in their observation (FIELD
+reward / obs), or raise a RuntimeError (FIELD raise), at their ``--bad-after``-th step;
+every other step is sound (use it with ``--env.no-asynchronous`` so that the envs are
+built in this process). The process exits like launch/run.py does
 (an uncaught exception: traceback and exit code 1). The faults travel in the environment
 variable FAULTS_JSON, so that an actor process (``actors.backend=process``, started with
 spawn, which imports this module as ``__mp_main__``) has them too.
@@ -20,6 +26,10 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from launch import actor as actor_lib  # noqa: E402  (after the path)
@@ -27,6 +37,36 @@ from launch import learner as learner_lib  # noqa: E402
 from launch import run  # noqa: E402
 
 FAULT_MESSAGE = "injected fault"
+BAD_ENV_ID = "BadCartPole-v1"
+"""Registered by ``--bad-value``: see the module docstring."""
+
+
+class BadCartPole(CartPoleEnv):
+    """CartPole that emits one NaN (reward or observation) or raises at its ``bad_after``-th
+    step (counted over episodes) if its first reset had seed ``bad_seed`` (None: any)."""
+
+    def __init__(self, field: str, bad_after: int, bad_seed: int | None, **kwargs):
+        super().__init__(**kwargs)
+        self.field, self.bad_after, self.bad_seed, self.steps = field, bad_after, bad_seed, 0
+        self.emits: bool | None = None  # decided at the first reset
+
+    def reset(self, *, seed=None, options=None):
+        if self.emits is None:
+            self.emits = self.bad_seed is None or seed == self.bad_seed
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        self.steps += 1
+        if self.emits and self.steps == self.bad_after:
+            if self.field == "raise":
+                raise RuntimeError(f"{FAULT_MESSAGE} in {BAD_ENV_ID} step {self.steps}")
+            if self.field == "reward":
+                reward = float("nan")
+            else:
+                obs = obs.copy()
+                obs[1] = np.nan
+        return obs, reward, terminated, truncated, info
 
 
 def _wrap(cls, name: str, delay: float, fail_after: int | None) -> None:
@@ -52,7 +92,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--slow-step", type=float, default=0.0)
     parser.add_argument("--fail", choices=("actor", "learner"))
     parser.add_argument("--fail-after", type=int, default=20)
+    parser.add_argument("--bad-value", choices=("reward", "obs", "raise"))
+    parser.add_argument("--bad-after", type=int, default=150)
+    parser.add_argument("--bad-seed", type=int, default=None)
     args = parser.parse_args(argv[:split])
+    if args.bad_value:
+        gym.register(BAD_ENV_ID, entry_point=BadCartPole, max_episode_steps=500,
+                     kwargs=dict(field=args.bad_value, bad_after=args.bad_after,
+                                 bad_seed=args.bad_seed))
     os.environ["FAULTS_JSON"] = json.dumps(vars(args))
     _install()
     return run.main(argv[split + 1:])

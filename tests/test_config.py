@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
     (lambda: ReplayConfig(priority_exponent=1.5), "replay.priority_exponent", 1.5),
     (lambda: TrainingConfig(replay_ratio=0.0), "training.replay_ratio", 0.0),
     (lambda: TrainingConfig(batch_size=True), "training.batch_size", True),
+    (lambda: TrainingConfig(max_failed_saves=0), "training.max_failed_saves", 0),
+    (lambda: TrainingConfig(max_failed_saves=1.5), "training.max_failed_saves", 1.5),
     (lambda: Config(seed=-1), "seed", -1),
     (lambda: Config(replay=ReplayConfig(capacity=20)), "replay.capacity", 20),
 ])
@@ -126,6 +128,7 @@ def _main(capsys, *args):
     (["--agent.gamma", "1.5"], "agent.gamma=1.5"),
     (["--training.batch-size", "abc"], "abc"),
     (["--total-steps", "0"], "training.total_steps=0"),
+    (["--training.max-failed-saves", "0"], "training.max_failed_saves=0"),
     (["--expert.kind", "scripted"], "expert.source=None"),
     (["--algo", "tempest_seed003", "--expert.source", "envs.scripted:nothing"],
      "no function 'nothing'"),

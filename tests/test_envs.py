@@ -20,6 +20,7 @@ from envs import (
     SLOT_KEYS,
     ActionHistory,
     ActionRepeat,
+    BadEnvValue,
     CarRacingGasBrakeSteer,
     Collector,
     EnvIdError,
@@ -325,6 +326,88 @@ def test_split_step_on_worker_processes_gives_the_slots_of_a_synchronous_step():
     finally:
         for col in cols:
             col.close()
+
+
+class BadFakeEnv(FakeEnv):
+    """FakeEnv whose ``bad_at``-th step (counted over episodes) has a NaN reward or
+    observation."""
+
+    def __init__(self, tag: int = 0, field: str = "reward", bad_at: int = 4):
+        super().__init__(tag)
+        self.field, self.bad_at, self.steps = field, bad_at, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        self.steps += 1
+        if self.steps == self.bad_at:
+            if self.field == "reward":
+                reward = float("inf")
+            else:
+                obs = obs.copy()
+                obs[2] = np.nan
+        return obs, reward, terminated, truncated, info
+
+
+def bad_collector(field: str | None, on_bad_value: str = "drop_episode") -> Collector:
+    """Two fake envs (tags 0 and 1); env 0 emits one bad value at its 5th step (the first
+    step of its third episode) unless ``field`` is None."""
+    fns = [functools.partial(BadFakeEnv, tag=0, field=field, bad_at=5) if field
+           else functools.partial(FakeEnv, tag=0), functools.partial(FakeEnv, tag=1)]
+    envs = gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.NEXT_STEP)
+    return Collector(envs, fake_spec(), frame_stack=2, reward_clip=None,
+                     on_bad_value=on_bad_value)
+
+
+@pytest.mark.parametrize("field", ["reward", "obs"])
+def test_a_bad_env_value_drops_that_episode_and_resets_that_env_alone(field):
+    runs = {}
+    for name, bad in (("clean", None), ("bad", field)):
+        col = bad_collector(bad)
+        col.reset(seed=0)
+        runs[name] = [(col.step(np.zeros(2, np.int64)), list(col.last_dropped),
+                       col.stacked_obs.copy(), col.steps_since_start) for _ in range(10)]
+        col.close()
+    dropped_at = [t for t, (*_, dropped, _, _) in enumerate(runs["bad"]) if dropped]
+    # Env 0 (episodes of 2, 1, 3 steps, each followed by its autoreset step): its 5th step
+    # is the second of episode 2, at vector step 6.
+    assert dropped_at == [6]
+    (slot, episodes), dropped, stacked, since = runs["bad"][6]
+    assert [(d.env_index, d.field) for d in dropped] == [(0, "reward" if field == "reward"
+                                                          else "frame")]
+    assert "env index 0" in str(dropped[0]) and "non-finite" in str(dropped[0])
+    for t, ((slot, episodes), _, stacked, since) in enumerate(runs["bad"]):
+        (clean_slot, clean_episodes), _, clean_stacked, clean_since = runs["clean"][t]
+        for key in SLOT_KEYS:  # env 1 never notices
+            np.testing.assert_array_equal(slot[key][1], clean_slot[key][1], err_msg=key)
+        np.testing.assert_array_equal(stacked[1], clean_stacked[1])
+        assert [e for e in episodes if e.env_index == 1] == \
+            [e for e in clean_episodes if e.env_index == 1]
+        assert np.isfinite(slot["reward"]).all() and np.isfinite(slot["obs"]).all()
+        if t < 6:
+            for key in SLOT_KEYS:
+                np.testing.assert_array_equal(slot[key], clean_slot[key], err_msg=key)
+    (slot, episodes), _, stacked, since = runs["bad"][6]
+    assert slot["reward"][0] == 0.0 and slot["valid"][0]
+    assert not [e for e in episodes if e.env_index == 0]  # the dropped episode is not reported
+    # Env 0 was reset alone: its next frame starts episode 3 (FakeEnv counts its resets),
+    # a fresh stack and step count 0, and its next slot is a real step of that episode.
+    assert since[0] == 0 and stacked[0].tolist() == [[0, 3, 0]] * 2
+    (slot, _), _, _, _ = runs["bad"][7]
+    assert slot["valid"][0] and slot["steps_since_start"][0] == 0
+    assert slot["obs"][0].tolist() == [0, 3, 0]
+
+
+def test_a_bad_env_value_is_an_error_by_default():
+    col = bad_collector("reward", on_bad_value="error")
+    col.reset(seed=0)
+    with pytest.raises(BadEnvValue, match=r"env index 0: bad reward: 1 non-finite") as info:
+        for _ in range(10):
+            col.step(np.zeros(2, np.int64))
+    assert (info.value.env_index, info.value.field) == (0, "reward")
+    assert info.value.env_id == FAKE_VEC_ID
+    col.close()
+    with pytest.raises(ValueError, match="on_bad_value must be error or drop_episode"):
+        bad_collector(None, on_bad_value="skip")
 
 
 def test_collector_rejects_bad_use():

@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from launch.health_watch import HealthWatch
 from rl import agent as agent_lib
 from rl import health, presets
 from rl.config import HEALTH_CHECKS, ConfigError, HealthConfig
@@ -56,6 +57,50 @@ def test_nonfinite_metric_or_return_raises_once_and_clears():
     mon.record_episode(5_000, -math.inf)
     assert [(e.name, e.raised) for e in mon.check(5_000, ok)] == [("nonfinite", True)]
     assert mon.diverging()
+
+
+def test_nonfinite_acts_only_after_max_nonfinite_checks_in_a_row():
+    """The flag is raised and logged on the first bad check (NaN metrics, or grad steps the
+    learner skipped), but on_divergence acts on it only on the max_nonfinite-th bad check in
+    a row, once; a finite check in between, or a rollback's restart, starts the count again."""
+    mon = monitor(max_nonfinite=3)
+    ok, nan, skipped = dict(loss=1.0), dict(loss=math.nan), dict(loss=1.0, nonfinite_steps=2.0)
+
+    def check(step, metrics):
+        events = mon.check(step, metrics)
+        acted = mon.to_act_on(events)
+        return [(e.name, e.raised) for e in events], [(e.name, e.step) for e in acted]
+
+    assert check(1_000, nan) == ([("nonfinite", True)], [])
+    assert check(2_000, skipped) == ([], [])
+    assert check(3_000, ok) == ([("nonfinite", False)], [])
+    assert check(4_000, skipped) == ([("nonfinite", True)], [])
+    assert mon.raised["nonfinite"].message.endswith("2 grad steps skipped (their updates were "
+                                                    "dropped)")
+    assert check(5_000, nan) == ([], [])
+    assert check(6_000, nan) == ([], [("nonfinite", 4_000)])  # the third in a row
+    assert check(7_000, nan) == ([], [])  # acted on once
+    assert mon.diverging()
+    assert mon.to_act_on(mon.restart(7_500)) == []
+    assert [check(s, nan)[1] for s in (8_000, 9_000, 10_000)] == [[], [], [("nonfinite", 8_000)]]
+    # Other divergence flags still act at once; 1 acts on nonfinite at once.
+    mon = monitor(rewards=(0.0, 0.01), max_nonfinite=1)
+    assert [e.name for e in mon.to_act_on(mon.check(1_000, dict(q_min=0.0, q_max=5.0)))] \
+        == ["q_above_bound"]
+    assert [e.name for e in mon.to_act_on(mon.check(2_000, nan))] == ["nonfinite"]
+    mon = monitor(ignore=("nonfinite",), max_nonfinite=1)
+    assert mon.to_act_on(mon.check(1_000, nan)) == []
+
+
+def test_health_watch_returns_nonfinite_to_act_on_after_max_nonfinite(tmp_path):
+    class Writer:
+        add_scalar = add_text = staticmethod(lambda *args: None)
+
+    config = presets.replace(presets.get("dqn"), health=dict(max_nonfinite=2))
+    watch = HealthWatch(config, 2, tmp_path, learning_starts=0, writer=Writer())
+    assert watch.check(1_000, dict(loss=math.nan), 0.5) == []
+    assert json.loads((tmp_path / "health.json").read_text())["raised"] == ["nonfinite"]
+    assert [e.name for e in watch.check(2_000, dict(loss=math.nan), 0.5)] == ["nonfinite"]
 
 
 def test_q_bounds_from_the_stored_rewards_and_the_seed_floor():
@@ -251,6 +296,14 @@ def test_health_config_rejects_bad_values_naming_the_field(field, value):
         HealthConfig(**{field: value})
 
 
+@pytest.mark.parametrize("value", [0, -1, 1.5, "x", True])
+def test_health_config_rejects_bad_max_nonfinite(value):
+    with pytest.raises(ConfigError, match="must be an integer > 0") as info:
+        HealthConfig(max_nonfinite=value)
+    assert info.value.field == "health.max_nonfinite" and info.value.value is value
+    assert f"health.max_nonfinite={value!r}" in str(info.value)
+
+
 def test_scale_learning_rates_scales_every_rate():
     config = health.scale_learning_rates(presets.get("tqc"), 0.5)
     assert config.tqc.actor_learning_rate == pytest.approx(1.5e-4)
@@ -274,6 +327,15 @@ def test_metrics_fold_matches_numpy_reductions():
     assert agent_lib.fold_means(agent_lib.metrics_fold(calls[0])) == {}
     nan = agent_lib.fold_metrics(fold, dict(calls[0], loss=jnp.float32(np.nan)))
     assert math.isnan(agent_lib.fold_means(nan)["loss"])
+
+
+def test_metrics_fold_sums_the_nonfinite_step_counts():
+    """Skipped grad steps add up over the calls of a log interval; a mean is still a mean."""
+    fold = agent_lib.metrics_fold(["loss", "nonfinite_steps"])
+    for loss, skipped in [(1.0, 0.0), (3.0, 2.0), (2.0, 1.0)]:
+        fold = agent_lib.fold_metrics(fold, dict(loss=jnp.float32(loss),
+                                                 nonfinite_steps=jnp.float32(skipped)))
+    assert agent_lib.fold_means(fold) == dict(loss=pytest.approx(2.0), nonfinite_steps=3.0)
 
 
 def test_rollback_restores_the_best_policy_with_lower_learning_rates(tmp_path):

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import test_tqc
 from rl import presets, schedules
-from rl.agent import METRIC_NAMES, SAMPLING_METRIC_NAMES, explore_mask
+from rl.agent import COUNT_METRIC_NAMES, METRIC_NAMES, SAMPLING_METRIC_NAMES, explore_mask
 from rl.config import resolve_env_auto
 from rl.learners import make_agent, update_metric_names
 
@@ -79,7 +80,8 @@ def test_jit_update_shapes_finite_no_retrace(name, image):
     assert len(traces) == 1
     assert jax.tree.map(lambda x: (x.shape, x.dtype), (state, replay_state)) == shapes
     assert set(metrics) == set(METRIC_NAMES) | set(SAMPLING_METRIC_NAMES) \
-        == set(update_metric_names(cfg))
+        | set(COUNT_METRIC_NAMES) == set(update_metric_names(cfg))
+    assert float(metrics["nonfinite_steps"]) == 0
     for name_, value in metrics.items():
         assert value.shape == () and value.dtype == jnp.float32, name_
         assert np.isfinite(float(value)), name_
@@ -160,6 +162,77 @@ def test_jit_prioritized_update_writes_new_priorities():
     assert 1 <= changed.size <= cfg.training.batch_size
     # Only sampleable (positive) leaves are touched, and they stay positive.
     assert np.all(leaves_before[n:][changed] > 0) and np.all(leaves_after[n:][changed] > 0)
+
+
+def _prioritized_learner(family, steps_per_call):
+    """(agent, state, replay state) of a tiny learner of ``family`` (dqn, rainbow, iqn, tqc)
+    on vector observations, with prioritized replay."""
+    if family == "tqc":
+        cfg = test_tqc.tiny()
+    else:
+        cfg = tiny(family, network=dict(torso="auto"))
+    cfg = presets.replace(cfg, replay=dict(prioritized=True),
+                          training=dict(grad_steps_per_call=steps_per_call))
+    if family == "tqc":
+        return test_tqc.filled(cfg)
+    return filled(cfg, image=False)
+
+
+def _with_nan_rewards(replay_state, slots=slice(None)):
+    """The replay with NaN stored rewards at ``slots`` (an index of the per-stream axis)."""
+    return replay_state.replace(reward=replay_state.reward.at[:, slots].set(jnp.nan))
+
+
+@pytest.mark.parametrize("family", ["dqn", "rainbow", "iqn", "tqc"])
+def test_jit_nonfinite_steps_keep_the_state_and_the_priorities(family):
+    """NaN rewards in every stored transition make each loss NaN: the update keeps the whole
+    state (params, optimizer and target state, step counter) bit for bit but advances the
+    rng, counts both steps, and writes no priority; on clean data it learns again."""
+    agent, state, replay_state = _prioritized_learner(family, steps_per_call=2)
+    clean = jnp.array(replay_state.reward)
+    poisoned = _with_nan_rewards(replay_state)
+    state_before, replay_before = jax.tree.map(np.array, (state, poisoned))
+    update, traces = traced_update(agent)
+    state, replay_state, metrics = update(state, poisoned, jnp.float32(0.5))
+    assert float(metrics["nonfinite_steps"]) == 2
+    assert not all(np.isfinite(float(v)) for v in metrics.values())
+    chex.assert_trees_all_equal(state.replace(rng=state_before.rng), state_before)
+    assert not np.array_equal(state.rng, state_before.rng)
+    chex.assert_trees_all_equal(replay_state, replay_before)  # sum tree and max priority
+    state, replay_state, metrics = update(state, replay_state.replace(reward=clean),
+                                          jnp.float32(0.5))
+    assert float(metrics["nonfinite_steps"]) == 0 and len(traces) == 1
+    assert int(state.grad_steps) == int(state_before.grad_steps) + 2
+    assert not np.array_equal(replay_state.sum_tree, replay_before.sum_tree)
+    online = ("actor_params", "critic_params") if family == "tqc" else ("params",)
+    for name in online:
+        assert any(not np.array_equal(a, b) for a, b in zip(
+            _leaves(getattr(state, name)), _leaves(getattr(state_before, name)))), name
+
+
+def test_jit_nonfinite_steps_within_a_call_are_skipped_one_by_one():
+    """A few NaN rewards: some sampled batches hold one and some do not. Six grad steps in
+    one call skip exactly the steps that six one-step calls skip (same keys, same batches),
+    count them, and end in the same state."""
+    agent6, state, replay_state = _prioritized_learner("dqn", steps_per_call=6)
+    agent1 = make_agent(presets.replace(agent6.config, training=dict(grad_steps_per_call=1)),
+                        num_actions=3, is_image=False)
+    replay_state = _with_nan_rewards(replay_state, slice(20, 22))
+    beta = jnp.float32(0.5)
+    state6, replay6, metrics6 = jax.jit(agent6.update)(state, replay_state, beta)
+    update1 = jax.jit(agent1.update)
+    state1, replay1, skipped = state, replay_state, []
+    for _ in range(6):
+        params = _leaves(state1.params)
+        state1, replay1, metrics = update1(state1, replay1, beta)
+        skipped.append(float(metrics["nonfinite_steps"]))
+        kept = all(np.array_equal(a, b) for a, b in zip(params, _leaves(state1.params)))
+        assert kept == (skipped[-1] == 1), skipped
+    assert 0 < sum(skipped) < 6, skipped
+    assert float(metrics6["nonfinite_steps"]) == sum(skipped)
+    assert int(state6.grad_steps) == 6 - sum(skipped)
+    chex.assert_trees_all_close(state6, state1, rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(replay6, replay1, rtol=1e-4, atol=1e-5)
 
 
 def test_jit_act_epsilon_greedy():

@@ -799,6 +799,13 @@ def test_drop_partial_episodes_forgets_the_running_episode_only():
     chex.assert_trees_all_equal(drop(state, 0), state)  # the episode is gone: a no-op now
     np.testing.assert_array_equal(state.count, counts)
 
+    # One stream of the group (an env whose episode a bad value ended): stream 3 only.
+    one = jax.jit(replay.drop_partial_episodes)(state, 1, np.array([False, True]))
+    np.testing.assert_array_equal(np.asarray(one.valid)[:3], np.asarray(state.valid)[:3])
+    np.testing.assert_array_equal(np.asarray(one.valid)[3], [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    assert set(np.nonzero(leaves(replay, one))[0].tolist()) == set(
+        np.nonzero(leaves(replay, state))[0].tolist()) - {36 + p for p in (7, 8, 9, 10, 11)}
+
     state = drop(state, 1)
     assert drop._cache_size() == 1  # both groups through one compilation
     np.testing.assert_array_equal(np.asarray(state.valid)[:2], valid[:2])  # group 0 untouched

@@ -9,7 +9,7 @@ import pytest
 
 from rl import losses, presets
 from rl.learners import make_agent, update_metric_names
-from rl.agent import SAMPLING_METRIC_NAMES
+from rl.agent import COUNT_METRIC_NAMES, SAMPLING_METRIC_NAMES
 from rl.tqc import METRIC_NAMES
 
 OBS_DIM, ACTION_DIM = 3, 2
@@ -102,7 +102,8 @@ def test_jit_tqc_update_shapes_finite_no_retrace():
     assert len(traces) == 1 and int(state.grad_steps) == 3
     assert jax.tree.map(lambda x: (x.shape, x.dtype), (state, replay_state)) == shapes
     assert set(metrics) == set(METRIC_NAMES) | set(SAMPLING_METRIC_NAMES) \
-        == set(update_metric_names(cfg))
+        | set(COUNT_METRIC_NAMES) == set(update_metric_names(cfg))
+    assert float(metrics["nonfinite_steps"]) == 0
     for name, value in metrics.items():
         assert value.shape == () and np.isfinite(float(value)), name
     chex.assert_tree_all_finite((state.actor_params, state.critic_params))
