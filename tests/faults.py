@@ -41,32 +41,43 @@ BAD_ENV_ID = "BadCartPole-v1"
 """Registered by ``--bad-value``: see the module docstring."""
 
 
-class BadCartPole(CartPoleEnv):
-    """CartPole that emits one NaN (reward or observation) or raises at its ``bad_after``-th
-    step (counted over episodes) if its first reset had seed ``bad_seed`` (None: any)."""
+class SpoilsOneStep:
+    """Mixin for a gymnasium env: at its ``bad_after``-th step (counted over episodes), when
+    ``emits``, the reward becomes ``bad_reward`` (``field`` reward), the observation's
+    element 1 NaN (obs), or the step raises a RuntimeError (raise)."""
 
-    def __init__(self, field: str, bad_after: int, bad_seed: int | None, **kwargs):
-        super().__init__(**kwargs)
-        self.field, self.bad_after, self.bad_seed, self.steps = field, bad_after, bad_seed, 0
-        self.emits: bool | None = None  # decided at the first reset
+    bad_reward = float("nan")
 
-    def reset(self, *, seed=None, options=None):
-        if self.emits is None:
-            self.emits = self.bad_seed is None or seed == self.bad_seed
-        return super().reset(seed=seed, options=options)
+    def spoil_setup(self, field: str, bad_after: int, emits: bool | None = True) -> None:
+        self.field, self.bad_after, self.emits, self.steps = field, bad_after, emits, 0
 
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
         self.steps += 1
         if self.emits and self.steps == self.bad_after:
             if self.field == "raise":
-                raise RuntimeError(f"{FAULT_MESSAGE} in {BAD_ENV_ID} step {self.steps}")
+                raise RuntimeError(f"{FAULT_MESSAGE} in {type(self).__name__} step {self.steps}")
             if self.field == "reward":
-                reward = float("nan")
+                reward = self.bad_reward
             else:
                 obs = obs.copy()
                 obs[1] = np.nan
         return obs, reward, terminated, truncated, info
+
+
+class BadCartPole(SpoilsOneStep, CartPoleEnv):
+    """CartPole that emits one NaN (reward or observation) or raises at its ``bad_after``-th
+    step if its first reset had seed ``bad_seed`` (None: any)."""
+
+    def __init__(self, field: str, bad_after: int, bad_seed: int | None, **kwargs):
+        super().__init__(**kwargs)
+        self.spoil_setup(field, bad_after, emits=None)  # decided at the first reset
+        self.bad_seed = bad_seed
+
+    def reset(self, *, seed=None, options=None):
+        if self.emits is None:
+            self.emits = self.bad_seed is None or seed == self.bad_seed
+        return super().reset(seed=seed, options=options)
 
 
 def _wrap(cls, name: str, delay: float, fail_after: int | None) -> None:

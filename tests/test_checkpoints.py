@@ -169,31 +169,50 @@ def test_a_damaged_replay_prefers_an_older_complete_checkpoint(tmp_path, launch_
 
 
 def test_a_full_disk_fails_saves_keeps_the_ones_before_and_stops_after_the_limit(tmp_path):
-    run_dir = tmp_path / "run"
+    run_dir, log = tmp_path / "run", tmp_path / "stderr.txt"
     mount = run_dir / "checkpoints"
     mount.mkdir(parents=True)
-    # A checkpoint takes ~180 KiB of tmpfs (mostly the 4 KiB pages of ~40 small files): two
-    # fit, the third one's write does not.
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=450k", "tmpfs", str(mount)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a size-limited tmpfs for the full disk (needs root): "
                     f"{mounted.stderr.strip()}")
     try:
-        result = run_faulty(*TINY, "--total-steps", "800", "--training.keep-checkpoints", "2",
-                            "--training.max-failed-saves", "2", "--run-dir", str(run_dir))
-        assert result.returncode == 3, result.stderr[-3000:]
+        with open(log, "w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "tests" / "faults.py"), "--", *TINY,
+                 "--total-steps", "800", "--training.keep-checkpoints", "2",
+                 "--training.max-failed-saves", "2", "--run-dir", str(run_dir)],
+                stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 300
+            while "checkpoint at env step" not in log.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            # The disk fills up after the first checkpoint: every later save fails.
+            with open(mount / "filler", "wb") as filler:
+                try:
+                    while True:
+                        filler.write(b"\0" * 65536)
+                        filler.flush()
+                except OSError:
+                    pass
+            assert proc.wait(timeout=300) == 3, log.read_text()[-3000:]
+        finally:
+            proc.kill()
+        text = log.read_text()
         failed = re.findall(r"checkpoint at env step (\d+) \(periodic\) not saved \((\d) in a "
-                            r"row failed.*No space left on device", result.stderr)
-        assert [n for _, n in failed] == ["1", "2"], result.stderr[-3000:]
+                            r"row failed.*No space left on device", text)
+        assert [n for _, n in failed] == ["1", "2"], text[-3000:]
         assert int(failed[0][0]) < int(failed[1][0])  # the run went on after the first
-        assert f"resume with: python launch/run.py --resume {run_dir}" in result.stderr
-        assert steps(run_dir) == [101, 200]
+        assert f"resume with: python launch/run.py --resume {run_dir}" in text
+        kept = steps(run_dir)
+        assert kept and max(kept) < int(failed[0][0])
         assert list(mount.glob(f"*{UNFINISHED}*")) == []
         assert scalars(run_dir)["perf/failed_saves"][-1][1] == 2
         # Space made: the run resumes from the checkpoint kept.
-        subprocess.run(["mount", "-o", "remount,size=8m", str(mount)], check=True)
+        (mount / "filler").unlink()
         result = run("--resume", str(run_dir), "--total-steps", "300")
-        assert "resumed from env step 200 with" in result.stderr
+        assert f"resumed from env step {max(kept)} with" in result.stderr
     finally:
         subprocess.run(["umount", str(mount)], check=True)

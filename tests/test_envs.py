@@ -31,6 +31,7 @@ from envs import (
     make_env,
     make_vector_env,
 )
+from faults import SpoilsOneStep
 from replay import DeviceReplay, sum_tree
 
 # ----------------------------------------------------------------------------------
@@ -328,24 +329,15 @@ def test_split_step_on_worker_processes_gives_the_slots_of_a_synchronous_step():
             col.close()
 
 
-class BadFakeEnv(FakeEnv):
-    """FakeEnv whose ``bad_at``-th step (counted over episodes) has a NaN reward or
-    observation."""
+class BadFakeEnv(SpoilsOneStep, FakeEnv):
+    """FakeEnv whose ``bad_at``-th step (counted over episodes) has an infinite reward or a
+    NaN observation."""
+
+    bad_reward = float("inf")
 
     def __init__(self, tag: int = 0, field: str = "reward", bad_at: int = 4):
         super().__init__(tag)
-        self.field, self.bad_at, self.steps = field, bad_at, 0
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = super().step(action)
-        self.steps += 1
-        if self.steps == self.bad_at:
-            if self.field == "reward":
-                reward = float("inf")
-            else:
-                obs = obs.copy()
-                obs[2] = np.nan
-        return obs, reward, terminated, truncated, info
+        self.spoil_setup(field, bad_at)
 
 
 def bad_collector(field: str | None, on_bad_value: str = "drop_episode") -> Collector:
