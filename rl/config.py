@@ -243,11 +243,8 @@ class EnvConfig:
         if self.reward_clip not in (None, "auto"):
             _check(self.reward_clip > 0, "env.reward_clip", self.reward_clip,
                    "must be > 0, auto, or None to disable clipping")
-        _check(self.on_bad_value in typing.get_args(BadValueAction), "env.on_bad_value",
-               self.on_bad_value, f"must be one of {typing.get_args(BadValueAction)}")
-        _check(isinstance(self.max_restarts, int) and not isinstance(self.max_restarts, bool)
-               and self.max_restarts >= 0, "env.max_restarts", self.max_restarts,
-               "must be an integer >= 0")
+        _check(_is_int(self.max_restarts) and self.max_restarts >= 0, "env.max_restarts",
+               self.max_restarts, "must be an integer >= 0")
         _positive_int("env.restart_window", self.restart_window)
 
     def resolved(self, is_image: bool) -> EnvConfig:
@@ -626,8 +623,6 @@ class ReplayConfig:
         _check(self.importance_exponent_increment > 0, "replay.importance_exponent_increment",
                self.importance_exponent_increment, "must be > 0")
         _check(self.priority_eps > 0, "replay.priority_eps", self.priority_eps, "must be > 0")
-        _check(self.sampling in typing.get_args(ReplaySampling), "replay.sampling",
-               self.sampling, f"must be one of {typing.get_args(ReplaySampling)}")
 
 
 @dataclasses.dataclass(frozen=True)
