@@ -4,7 +4,7 @@ the replay-slot collector and evaluation rollouts. numpy only: no jax in this pa
 from envs.collector import (SLOT_KEYS, ActionHistory, BadEnvValue, Collector, EpisodeStats,
                             FrameStacker, replay_reward)
 from envs.demos import DemoEpisode, DemoError, demo_slots, load_demos
-from envs.evaluation import evaluate
+from envs.evaluation import evaluate, evaluate_episodes
 from envs.make import (
     ACTION_SPACES,
     BACKENDS,
@@ -15,6 +15,7 @@ from envs.make import (
     check_env_id,
     env_spec,
     exit_with_parent,
+    frame_rate,
     join_obs,
     make_env,
     make_kwargs,
@@ -46,6 +47,8 @@ __all__ = [
     "env_spec",
     "exit_with_parent",
     "evaluate",
+    "evaluate_episodes",
+    "frame_rate",
     "is_trackmania",
     "join_obs",
     "load_demos",

@@ -1,4 +1,5 @@
-"""Evaluation rollouts: a fixed number of complete episodes, raw returns.
+"""Evaluation rollouts: a fixed number of complete episodes, raw returns and lengths, and
+optionally a picture of every step (videos).
 
 Host-only numpy (no jax); the policy is any callable on stacked observations (and, optionally,
 the previous actions).
@@ -11,13 +12,19 @@ from typing import Any
 
 import numpy as np
 
-from envs.collector import Collector
-from envs.make import env_spec, make_vector_env
+from envs.collector import Collector, EpisodeStats
+from envs.make import TRACKMANIA_ID, env_spec, make_vector_env, split_obs
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "evaluate_episodes"]
 
 
-def evaluate(
+def evaluate(act_fn: Callable[..., Any], env_id: str, **kwargs: Any) -> list[float]:
+    """The raw returns of :func:`evaluate_episodes` (same arguments): ``num_episodes``
+    floats, element ``i`` the return of sub-env ``i``'s first episode."""
+    return [episode.return_ for episode in evaluate_episodes(act_fn, env_id, **kwargs)]
+
+
+def evaluate_episodes(
     act_fn: Callable[..., Any],
     env_id: str,
     *,
@@ -27,9 +34,10 @@ def evaluate(
     asynchronous: bool = False,
     action_history: int = 0,
     action_space: str = "auto",
+    on_frame: Callable[[int, np.ndarray], None] | None = None,
     **make_kwargs: Any,
-) -> list[float]:
-    """Run exactly ``num_episodes`` complete episodes and return their raw (unclipped) returns.
+) -> list[EpisodeStats]:
+    """Run exactly ``num_episodes`` complete episodes and return their statistics.
 
     One sub-env per episode (sub-env ``i`` reset with seed ``seed + i``), all stepped together
     until each has finished once; steps an env takes after its first episode are ignored.
@@ -54,36 +62,56 @@ def evaluate(
             discrete actions only).
         action_space: ``"auto"``, ``"discrete"`` or ``"continuous"`` (see
             :func:`envs.make.make_env`).
+        on_frame: if given, called as ``on_frame(i, picture)`` once after the reset and once
+            after every step of episode ``i`` (its length + 1 calls, in order; episodes
+            interleave), ``picture`` uint8 [H, W, 3] RGB: the env's ``rgb_array`` render
+            (gymnasium envs, built with that render_mode), or uint8 [H, W] gray: the
+            observation frame (TrackMania's images interface).
         **make_kwargs: passed to :func:`envs.make.make_env` (frame_skip, image_size,
             max_episode_steps).
 
     Returns:
-        ``num_episodes`` floats; element ``i`` is the return of sub-env ``i``'s first episode.
+        ``num_episodes`` :class:`envs.collector.EpisodeStats`; element ``i`` is sub-env ``i``'s
+        first episode (raw return, length in agent steps).
 
     Raises:
         EnvIdError / ValueError: as :func:`envs.make.make_vector_env` and
-            :class:`envs.collector.Collector`.
+            :class:`envs.collector.Collector`; ``on_frame`` for TrackMania without image
+            observations (the lidar interfaces).
     """
     spec = env_spec(env_id, action_space=action_space, **make_kwargs)
+    render = on_frame is not None and env_id != TRACKMANIA_ID
+    if on_frame is not None and not render and not spec.is_image:
+        raise ValueError(f"pictures of {env_id!r} need image observations: its frames are "
+                         f"{spec.frame_dtype}{list(spec.frame_shape)} (trackmania.interface "
+                         "images has them)")
     envs = make_vector_env(
         env_id, num_episodes, asynchronous=asynchronous, seed=seed, action_space=action_space,
-        **make_kwargs,
+        **(dict(render_mode="rgb_array") if render else {}), **make_kwargs,
     )
     collector = Collector(envs, spec, frame_stack, reward_clip=None, action_history=action_history)
+
+    def show(episodes: list[int]) -> None:
+        if on_frame is None or not episodes:
+            return
+        pictures = envs.render() if render else split_obs(spec, collector.stacked_obs)[0][:, -1]
+        for i in episodes:
+            on_frame(i, np.asarray(pictures[i]))
+
     try:
         collector.reset(seed)
-        returns: list[float | None] = [None] * num_episodes
-        remaining = num_episodes
-        while remaining:
+        finished: list[EpisodeStats | None] = [None] * num_episodes
+        show(list(range(num_episodes)))
+        while running := [i for i, ep in enumerate(finished) if ep is None]:
             obs = collector.stacked_obs
             actions = np.asarray(
                 act_fn(obs, collector.prev_actions) if action_history else act_fn(obs)
             )
             _, episodes = collector.step(actions)
             for ep in episodes:
-                if returns[ep.env_index] is None:
-                    returns[ep.env_index] = ep.return_
-                    remaining -= 1
-        return [float(r) for r in returns]
+                if finished[ep.env_index] is None:
+                    finished[ep.env_index] = ep
+            show(running)
+        return finished
     finally:
         collector.close()

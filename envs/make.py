@@ -41,7 +41,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.envs.registration import parse_env_id
+from gymnasium.envs.registration import load_env_creator, parse_env_id
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.async_vector_env import _async_worker  # AsyncVectorEnv's default worker
 
@@ -55,6 +55,7 @@ __all__ = [
     "check_env_id",
     "env_spec",
     "env_worker",
+    "frame_rate",
     "join_obs",
     "make_env",
     "make_vector_env",
@@ -77,6 +78,9 @@ _ORPHAN_GRACE_S = 5.0
 TRACKMANIA_ID = "trackmania"
 """The env id of TrackMania 2020 through tmrl (``envs.trackmania``), which takes the
 ``trackmania`` config section as the ``trackmania`` keyword of the functions below."""
+
+DEFAULT_FRAME_RATE = 20.0
+"""Agent steps per second of an env whose class gives no ``render_fps`` (TrackMania's 20 Hz)."""
 
 ACTION_SPACES = ("auto", "discrete", "continuous")
 """Allowed values of the ``action_space`` argument of :func:`make_env` and friends."""
@@ -470,6 +474,7 @@ def make_env(
     trackmania: Any = None,
     noop_max: int = 30,
     repeat_action_probability: float = 0.25,
+    render_mode: str | None = None,
 ) -> gym.Env:
     """Build one preprocessed env emitting ONE frame per step (no frame stacking).
 
@@ -510,9 +515,15 @@ def make_env(
             (:class:`envs.trackmania.TrackmaniaEnv`; frame_skip and seed do not apply).
         noop_max: Atari only: no-op frames at reset drawn from ``[1, noop_max]`` (0: none).
         repeat_action_probability: Atari only: ALE's sticky-action probability.
+        render_mode: gymnasium's ``render_mode`` of the raw env, e.g. ``"rgb_array"``: then
+            ``render()`` returns the env's full-size uint8 [H, W, 3] RGB picture of its
+            current state (after the last agent step, frame skip included); observations
+            are unchanged. None: no rendering.
 
     Raises:
-        EnvIdError: see :func:`check_env_id`; "trackmania" without its config section.
+        EnvIdError: see :func:`check_env_id`; "trackmania" without its config section, or
+            with a render_mode (the game has no render; its observation frames are the
+            pictures).
         ValueError: frame_skip, image_size, max_episode_steps, noop_max (< 0) or
             repeat_action_probability (outside [0, 1]) out of range, or action_space not one of
             :data:`ACTION_SPACES`.
@@ -522,12 +533,19 @@ def make_env(
     if env_id == TRACKMANIA_ID:
         from envs.trackmania import TrackmaniaEnv
 
+        _check_no_render(render_mode)
         return TrackmaniaEnv(_tm_section(trackmania), image_size=image_size,
                              max_episode_steps=max_episode_steps, action_space=action_space)
     _check_registered(env_id)
+    if render_mode == "rgb_array":
+        # pygame (classic control, Box2D) looks for a desktop at its first render and, on a
+        # headless machine, prints "error: XDG_RUNTIME_DIR is invalid"; pictures need none.
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     # -1 removes the registered TimeLimit; ours (in agent steps) is added last.
     inner_limit = -1 if max_episode_steps is not None else None
+    # Only when asked: env classes without the argument refuse even render_mode=None.
     env = _gym_make(env_id, max_episode_steps=inner_limit,
+                    **({} if render_mode is None else {"render_mode": render_mode}),
                     **_raw_kwargs(env_id, action_space, repeat_action_probability))
     try:
         _check_spaces(env_id, env, action_space)
@@ -632,6 +650,28 @@ def env_spec(
         env.close()
 
 
+def frame_rate(spec: EnvSpec, *, frame_skip: int, trackmania: Any = None) -> float:
+    """Agent steps per second at the env's own speed: the frame rate (Hz) of a video with one
+    picture per agent step. The env class's ``metadata["render_fps"]`` divided by the frame
+    skip :func:`make_env` applies (Atari and other image envs); TrackMania:
+    1 / ``trackmania.time_step``; :data:`DEFAULT_FRAME_RATE` for an env class without it.
+
+    Raises:
+        EnvIdError: see :func:`check_env_id`; "trackmania" without its config section.
+    """
+    if spec.env_id == TRACKMANIA_ID:
+        return 1.0 / _tm_section(trackmania).time_step
+    _check_registered(spec.env_id)
+    with warnings.catch_warnings():  # importing Box2D's module: see _SWIG_IMPORT_WARNING
+        warnings.filterwarnings("ignore", message=_SWIG_IMPORT_WARNING, category=DeprecationWarning)
+        entry = gym.spec(spec.env_id).entry_point  # "module:Class" or the class itself
+        creator = load_env_creator(entry) if isinstance(entry, str) else entry
+    fps = getattr(creator, "metadata", {}).get("render_fps")
+    if not fps:
+        return DEFAULT_FRAME_RATE
+    return float(fps) / (frame_skip if spec.is_image else 1)
+
+
 def _spec_from_spaces(
     env_id: str,
     observation_space: gym.spaces.Box,
@@ -654,6 +694,13 @@ def _spec_from_spaces(
         is_image=bool(is_image),
         max_episode_steps=_agent_step_limit(env_id, is_image, frame_skip, max_episode_steps),
     )
+
+
+def _check_no_render(render_mode: str | None) -> None:
+    """EnvIdError for a render_mode of the TrackMania env, which has none."""
+    if render_mode is not None:
+        raise EnvIdError(f"env id 'trackmania' has no render_mode ({render_mode!r} given): "
+                         "its observation frames are the game's pictures")
 
 
 def _tm_section(trackmania: Any) -> Any:
@@ -759,7 +806,9 @@ def make_vector_env(
     action space; ``VectorEnv.reset(seed=seed)`` gives the same per-env seeds).
 
     ``make_kwargs`` are passed to :func:`make_env` (frame_skip, image_size, max_episode_steps,
-    action_space, noop_max, repeat_action_probability). Observations are batched on a leading
+    action_space, noop_max, repeat_action_probability, render_mode: ``render()`` then returns
+    each sub-env's picture; envpool renders none, so backend auto runs gymnasium's envs with a
+    render_mode). Observations are batched on a leading
     axis of size ``num_envs``, and so are actions: int [num_envs] for discrete, float32
     [num_envs, d] in [-1, 1] for continuous.
 
@@ -769,11 +818,18 @@ def make_vector_env(
     Raises:
         EnvIdError: see :func:`check_env_id` (raised in this process, before workers start:
             both vector envs build the first env here); trackmania with num_envs != 1; see
-            :func:`resolve_backend`.
+            :func:`resolve_backend`; backend envpool with a render_mode.
         ValueError: num_envs < 1, bad make_kwargs (action_space included) or backend.
     """
     if int(num_envs) != num_envs or num_envs < 1:
         raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    if make_kwargs.get("render_mode") is not None:
+        if env_id == TRACKMANIA_ID:
+            _check_no_render(make_kwargs["render_mode"])
+        if backend == "envpool":
+            raise EnvIdError(f"backend 'envpool' renders no pictures of {env_id!r}: use backend "
+                             "'gymnasium' or 'auto' with a render_mode")
+        backend = "gymnasium"
     if resolve_backend(env_id, backend, noop_max=make_kwargs.get("noop_max", 30)) == "envpool":
         from envs.envpool_env import EnvpoolAtari
 

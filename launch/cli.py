@@ -80,17 +80,9 @@ def parse(argv: list[str], prog: str = "launch/run.py") -> Invocation:
       SystemExit: tyro's own errors (wrong type, unknown flag) and --help, exit code 2 / 0.
     """
     daily, rest = _daily_parser().parse_known_args(argv)
-    for arg in rest:
-        field = arg.removeprefix("--").split("=")[0].replace("-", "_")
-        if arg.startswith("--") and field in config_lib.REMOVED_FIELDS:
-            raise ConfigError(field, arg, config_lib.REMOVED_FIELDS[field])
     resume_dir = Path(daily.resume) if daily.resume else None
     if resume_dir is not None:
-        saved = resume_dir / "config.json"
-        if not saved.is_file():
-            raise FileNotFoundError(f"--resume {resume_dir}: no config.json there; is it a run "
-                                    "directory written by launch/run.py?")
-        base = config_lib.load(saved)
+        base = load_run_config(resume_dir, "--resume")
         if daily.algo is not None and daily.algo != base.algo:
             raise ConfigError("algo", daily.algo, f"cannot change on --resume (the run used "
                                                   f"{base.algo!r})")
@@ -108,12 +100,46 @@ def parse(argv: list[str], prog: str = "launch/run.py") -> Invocation:
     if daily.on_divergence is not None:
         base = presets.replace(base, health=dict(on_divergence=daily.on_divergence))
     description = DESCRIPTION.format(presets=", ".join(sorted(presets.PRESETS)))
-    config = tyro.cli(Config, default=base, args=rest, prog=prog, description=description)
-    if resume_dir is not None:
-        given = {arg.removeprefix("--").split("=")[0].replace("-", "_") for arg in rest
-                 if arg.startswith("--")}
-        check_paths_from_file(config, resume_dir, given)
+    config = override(base, rest, prog, description, resume_dir)
     return Invocation(config=config, resume_dir=resume_dir, print_config=daily.print_config)
+
+
+def load_run_config(run_dir: Path, flag: str) -> Config:
+    """The config.json of a run directory named by ``flag`` (e.g. ``--resume``).
+
+    Raises:
+      FileNotFoundError: there is no config.json in ``run_dir``.
+      ConfigError: it is unreadable or holds invalid values.
+    """
+    saved = Path(run_dir) / "config.json"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{flag} {run_dir}: no config.json there; is it a run "
+                                "directory written by launch/run.py?")
+    return config_lib.load(saved)
+
+
+def override(base: Config, args: list[str], prog: str, description: str,
+             run_dir: Path | None = None) -> Config:
+    """``base`` with the ``--section.field VALUE`` overrides of ``args`` applied and
+    validated (tyro; ``--help`` prints every field with ``description``). With ``run_dir``,
+    ``base`` was read from that run directory: its path fields are checked
+    (:func:`check_paths_from_file`).
+
+    Raises:
+      ConfigError: a removed field, an invalid value, or a path field of ``run_dir``'s
+        config pointing outside it.
+      SystemExit: tyro's own errors (wrong type, unknown flag) and --help, exit code 2 / 0.
+    """
+    for arg in args:
+        field = arg.removeprefix("--").split("=")[0].replace("-", "_")
+        if arg.startswith("--") and field in config_lib.REMOVED_FIELDS:
+            raise ConfigError(field, arg, config_lib.REMOVED_FIELDS[field])
+    config = tyro.cli(Config, default=base, args=args, prog=prog, description=description)
+    if run_dir is not None:
+        given = {arg.removeprefix("--").split("=")[0].replace("-", "_") for arg in args
+                 if arg.startswith("--")}
+        check_paths_from_file(config, run_dir, given)
+    return config
 
 
 def check_paths_from_file(config: Config, run_dir: Path, given: set[str]) -> None:

@@ -3,7 +3,9 @@
 Reads the TensorBoard event files of each run directory written by ``launch/run.py`` and
 writes a markdown report (``OUT/compare.md``, also printed) and one PNG per metric
 (``OUT/<metric key>.png``: left panel by env step, right panel by relative wall time), laid
-out like the user's seed 002 comparison (BTR vs baseline on A01).
+out like the user's seed 002 comparison (BTR vs baseline on A01). The event files are always
+written, also when a run logs to Weights & Biases (logging.wandb_project); W&B's own files
+(RUN_DIR/wandb) are not read, so give the run directory, not its wandb/ folder.
 
 Method (seed 002's "common windows and checkpoints"):
 
@@ -52,6 +54,8 @@ from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.util import tensor_util
 
 EVENT_GLOB = "events.out.tfevents.*"
+WANDB_GLOB = "*.wandb"
+"""A W&B run's record log (RUN_DIR/wandb/offline-run-*/run-<id>.wandb): not read here."""
 EPISODE_WINDOW = 20
 """Training episodes in the running mean of the training return (the progress bar's 20)."""
 DEFAULT_STEP_ROWS = 4
@@ -149,6 +153,27 @@ def _read_event_file(path: Path) -> tuple[float | None, int | None, list[tuple]]
     return first, purge_step, points
 
 
+def _no_event_files(path: Path) -> CompareError:
+    """The error for a directory without event files, saying where some are: in
+    sub-directories, or, for W&B files (RUN_DIR/wandb/...), in the run directory above."""
+    nested = sorted({p.parent for p in path.glob(f"*/**/{EVENT_GLOB}")})
+    if nested:
+        hint = f"; sub-directories hold some, pass those instead: " \
+               f"{', '.join(map(str, nested[:3]))}"
+    elif any(path.glob(f"**/{WANDB_GLOB}")):
+        # RUN_DIR/wandb or RUN_DIR/wandb/offline-run-*: the run directory is 1 or 2 up.
+        above = next((d for d in list(path.resolve().parents)[:2] if any(d.glob(EVENT_GLOB))),
+                     None)
+        hint = ("; it holds Weights & Biases files, which compare.py does not read: it reads "
+                "the TensorBoard event files that launch/run.py writes in the run directory "
+                "whether or not logging.wandb_project is set" +
+                (f"; pass {above}" if above else ""))
+    else:
+        hint = "; is it a run directory written by launch/run.py?"
+    return CompareError(f"run directory {path} holds no TensorBoard event files "
+                        f"({EVENT_GLOB}){hint}")
+
+
 def load_run(path: str | Path, name: str | None = None) -> Run:
     """Read and merge all event files of one run directory.
 
@@ -156,12 +181,13 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     earlier ones at steps >= its first step (see the module docstring).
 
     Args:
-      path: a run directory holding ``events.out.tfevents.*`` files directly.
+      path: a run directory holding ``events.out.tfevents.*`` files directly (a W&B run
+        directory, RUN_DIR/wandb/..., is not read: its run directory is).
       name: display name; default the directory's basename.
 
     Raises:
-      CompareError: the directory does not exist, holds no event files, an event file cannot
-        be read, or no file holds a scalar.
+      CompareError: the directory does not exist, holds no event files (W&B files alone
+        included), an event file cannot be read, or no file holds a scalar.
     """
     path = Path(path)
     if not path.is_dir():
@@ -169,12 +195,7 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
         raise CompareError(f"run directory {path} {what}")
     files = sorted(p for p in path.glob(EVENT_GLOB) if p.is_file())
     if not files:
-        nested = sorted({p.parent for p in path.glob(f"*/**/{EVENT_GLOB}")})
-        hint = (f"; sub-directories hold some, pass those instead: "
-                f"{', '.join(map(str, nested[:3]))}" if nested else
-                "; is it a run directory written by launch/run.py?")
-        raise CompareError(f"run directory {path} holds no TensorBoard event files "
-                           f"({EVENT_GLOB}){hint}")
+        raise _no_event_files(path)
     read = []
     for file in files:
         try:
@@ -702,7 +723,8 @@ class Args:
 
     run_dirs: Annotated[tuple[Path, ...], tyro.conf.Positional,
                         tyro.conf.arg(metavar="RUN_DIR [RUN_DIR ...]", help_behavior_hint="")]
-    """Run directories written by launch/run.py (TensorBoard event files directly inside)."""
+    """Run directories written by launch/run.py (TensorBoard event files directly inside,
+    written with or without W&B; W&B's files in RUN_DIR/wandb are not read)."""
     at: str | None = None
     """Env-step checkpoints, comma-separated with k / M / G suffixes, e.g. 10M,20M or 500k;
     default 4 evenly spaced steps in the common step window."""

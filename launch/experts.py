@@ -29,8 +29,9 @@ from rl.learners import make_agent
 
 log = logging.getLogger("launch")
 
-__all__ = ["CheckpointExpert", "Expert", "PlaybackExpert", "ScriptedExpert", "build_expert",
-           "load_policy"]
+__all__ = ["CHECKPOINT_NAMES", "CheckpointExpert", "CheckpointNotFound", "Expert",
+           "PlaybackExpert", "RestoredPolicy", "ScriptedExpert", "build_expert",
+           "input_differences", "load_policy", "restore_policy"]
 
 
 def load_policy(name: str, spec: envs.EnvSpec, seed: int, what: str = "--policy"
@@ -117,6 +118,107 @@ _MATCHING_FIELDS = (("env", "id"), ("env", "action_space"), ("env", "frame_skip"
 _MATCHING_TM_FIELDS = (("trackmania", "interface"), ("trackmania", "action_history"),
                        ("trackmania", "discrete_actions"))
 
+CHECKPOINT_NAMES = {"best": "best-by-eval checkpoint of env step {step}",
+                    "best_train": "best-by-train checkpoint of env step {step}",
+                    "latest": "latest checkpoint, env step {step}"}
+"""The checkpoints of a run :func:`restore_policy` takes by name (the directories best/ and
+best_train/: the best by evaluation and by training return; the newest of checkpoints/),
+with how each is described."""
+
+
+class CheckpointNotFound(ValueError):
+    """A run has no checkpoint of the kind or env step asked for. The message starts with
+    "has no" and lists the checkpoints the run has (put the run directory before it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoredPolicy:
+    """A run's agent (``rl.learners.make_agent`` of its config: ``act``, ``q_values``) and
+    the train state of one of its checkpoints."""
+
+    agent: Any
+    state: Any
+    checkpoint: str
+    """Which checkpoint, in words, e.g. "best-by-eval checkpoint of env step 400"."""
+
+
+def input_differences(saved: Config, config: Config) -> list[tuple[str, Any, Any]]:
+    """``(section.field, saved value, config value)`` of each field a policy's observations
+    and actions depend on where the two configs differ: env id, action space, frame skip /
+    stack, image size, action history; with TrackMania its interface and action set. Both
+    configs must have their env's auto values resolved (``rl.config.resolve_env_auto``)."""
+    fields = _MATCHING_FIELDS + (_MATCHING_TM_FIELDS if envs.is_trackmania(config.env.id)
+                                 else ())
+    differences = []
+    for section, name in fields:
+        theirs = getattr(getattr(saved, section), name)
+        ours = getattr(getattr(config, section), name)
+        if theirs != ours:
+            differences.append((f"{section}.{name}", theirs, ours))
+    return differences
+
+
+def restore_policy(run_dir: str | Path, saved: Config, spec: envs.EnvSpec,
+                   which: str | None = None) -> RestoredPolicy:
+    """The agent of a run of this project and the train state of one of its checkpoints,
+    read without writing anything in ``run_dir``.
+
+    Args:
+      run_dir: the run directory (its checkpoints).
+      saved: the run's config (its config.json); spec: the spec of its env.
+      which: a key of :data:`CHECKPOINT_NAMES`, an env step of checkpoints/ (decimal
+        digits), or None: best-by-eval, else best-by-train, else latest.
+
+    Raises:
+      CheckpointNotFound: no checkpoint at all, or none of that name or env step.
+      ValueError: ``which`` is neither a name nor an env step.
+      FileNotFoundError / ValueError from orbax: a checkpoint that does not restore (damaged,
+        or of another network).
+    """
+    if which is not None and which not in CHECKPOINT_NAMES and not which.isdigit():
+        raise ValueError(f"checkpoint {which!r}: must be {', '.join(CHECKPOINT_NAMES)} or an "
+                         "env step of checkpoints/")
+    agent = make_agent(saved, spec.num_actions, spec.is_image, spec.feature_size)
+    # Shapes only: orbax restores into them (running init would compile the network, ~20 s
+    # for TQC's on two cores).
+    template = jax.eval_shape(agent.init, jax.random.PRNGKey(0),
+                              envs.zeros_obs(spec, (saved.env.frame_stack,)))
+    checkpoints = RunCheckpoints(Path(run_dir), saved.training.keep_checkpoints, read_only=True)
+    try:
+        named = {"best": checkpoints.best_step("eval"),
+                 "best_train": checkpoints.best_step("train"),
+                 "latest": checkpoints.latest_step()}
+        steps = checkpoints.all_steps()
+        if which is None:
+            which = next((name for name, step in named.items() if step is not None), None)
+            if which is None:
+                raise CheckpointNotFound("has no checkpoint yet: train it first")
+        if which.isdigit():
+            step, description = int(which), "checkpoint of env step {step}"
+            if step not in steps:
+                raise CheckpointNotFound(f"has no checkpoint of env step {step}; "
+                                         + _listing(named, steps))
+        else:
+            step, description = named[which], CHECKPOINT_NAMES[which]
+            if step is None:
+                raise CheckpointNotFound(f"has no {which} checkpoint; " + _listing(named, steps))
+        if which in ("best", "best_train"):
+            state, _ = checkpoints.restore_best("eval" if which == "best" else "train", template)
+        else:
+            state = checkpoints.restore(step, template, None)[0]
+    finally:
+        checkpoints.close()
+    return RestoredPolicy(agent, state, description.format(step=step))
+
+
+def _listing(named: dict[str, int | None], steps: list[int]) -> str:
+    """What a run has, for :class:`CheckpointNotFound`."""
+    if not steps and all(step is None for step in named.values()):
+        return "it has no checkpoint yet: train it first"
+    have = [f"{name} (env step {step})" for name, step in named.items() if step is not None]
+    return (f"it has {', '.join(have)}; checkpoints/ holds env steps "
+            f"{', '.join(map(str, steps)) or 'none'}")
+
 
 class CheckpointExpert:
     """The greedy policy (no noise, no epsilon) of another run of this project: its
@@ -142,36 +244,17 @@ class CheckpointExpert:
         # Both with their env's auto values, as run.py saved the expert's.
         saved = config_lib.resolve_env_auto(config_lib.load(saved_path), spec.is_image)
         config = config_lib.resolve_env_auto(config, spec.is_image)
-        fields = _MATCHING_FIELDS + (_MATCHING_TM_FIELDS if envs.is_trackmania(config.env.id)
-                                     else ())
-        for section, name in fields:
-            theirs = getattr(getattr(saved, section), name)
-            ours = getattr(getattr(config, section), name)
-            if theirs != ours:
-                raise ConfigError("expert.source", str(run_dir),
-                                  f"was trained with {section}.{name}={theirs!r}, this run has "
-                                  f"{ours!r}: the expert must see the observations and take the "
-                                  "actions of this run")
-        agent = make_agent(saved, spec.num_actions, spec.is_image, spec.feature_size)
-        template = agent.init(jax.random.PRNGKey(0),
-                              envs.zeros_obs(spec, (saved.env.frame_stack,)))
-        checkpoints = RunCheckpoints(run_dir, saved.training.keep_checkpoints, read_only=True)
+        differences = input_differences(saved, config)
+        if differences:
+            field, theirs, ours = differences[0]
+            raise ConfigError("expert.source", str(run_dir),
+                              f"was trained with {field}={theirs!r}, this run has {ours!r}: the "
+                              "expert must see the observations and take the actions of this run")
         try:
-            for kind in ("eval", "train"):
-                step = checkpoints.best_step(kind)
-                if step is not None:
-                    self.state, _ = checkpoints.restore_best(kind, template)
-                    self.checkpoint = f"best-by-{kind} checkpoint of env step {step}"
-                    break
-            else:
-                step = checkpoints.latest_step()
-                if step is None:
-                    raise ConfigError("expert.source", str(run_dir),
-                                      "has no checkpoint yet: train it first")
-                self.state = checkpoints.restore(step, template, None)[0]
-                self.checkpoint = f"latest checkpoint, env step {step}"
-        finally:
-            checkpoints.close()
+            restored = restore_policy(run_dir, saved, spec)
+        except CheckpointNotFound as e:
+            raise ConfigError("expert.source", str(run_dir), str(e)) from None
+        agent, self.state, self.checkpoint = restored.agent, restored.state, restored.checkpoint
         self.source = str(run_dir)
         self._act = jax.jit(lambda state, obs, prev, key: agent.act(
             state, obs, key, 0.0, noisy=False, prev_actions=prev))

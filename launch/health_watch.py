@@ -1,5 +1,6 @@
 """The health part of the loop: feeds ``rl.health.HealthMonitor`` and reports its flags
-(console, ``health/<flag>`` in TensorBoard, ``RUN_DIR/health.json``)."""
+(console, ``health/<flag>`` in TensorBoard and W&B, a W&B alert for each flag raised,
+``RUN_DIR/health.json``)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class HealthWatch:
       config: the run's config; num_actions: for Munchausen's entropy bonus range.
       run_dir: holds health.json (a resumed run's earlier events are kept).
       learning_starts: replay slots before the first grad step.
-      writer: the TensorBoard writer.
+      writer: the run's ``launch.wandb_log.RunWriter`` (TensorBoard, and W&B when on).
     """
 
     def __init__(self, config: Config, num_actions: int, run_dir: Path, learning_starts: int,
@@ -66,6 +67,9 @@ class HealthWatch:
             if event.raised:
                 self.writer.add_text("health", f"{event.severity} {event.name}: "
                                      f"{event.message}", event.step)
+                self.writer.alert(f"{event.name} raised", f"{event.severity} at env step "
+                                  f"{event.step}: {event.message}",
+                                  "ERROR" if event.severity == health_lib.DIVERGENCE else "WARN")
                 log.warning("health: %s %s at env step %d: %s", event.severity, event.name,
                             event.step, event.message)
             else:

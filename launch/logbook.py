@@ -1,5 +1,5 @@
-"""What a run shows: TensorBoard scalars, the progress bar, the console status line, episode
-returns, and the throughput of actor and learner over each log interval."""
+"""What a run shows: TensorBoard (and W&B) scalars, the progress bar, the console status
+line, episode returns, and the throughput of actor and learner over each log interval."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tqdm
-from tensorboardX import SummaryWriter
 
 import envs
 from launch.actor import VectorStep
+from launch.wandb_log import RunWriter
 from rl import config as config_lib
 from rl import curriculum
 from rl.config import Config
@@ -64,19 +65,22 @@ class PerfWindow:
 
 
 class Logbook:
-    """TensorBoard writer, progress bar and the run's episode statistics.
+    """TensorBoard writer (and W&B), progress bar and the run's episode statistics.
 
     Args:
       config: the run's config; run_dir: where the event files go.
       loop: the loop counters at the start (env_steps for the bar and first step).
       expert: whether an expert curriculum runs (episode returns by driver).
+      wandb_run: the W&B run the scalars also go to (``launch.wandb_log.start``), or None;
+        closed with the logbook.
     """
 
-    def __init__(self, config: Config, run_dir: Path, loop: dict, expert: bool):
+    def __init__(self, config: Config, run_dir: Path, loop: dict, expert: bool,
+                 wandb_run: Any | None = None):
         self.config, self.expert = config, expert
         self._realtime = envs.is_trackmania(config.env.id)
         logging_cfg, num_envs = config.logging, config.env.num_envs
-        self.writer = SummaryWriter(str(run_dir))
+        self.writer = RunWriter(run_dir, wandb_run)
         # Every knob of the run, in TensorBoard's Text tab beside the curves it explains.
         self.writer.add_text("config", "```\n" + json.dumps(config_lib.to_dict(config),
                                                             indent=2) + "\n```",
@@ -215,6 +219,6 @@ class Logbook:
                 agent.target_update_period if hard else None))
 
     def close(self) -> None:
-        """Close the progress bar and the event files."""
+        """Close the progress bar and the event files, and finish the W&B run."""
         self.bar.close()
         self.writer.close()

@@ -87,6 +87,11 @@ class StopOnSigint:
         signal.signal(signal.SIGINT, self._previous)
 
 
+def tree_bytes(tree: Any) -> int:
+    """Bytes of the arrays of a pytree (global shapes: a replicated array counts once)."""
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree) if hasattr(x, "dtype"))
+
+
 class Trainer:
     """One run's parts, wired (see the module docstring).
 
@@ -96,11 +101,14 @@ class Trainer:
         checkpoint.
       demo_slots: demonstrations to inject into a fresh replay (``launch.run.
         load_demo_slots``), or None; expert: the curriculum's expert, or None.
+      wandb_run: the W&B run of learner process 0 (``launch.wandb_log.start``), or None;
+        finished when the run closes.
 
     """
 
     def __init__(self, config: Config, spec: envs.EnvSpec, run_dir: Path, resume_run: bool,
-                 demo_slots: dict[str, np.ndarray] | None = None, expert: Expert | None = None):
+                 demo_slots: dict[str, np.ndarray] | None = None, expert: Expert | None = None,
+                 wandb_run: Any | None = None):
         self.config, self.run_dir = config, run_dir
         training, processes = config.training, config.learner.num_processes
         self.process = config.learner.process_id  # 0 but with several learner processes
@@ -147,7 +155,7 @@ class Trainer:
             self.learner.compile()
         # Process 0 logs the run; another learner process its own copy beside it.
         log_dir = run_dir if self.process == 0 else run_dir / f"process_{self.process}"
-        self.logbook = Logbook(config, log_dir, loop, expert is not None)
+        self.logbook = Logbook(config, log_dir, loop, expert is not None, wandb_run)
         self.health = HealthWatch(config, spec.num_actions, log_dir, starts,
                                   self.logbook.writer)
         if loop.get("reward_range"):  # a resumed run: the rewards its replay held
@@ -171,6 +179,7 @@ class Trainer:
 
     def _report_start(self) -> None:
         config = self.config
+        self._report_memory()
         log.info("loop: actors.mode=%s%s", self.mode,
                  " (auto)" if config.actors.mode == "auto" else "")
         if config.learner.num_processes > 1:
@@ -201,6 +210,20 @@ class Trainer:
             raise_ = self.floor_raise
             log.info("expert: floor raised to %.3g from env step %d to %d", raise_["floor"],
                      raise_["start"], raise_["start"] + raise_["steps"])
+
+    def _report_memory(self) -> None:
+        """Log the bytes of the replay and the train state (the process's memory is about
+        their sum plus the runtime's; docs/reliability.md has measured figures)."""
+        learner, training = self.learner, self.config.training
+        replay = tree_bytes(learner.replay_state)
+        log.info("memory: replay %.3g GB (replay.capacity %d), train state %.3g MB (params, "
+                 "target, optimizer)", replay / 1e9, self.config.replay.capacity,
+                 tree_bytes(learner.state) / 1e6)
+        if training.save_replay:
+            log.info("checkpoints hold the replay (training.save_replay): %.3g GB written per "
+                     "checkpoint, up to %d kept; each save holds a host-memory copy of it while "
+                     "it writes (orbax copies what it saves to host memory first): peak memory "
+                     "up to %.3g GB more", replay / 1e9, training.keep_checkpoints, replay / 1e9)
 
     # --- one vector step taken in --------------------------------------------------------
     def take(self, record: VectorStep | EpisodeDropped | ActorLost) -> bool:
@@ -235,6 +258,10 @@ class Trainer:
         eval_step = self.evaluation.due(step)
         if eval_step is not None:
             self._evaluate(eval_step)
+        video_step = self.evaluation.video_due(step)
+        if video_step is not None and self.process == 0:  # process 0 logs the run
+            self.evaluation.record_video(self.learner.acting_params(), video_step,
+                                         self.run_dir, self.logbook.writer)
         if step >= self.next_checkpoint:
             self.next_checkpoint += self.config.training.checkpoint_interval
             self.save("periodic")
@@ -590,7 +617,7 @@ class Trainer:
 
 
 def train(config: Config, spec: envs.EnvSpec, run_dir: Path, resume_run: bool,
-          demo_slots: dict[str, np.ndarray] | None = None, expert: Expert | None = None
-          ) -> int:
+          demo_slots: dict[str, np.ndarray] | None = None, expert: Expert | None = None,
+          wandb_run: Any | None = None) -> int:
     """Run (or continue) training; returns the process exit code (see :meth:`Trainer.run`)."""
-    return Trainer(config, spec, run_dir, resume_run, demo_slots, expert).run()
+    return Trainer(config, spec, run_dir, resume_run, demo_slots, expert, wandb_run).run()

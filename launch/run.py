@@ -21,7 +21,7 @@ import numpy as np
 import tqdm
 
 import envs
-from launch import cli, multihost, ray_actors
+from launch import cli, multihost, ray_actors, video, wandb_log
 from launch.checkpoint import NoUsableCheckpoint
 from launch.experts import build_expert
 from launch.loop import EXIT_GAME_LOST, train
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     the run directory and train (or, with --print-config, print the resolved config as
     JSON). Returns the exit code: 0 done, 2 bad input (one message on stderr), 3 the Ray
     cluster of actors.ray_address cannot be reached or the learner processes could not
-    join at learner.coordinator_address (before any work), --resume found no checkpoint
+    join at learner.coordinator_address (before any work), the W&B run could not start
+    (logging.wandb_project; before any training step), --resume found no checkpoint
     that restores, the game or the Ray actors were lost (after checkpointing), or
     checkpoints could not be saved (training.max_failed_saves), 4 diverged, 130
     interrupted after checkpointing."""
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         invocation = cli.parse(argv)
         config = invocation.config
         learner = config.learner
+        if config.logging.video_interval:
+            video.check_installed(f"logging.video_interval={config.logging.video_interval}")
+        if learner.process_id == 0:  # the only one that logs to W&B
+            wandb_log.require(config.logging)
         if learner.num_processes > 1 and invocation.resume_dir is None \
                 and config.logging.run_dir is None:
             raise ConfigError("logging.run_dir", None, "must be set with learner.num_processes"
@@ -140,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(run_dir / f"process_{config.learner.process_id}")
     log.info("run directory %s (tensorboard --logdir %s)", run_dir, run_dir.parent)
     try:
+        wandb_run = wandb_log.start(config, run_dir) if config.learner.process_id == 0 else None
         return train(config, spec, run_dir, resume_run=invocation.resume_dir is not None,
-                     demo_slots=demo_slots, expert=expert)
-    except NoUsableCheckpoint as e:
+                     demo_slots=demo_slots, expert=expert, wandb_run=wandb_run)
+    except (NoUsableCheckpoint, wandb_log.WandbUnavailable) as e:
         log.error("%s", e)
         return EXIT_GAME_LOST
 

@@ -24,6 +24,7 @@ EnvBackend = Literal["auto", "gymnasium", "envpool"]
 EpsilonSchedule = Literal["exponential", "linear"]
 EpsilonUnit = Literal["steps", "episodes"]
 EpsilonDraw = Literal["env", "vector_step"]
+WandbMode = Literal["online", "offline", "disabled"]
 TargetUpdate = Literal["hard", "soft", "both"]
 LrSchedule = Literal["constant", "linear", "cosine", "exponential"]
 OptimizerName = Literal["adam", "adamw", "radam"]
@@ -905,7 +906,11 @@ class TrainingConfig:
     restart a collapsed run from its best policy); with an expert curriculum only agent-only
     episodes count; 0 disables; >= 0."""
     save_replay: bool = True
-    """Save the replay contents in checkpoints (else --resume refills the buffer)."""
+    """Save the replay contents in checkpoints (else --resume refills the buffer). Costs the
+    replay's bytes on disk per kept checkpoint (84x84 frames: 7.4 GB at 1M slots), the time
+    to write them, and up to the replay's bytes again in host memory while each save writes
+    (orbax copies what it saves to host memory first). The run logs these figures at start;
+    measured ones are in docs/reliability.md."""
     max_failed_saves: int = 3
     """Checkpoint saves (periodic or best) that may fail in a row (disk full, no
     permission) before the run stops with exit code 3; each failure is logged and counted
@@ -1219,6 +1224,18 @@ class LoggingConfig:
     reward_slope_episodes: int = 20
     """Most recent episodes the reward slope (return per episode) is fitted over (seed 003's
     RwdSlope); >= 3."""
+    video_interval: int = 0
+    """Env steps between recorded evaluation episodes (one greedy episode each, to
+    RUN_DIR/videos/<step>.mp4 and TensorBoard; needs the ``[video]`` extra); 0 disables; >= 0."""
+    wandb_project: str | None = None
+    """Weights & Biases project the run's scalars, config and health events also go to
+    (the ``[wandb]`` extra); None: TensorBoard only."""
+    wandb_entity: str | None = None
+    """W&B entity (user or team) of the project; None: the account's default."""
+    wandb_mode: WandbMode = "online"
+    """W&B mode: online (synced as the run goes), offline (files under RUN_DIR/wandb, sent
+    later with ``wandb sync``) or disabled (no W&B at all: no files, wandb need not be
+    installed). It wins over the WANDB_MODE variable."""
 
     def __post_init__(self):
         _check_types(self, "logging")
@@ -1232,6 +1249,15 @@ class LoggingConfig:
         _check(_is_int(self.reward_slope_episodes) and self.reward_slope_episodes >= 3,
                "logging.reward_slope_episodes", self.reward_slope_episodes,
                "must be an integer >= 3")
+        _check(_is_int(self.video_interval) and self.video_interval >= 0,
+               "logging.video_interval", self.video_interval, "must be an integer >= 0")
+        project = self.wandb_project  # wandb.init's own rules, checked before any work
+        _check(project is None or (project.strip() != "" and len(project) <= 128
+                                   and not set(project) & set("/\\#?%:")),
+               "logging.wandb_project", project, "must be None or a W&B project name: 1 to "
+               "128 characters, none of / \\ # ? % :")
+        _check(self.wandb_entity is None or self.wandb_entity.strip() != "",
+               "logging.wandb_entity", self.wandb_entity, "must be None or a W&B user or team")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1294,6 +1320,10 @@ class Config:
             _check(self.training.eval_interval == 0, "training.eval_interval",
                    self.training.eval_interval, "must be 0 with env.id=trackmania: evaluation "
                    "would need a second game; watch episode/return instead")
+            _check(self.logging.video_interval == 0, "logging.video_interval",
+                   self.logging.video_interval, "must be 0 with env.id=trackmania: a video "
+                   "episode would need a second game; record one after training with "
+                   "launch/play.py RUN_DIR --video FILE.mp4")
         _check(self.actors.backend != "process"
                or self.actors.resolved_mode(self.env.id) == "realtime", "actors.backend",
                self.actors.backend, f"process runs only in realtime mode (actors.mode="

@@ -94,7 +94,7 @@ def test_nonfinite_acts_only_after_max_nonfinite_checks_in_a_row():
 
 def test_health_watch_returns_nonfinite_to_act_on_after_max_nonfinite(tmp_path):
     class Writer:
-        add_scalar = add_text = staticmethod(lambda *args: None)
+        add_scalar = add_text = alert = staticmethod(lambda *args: None)
 
     config = presets.replace(presets.get("dqn"), health=dict(max_nonfinite=2))
     watch = HealthWatch(config, 2, tmp_path, learning_starts=0, writer=Writer())

@@ -60,6 +60,10 @@ def test_car_racing_trains_writes_events_checkpoints_and_resumes(tmp_path):
     # at replay ratio 0.25).
     assert (config["env"]["reward_clip"], config["env"]["frame_stack"]) == (1.0, 4)
     assert "target network: hard copy every 5 updates = 20 env steps" in result.stderr
+    # 1,024 slots of one 36x36 uint8 frame (1.33 MB), plus 17 bytes per slot and the sum tree.
+    replay_gb = float(re.search(r"memory: replay ([\d.e+-]+) GB \(replay.capacity 1024\)",
+                                result.stderr).group(1))
+    assert replay_gb == pytest.approx((1024 * (36 * 36 + 17) + 2048 * 4) / 1e9, rel=0.01)
     steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir())
     assert len(steps) == 2 and 64 <= steps[0] < 66 and 128 <= steps[1] < 130
     assert len(list((run_dir / "best").iterdir())) == 1
