@@ -508,8 +508,7 @@ def make_env(
         image_size: side of the square output image.
         max_episode_steps: if given, replaces the registered limit by a TimeLimit counting agent
             steps (outermost wrapper, so Atari no-op starts and action repeats do not count).
-        seed: if given, used for the first ``reset()`` called without a seed, and for the
-            action space.
+        seed: if given, for the first ``reset()`` called without a seed and the action space.
         action_space: ``"auto"``, ``"discrete"`` or ``"continuous"``, as above.
         trackmania: the ``trackmania`` config section, for ``env_id="trackmania"``
             (:class:`envs.trackmania.TrackmaniaEnv`; frame_skip and seed do not apply).
@@ -536,13 +535,31 @@ def make_env(
         _check_no_render(render_mode)
         return TrackmaniaEnv(_tm_section(trackmania), image_size=image_size,
                              max_episode_steps=max_episode_steps, action_space=action_space)
+    env = _wrapped_gym_env(env_id, frame_skip, image_size, max_episode_steps is not None,
+                           action_space, noop_max, repeat_action_probability, render_mode)
+    if max_episode_steps is not None:
+        env = gym.wrappers.TimeLimit(env, max_episode_steps)
+    if seed is not None:
+        env = _SeedFirstReset(env, seed)
+    return env
+
+
+def _wrapped_gym_env(env_id: str, frame_skip: int, image_size: int, own_limit: bool,
+                     action_space: str, noop_max: int, repeat_action_probability: float,
+                     render_mode: str | None) -> gym.Env:
+    """:func:`make_env`'s gymnasium env with its action map and observation preprocessing,
+    without the registered TimeLimit when ``own_limit`` (make_env adds its own).
+
+    Raises:
+      EnvIdError: see :func:`check_env_id`.
+    """
     _check_registered(env_id)
     if render_mode == "rgb_array":
         # pygame (classic control, Box2D) looks for a desktop at its first render and, on a
         # headless machine, prints "error: XDG_RUNTIME_DIR is invalid"; pictures need none.
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     # -1 removes the registered TimeLimit; ours (in agent steps) is added last.
-    inner_limit = -1 if max_episode_steps is not None else None
+    inner_limit = -1 if own_limit else None
     # Only when asked: env classes without the argument refuse even render_mode=None.
     env = _gym_make(env_id, max_episode_steps=inner_limit,
                     **({} if render_mode is None else {"render_mode": render_mode}),
@@ -558,10 +575,6 @@ def make_env(
     except BaseException:
         env.close()
         raise
-    if max_episode_steps is not None:
-        env = gym.wrappers.TimeLimit(env, max_episode_steps)
-    if seed is not None:
-        env = _SeedFirstReset(env, seed)
     return env
 
 
@@ -831,33 +844,9 @@ def make_vector_env(
                              "'gymnasium' or 'auto' with a render_mode")
         backend = "gymnasium"
     if resolve_backend(env_id, backend, noop_max=make_kwargs.get("noop_max", 30)) == "envpool":
-        from envs.envpool_env import EnvpoolAtari
-
-        # The gymnasium env checks the id and the arguments, and gives the spaces to match.
-        probe = make_env(env_id, **make_kwargs)
-        try:
-            envs = EnvpoolAtari(env_id, num_envs, seed=seed,
-                                **{k: v for k, v in make_kwargs.items() if k != "action_space"})
-            if (envs.single_observation_space, envs.single_action_space) != \
-                    (probe.observation_space, probe.action_space):
-                envs.close()
-                raise RuntimeError(
-                    f"envpool's {env_id!r} has spaces {envs.single_observation_space}, "
-                    f"{envs.single_action_space}; gymnasium's {probe.observation_space}, "
-                    f"{probe.action_space}")
-        finally:
-            probe.close()
-        return envs
+        return _envpool_vector_env(env_id, num_envs, seed, make_kwargs)
     if env_id == TRACKMANIA_ID:
-        from envs.trackmania import make_tm_vector_env
-
-        if num_envs != 1:
-            raise EnvIdError(f"trackmania runs one game per machine (fixed plugin port, window "
-                             f"and gamepad): env.num_envs must be 1, got {num_envs}")
-        make_kwargs.pop("frame_skip", None)
-        _check_make_args(1, make_kwargs.get("image_size", 64), make_kwargs.get("max_episode_steps"),
-                         make_kwargs.get("action_space", "auto"))
-        return make_tm_vector_env(_tm_section(trackmania), **make_kwargs)
+        return _tm_vector_env(num_envs, trackmania, make_kwargs)
     if "seed" in make_kwargs:
         raise ValueError("pass seed as make_vector_env's own argument, not in make_kwargs")
     # Module-level function + partial: picklable for spawned workers.
@@ -878,3 +867,46 @@ def make_vector_env(
         envs.close()
         raise RuntimeError("expected a NEXT_STEP autoreset vector env")
     return envs
+
+
+def _envpool_vector_env(env_id: str, num_envs: int, seed: int, make_kwargs: dict
+                        ) -> gym.vector.VectorEnv:
+    """``make_vector_env``'s envpool backend, its spaces checked against gymnasium's env.
+
+    Raises:
+      RuntimeError: envpool's spaces differ from the gymnasium env's.
+    """
+    from envs.envpool_env import EnvpoolAtari
+
+    # The gymnasium env checks the id and the arguments, and gives the spaces to match.
+    probe = make_env(env_id, **make_kwargs)
+    try:
+        envs = EnvpoolAtari(env_id, num_envs, seed=seed,
+                            **{k: v for k, v in make_kwargs.items() if k != "action_space"})
+        if (envs.single_observation_space, envs.single_action_space) != \
+                (probe.observation_space, probe.action_space):
+            envs.close()
+            raise RuntimeError(
+                f"envpool's {env_id!r} has spaces {envs.single_observation_space}, "
+                f"{envs.single_action_space}; gymnasium's {probe.observation_space}, "
+                f"{probe.action_space}")
+    finally:
+        probe.close()
+    return envs
+
+
+def _tm_vector_env(num_envs: int, trackmania: Any, make_kwargs: dict) -> gym.vector.VectorEnv:
+    """``make_vector_env`` for TrackMania: the game in its guarded worker.
+
+    Raises:
+      EnvIdError: num_envs != 1; ValueError: bad make_kwargs.
+    """
+    from envs.trackmania import make_tm_vector_env
+
+    if num_envs != 1:
+        raise EnvIdError(f"trackmania runs one game per machine (fixed plugin port, window "
+                         f"and gamepad): env.num_envs must be 1, got {num_envs}")
+    make_kwargs = {k: v for k, v in make_kwargs.items() if k != "frame_skip"}
+    _check_make_args(1, make_kwargs.get("image_size", 64), make_kwargs.get("max_episode_steps"),
+                     make_kwargs.get("action_space", "auto"))
+    return make_tm_vector_env(_tm_section(trackmania), **make_kwargs)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -32,9 +33,8 @@ from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch import actor as actor_lib  # noqa: E402  (after the path)
-from launch import learner as learner_lib  # noqa: E402
-from launch import run  # noqa: E402
+# launch (JAX, orbax, ...) is imported in main() and _install(), not here: every spawned env
+# worker imports this module as __mp_main__, and the project's imports took it 8 s of CPU.
 
 FAULT_MESSAGE = "injected fault"
 BAD_ENV_ID = "BadCartPole-v1"
@@ -113,11 +113,16 @@ def main(argv: list[str]) -> int:
                                  bad_seed=args.bad_seed))
     os.environ["FAULTS_JSON"] = json.dumps(vars(args))
     _install()
+    from launch import run
+
     return run.main(argv[split + 1:])
 
 
 def _install() -> None:
     """Wrap the learner's update and the actor's finish with the faults of FAULTS_JSON."""
+    from launch import actor as actor_lib
+    from launch import learner as learner_lib
+
     faults = json.loads(os.environ["FAULTS_JSON"])
     fail, after = faults["fail"], faults["fail_after"]
     _wrap(learner_lib.Learner, "update", faults["slow_update"],
@@ -127,5 +132,6 @@ def _install() -> None:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
-elif __name__ == "__mp_main__" and "FAULTS_JSON" in os.environ:  # a spawned actor process
+elif (__name__ == "__mp_main__" and "FAULTS_JSON" in os.environ
+      and multiprocessing.current_process().name == "actor"):  # not in an env worker
     _install()

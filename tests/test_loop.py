@@ -62,7 +62,9 @@ def achieved_ratio(tags) -> float:
     return (g1 - g0) / (s1 - s0)
 
 
-@pytest.mark.parametrize("case", sorted(lockstep_reference.CASES))
+@pytest.mark.parametrize("case", [  # the pixel case in the slow tier (105 s)
+    pytest.param(case, marks=pytest.mark.slow) if case == "car_racing_iqn_btr" else case
+    for case in sorted(lockstep_reference.CASES)])
 def test_lockstep_reproduces_the_loop_recorded_before_the_split(tmp_path, case):
     """Same seed, same loop counters, replay frames, actions, rewards and flags (bit for bit)
     as the single-threaded loop of before, and the same returns, losses, Q values, epsilon
@@ -146,7 +148,8 @@ def _consistent_cut(saved: dict, num_envs: int, whole_episodes: bool) -> None:
         assert stored_steps == loop["env_steps"]
 
 
-@pytest.mark.parametrize("mode", ["lockstep", "bounded", "realtime"])
+@pytest.mark.parametrize("mode", ["lockstep", "bounded", pytest.param("realtime",
+                                                                     marks=pytest.mark.slow)])
 def test_a_checkpoint_in_each_mode_is_a_consistent_cut_and_resumes(tmp_path, mode):
     if mode == "realtime" and importlib.util.find_spec("tmrl") is None:
         pytest.skip("tmrl is not installed (the [trackmania] extra)")

@@ -116,6 +116,7 @@ def test_jit_updates_across_two_processes_equal_one_device_updates():
             assert case["all_reduce"] and case["devices"] == 2, (p, name, case)
 
 
+@pytest.mark.slow
 def test_two_learner_processes_train_checkpoint_and_resume_with_the_same_state(tmp_path):
     run_dir = tmp_path / "run"
     flags = ["--algo", "dqn", "--env", "CartPole-v1", "--env.num-envs", "2",

@@ -208,6 +208,7 @@ def test_two_ray_actors_learn_survive_a_killed_actor_and_resume(tmp_path):
     assert latest_checkpoint(run_dir)["loop"]["env_steps"] >= 7000
 
 
+@pytest.mark.slow
 @needs_ray
 @needs_tmrl
 def test_two_ray_actors_drive_two_stand_in_games(tmp_path):

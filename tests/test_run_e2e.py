@@ -200,6 +200,7 @@ def demo_weights_follow_the_decay(tags: dict, w0: float, decay: int) -> None:
     assert shares[0] > 0.3 and shares[-1] < shares[0]
 
 
+@pytest.mark.slow
 def test_controls_show_in_tensorboard_for_rainbow_and_tm20(tmp_path):
     """Rainbow (C51) and the TM20 preset train from launch/run.py on CartPole, and the seeds'
     knobs leave their trace: injected demos are sampled with a decaying weight, episode-based

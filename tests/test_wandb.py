@@ -250,17 +250,15 @@ def test_a_wandb_run_that_cannot_start_stops_the_run_before_training(tmp_path):
 
 
 def test_disabled_mode_needs_no_wandb_writes_no_wandb_files_and_the_same_tensorboard(
-        offline_run, tmp_path):
+        offline_run, tmp_path, monkeypatch):
     """W&B disabled, with the wandb package made unimportable: the run of the offline part
     again, by seed, gives the same TensorBoard scalars (timings aside) and no W&B files."""
     run_dir = tmp_path / "run"
-    args = [*TINY, "--logging.wandb-project", "tmrl-jax-tests", "--logging.wandb-mode",
-            "disabled", "--total-steps", "300", "--run-dir", str(run_dir)]
-    script = ("import sys; sys.modules['wandb'] = None; from launch import run; "
-              f"sys.exit(run.main({args!r}))")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=300, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb fails
+    # In this process: no interpreter and JAX start-up for a second run.
+    assert run_py.main([*TINY, "--logging.wandb-project", "tmrl-jax-tests",
+                        "--logging.wandb-mode", "disabled", "--total-steps", "300",
+                        "--run-dir", str(run_dir)]) == 0
     assert not (run_dir / "wandb").exists() and not (run_dir / wandb_log.RUN_ID_FILE).exists()
     disabled, offline = compare.load_run(run_dir).scalars, offline_run["tensorboard"]
     assert sorted(disabled) == sorted(offline)
