@@ -90,7 +90,18 @@ def evaluate_episodes(
         **(dict(render_mode="rgb_array") if render else {}), **make_kwargs,
     )
     collector = Collector(envs, spec, frame_stack, reward_clip=None, action_history=action_history)
+    try:
+        return _first_episodes(collector, act_fn, num_episodes, seed, action_history > 0,
+                               _picture_source(envs, spec, collector, on_frame, render))
+    finally:
+        collector.close()
 
+
+def _picture_source(envs: Any, spec: Any, collector: Collector,
+                    on_frame: Callable[[int, np.ndarray], None] | None, render: bool
+                    ) -> Callable[[list[int]], None]:
+    """``show(episodes)``: hands ``on_frame`` the current picture of each listed sub-env (the
+    vector env's render, or the newest observation frame); nothing without ``on_frame``."""
     def show(episodes: list[int]) -> None:
         if on_frame is None or not episodes:
             return
@@ -98,20 +109,24 @@ def evaluate_episodes(
         for i in episodes:
             on_frame(i, np.asarray(pictures[i]))
 
-    try:
-        collector.reset(seed)
-        finished: list[EpisodeStats | None] = [None] * num_episodes
-        show(list(range(num_episodes)))
-        while running := [i for i, ep in enumerate(finished) if ep is None]:
-            obs = collector.stacked_obs
-            actions = np.asarray(
-                act_fn(obs, collector.prev_actions) if action_history else act_fn(obs)
-            )
-            _, episodes = collector.step(actions)
-            for ep in episodes:
-                if finished[ep.env_index] is None:
-                    finished[ep.env_index] = ep
-            show(running)
-        return finished
-    finally:
-        collector.close()
+    return show
+
+
+def _first_episodes(collector: Collector, act_fn: Callable[..., Any], num_episodes: int,
+                    seed: int, with_prev_actions: bool, show: Callable[[list[int]], None]
+                    ) -> list[EpisodeStats]:
+    """Step the collector's envs until each sub-env finished once; each sub-env's first
+    episode, in sub-env order (see :func:`evaluate_episodes`)."""
+    collector.reset(seed)
+    finished: list[EpisodeStats | None] = [None] * num_episodes
+    show(list(range(num_episodes)))
+    while running := [i for i, ep in enumerate(finished) if ep is None]:
+        obs = collector.stacked_obs
+        actions = np.asarray(
+            act_fn(obs, collector.prev_actions) if with_prev_actions else act_fn(obs))
+        _, episodes = collector.step(actions)
+        for ep in episodes:
+            if finished[ep.env_index] is None:
+                finished[ep.env_index] = ep
+        show(running)
+    return finished
