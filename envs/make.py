@@ -52,6 +52,7 @@ __all__ = [
     "CarRacingGasBrakeSteer",
     "EnvIdError",
     "EnvSpec",
+    "NoProgressTimeout",
     "check_env_id",
     "env_spec",
     "env_worker",
@@ -407,6 +408,37 @@ class ActionRepeat(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, total, terminated, truncated, info
 
 
+class NoProgressTimeout(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Truncate an episode after ``steps`` agent steps in a row without a positive reward.
+
+    For training envs: a car on the grass or a stuck agent stops filling the replay with one
+    hopeless stretch (TrackMania's ``failure_countdown`` does the same in the game). The episode
+    is truncated, not terminated, so its last value is bootstrapped. ``info["no_progress"]`` is
+    True on the step that cut it.
+    """
+
+    def __init__(self, env: gym.Env, steps: int):
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"NoProgressTimeout needs steps >= 1, got {steps!r}")
+        gym.utils.RecordConstructorArgs.__init__(self, steps=steps)
+        gym.Wrapper.__init__(self, env)
+        self.steps = int(steps)
+        self._since_progress = 0
+
+    def reset(self, **kwargs):
+        self._since_progress = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        """The inner step, with ``truncated`` set once ``steps`` rewards in a row were <= 0."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._since_progress = 0 if reward > 0 else self._since_progress + 1
+        if self._since_progress >= self.steps and not (terminated or truncated):
+            truncated = True
+            info = {**info, "no_progress": True}
+        return obs, reward, terminated, truncated, info
+
+
 class _SeedFirstReset(gym.Wrapper):
     """Use ``seed`` for the first reset that is not given one; also seeds the action space."""
 
@@ -444,8 +476,14 @@ def _is_image_space(space: gym.spaces.Box) -> bool:
 def _check_make_args(
     frame_skip: int, image_size: int, max_episode_steps: int | None, action_space: str,
     noop_max: int = 30, repeat_action_probability: float = 0.25,
+    no_progress_timeout: int | None = None,
 ) -> None:
     _check_action_space(action_space)
+    if no_progress_timeout is not None and (
+        int(no_progress_timeout) != no_progress_timeout or no_progress_timeout < 1
+    ):
+        raise ValueError(f"no_progress_timeout must be None or an integer >= 1, got "
+                         f"{no_progress_timeout!r}")
     if int(noop_max) != noop_max or noop_max < 0:
         raise ValueError(f"noop_max must be an integer >= 0, got {noop_max!r}")
     if not 0.0 <= repeat_action_probability <= 1.0:
@@ -475,6 +513,7 @@ def make_env(
     noop_max: int = 30,
     repeat_action_probability: float = 0.25,
     render_mode: str | None = None,
+    no_progress_timeout: int | None = None,
 ) -> gym.Env:
     """Build one preprocessed env emitting ONE frame per step (no frame stacking).
 
@@ -518,18 +557,25 @@ def make_env(
             ``render()`` returns the env's full-size uint8 [H, W, 3] RGB picture of its
             current state (after the last agent step, frame skip included); observations
             are unchanged. None: no rendering.
+        no_progress_timeout: if given, :class:`NoProgressTimeout` truncates an episode after
+            that many agent steps in a row without a positive reward (training envs only;
+            gymnasium envs only: TrackMania has ``trackmania.failure_countdown``).
 
     Raises:
         EnvIdError: see :func:`check_env_id`; "trackmania" without its config section, or
             with a render_mode (the game has no render; its observation frames are the
             pictures).
-        ValueError: frame_skip, image_size, max_episode_steps, noop_max (< 0) or
-            repeat_action_probability (outside [0, 1]) out of range, or action_space not one of
-            :data:`ACTION_SPACES`.
+        ValueError: frame_skip, image_size, max_episode_steps, noop_max (< 0),
+            repeat_action_probability (outside [0, 1]) or no_progress_timeout (< 1) out of
+            range, action_space not one of :data:`ACTION_SPACES`, or a no_progress_timeout
+            for TrackMania.
     """
     _check_make_args(frame_skip, image_size, max_episode_steps, action_space, noop_max,
-                     repeat_action_probability)
+                     repeat_action_probability, no_progress_timeout)
     if env_id == TRACKMANIA_ID:
+        if no_progress_timeout is not None:
+            raise ValueError("no_progress_timeout is for gymnasium envs; TrackMania ends "
+                             "stalled episodes with trackmania.failure_countdown")
         from envs.trackmania import TrackmaniaEnv
 
         _check_no_render(render_mode)
@@ -539,6 +585,8 @@ def make_env(
                            action_space, noop_max, repeat_action_probability, render_mode)
     if max_episode_steps is not None:
         env = gym.wrappers.TimeLimit(env, max_episode_steps)
+    if no_progress_timeout is not None:
+        env = NoProgressTimeout(env, no_progress_timeout)
     if seed is not None:
         env = _SeedFirstReset(env, seed)
     return env
@@ -819,7 +867,8 @@ def make_vector_env(
     action space; ``VectorEnv.reset(seed=seed)`` gives the same per-env seeds).
 
     ``make_kwargs`` are passed to :func:`make_env` (frame_skip, image_size, max_episode_steps,
-    action_space, noop_max, repeat_action_probability, render_mode: ``render()`` then returns
+    action_space, noop_max, repeat_action_probability, no_progress_timeout (gymnasium's envs
+    only: backend auto then runs them), render_mode: ``render()`` then returns
     each sub-env's picture; envpool renders none, so backend auto runs gymnasium's envs with a
     render_mode). Observations are batched on a leading
     axis of size ``num_envs``, and so are actions: int [num_envs] for discrete, float32
@@ -842,6 +891,13 @@ def make_vector_env(
         if backend == "envpool":
             raise EnvIdError(f"backend 'envpool' renders no pictures of {env_id!r}: use backend "
                              "'gymnasium' or 'auto' with a render_mode")
+        backend = "gymnasium"
+    if make_kwargs.get("no_progress_timeout") is None:
+        make_kwargs.pop("no_progress_timeout", None)  # TrackMania's and envpool's envs lack it
+    else:
+        if backend == "envpool":
+            raise ValueError("backend 'envpool' has no no_progress_timeout: use backend "
+                             "'gymnasium' or 'auto'")
         backend = "gymnasium"
     if resolve_backend(env_id, backend, noop_max=make_kwargs.get("noop_max", 30)) == "envpool":
         return _envpool_vector_env(env_id, num_envs, seed, make_kwargs)

@@ -227,6 +227,7 @@ class Actor:
         env_cfg, seed = self.config.env, self.config.seed + 7919 * self.restarts
         vector_env = envs.make_vector_env(env_cfg.id, env_cfg.num_envs,
                                           asynchronous=env_cfg.asynchronous, seed=seed,
+                                          no_progress_timeout=env_cfg.no_progress_timeout,
                                           **envs.make_kwargs(self.config))
         collector = envs.Collector(vector_env, self.spec, env_cfg.frame_stack,
                                    env_cfg.reward_clip, reward_scale=env_cfg.reward_scale,

@@ -17,6 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import jax
 import numpy as np
 import tqdm
 
@@ -52,6 +53,23 @@ def default_run_dir(config: Config) -> Path:
     """runs/<algo>-<env>-s<seed>-<YYYYmmdd-HHMMSS>, with '/' in env ids replaced."""
     env = config.env.id.replace("/", "_")
     return Path("runs") / f"{config.algo}-{env}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+CPU_PRESET_HINT = (
+    "on a CPU, --algo iqn_cpu is the preset that learns CarRacing-v3 in under an hour: on 2 "
+    "cores its mean evaluation return (10 episodes) passed 700 within 32 minutes (40k-60k env "
+    "steps) in 3 of 3 seeds and reached 785-873 at 60k (README, 'A policy that drives'); this "
+    "preset's Impala network takes about 0.8 s per grad step at batch 32 and 7 s at batch 256 "
+    "there")
+"""What the main command (``--algo iqn_btr`` on CarRacing) says at start on a CPU."""
+
+
+def cpu_preset_hint(config: Config, backend: str) -> str | None:
+    """:data:`CPU_PRESET_HINT` for ``iqn_btr`` on CarRacing-v3 on JAX backend ``backend``
+    ("cpu"), else None."""
+    if config.algo == "iqn_btr" and config.env.id == "CarRacing-v3" and backend == "cpu":
+        return CPU_PRESET_HINT
+    return None
 
 
 def load_demo_slots(config: Config, spec: envs.EnvSpec) -> dict[str, np.ndarray] | None:
@@ -144,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         (run_dir / f"process_{config.learner.process_id}").mkdir(parents=True, exist_ok=True)
         _setup_logging(run_dir / f"process_{config.learner.process_id}")
     log.info("run directory %s (tensorboard --logdir %s)", run_dir, run_dir.parent)
+    hint = cpu_preset_hint(config, jax.default_backend())
+    if hint and config.learner.process_id == 0:
+        log.info("%s", hint)
     try:
         wandb_run = wandb_log.start(config, run_dir) if config.learner.process_id == 0 else None
         return train(config, spec, run_dir, resume_run=invocation.resume_dir is not None,

@@ -192,6 +192,11 @@ class EnvConfig:
     """Side of the square grayscale frame, in pixels; >= 16."""
     max_episode_steps: int | None = None
     """Episode cap in agent steps (truncation, bootstrapped); None keeps the env's own limit."""
+    no_progress_timeout: int | None = None
+    """Training episodes are truncated (bootstrapped) after this many agent steps in a row
+    without a positive reward, so a car stuck on the grass stops filling the replay with one
+    hopeless stretch; evaluation episodes are never cut. None: off; >= 1; gymnasium envs only
+    (TrackMania has trackmania.failure_countdown)."""
     reward_scale: float = 1.0
     """Rewards stored in replay are multiplied by this, then clipped; episode returns in the
     logs stay raw; > 0."""
@@ -238,6 +243,11 @@ class EnvConfig:
                self.image_size, "must be an integer >= 16")
         if self.max_episode_steps is not None:
             _positive_int("env.max_episode_steps", self.max_episode_steps)
+        if self.no_progress_timeout is not None:
+            _positive_int("env.no_progress_timeout", self.no_progress_timeout)
+            _check(self.id != "trackmania", "env.no_progress_timeout", self.no_progress_timeout,
+                   "must be None on TrackMania, which ends stalled episodes with "
+                   "trackmania.failure_countdown")
         _check(isinstance(self.reward_scale, (int, float)) and self.reward_scale > 0
                and math.isfinite(self.reward_scale), "env.reward_scale", self.reward_scale,
                "must be a finite number > 0")

@@ -194,6 +194,8 @@ def test_run_rejects_bad_input_in_a_real_process(tmp_path):
     (lambda: EnvConfig(reward_scale=-2.0), "env.reward_scale", -2.0),
     (lambda: EnvConfig(reward_scale=float("inf")), "env.reward_scale", float("inf")),
     (lambda: EnvConfig(reward_clip=0.0), "env.reward_clip", 0.0),
+    (lambda: EnvConfig(no_progress_timeout=0), "env.no_progress_timeout", 0),
+    (lambda: EnvConfig(id="trackmania", no_progress_timeout=10), "env.no_progress_timeout", 10),
     (lambda: ReplayConfig(importance_exponent_schedule="cosine"),
      "replay.importance_exponent_schedule", "cosine"),
     (lambda: ReplayConfig(importance_exponent_increment=0.0),

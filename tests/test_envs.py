@@ -25,6 +25,7 @@ from envs import (
     Collector,
     EnvIdError,
     EpisodeStats,
+    NoProgressTimeout,
     check_env_id,
     env_spec,
     evaluate,
@@ -430,6 +431,78 @@ def test_vector_obs_env_is_cast_to_float32_and_limit_override_counts_agent_steps
     flags = [env.step(i % 2)[2:4] for i in range(5)]
     assert flags == [(False, False)] * 4 + [(False, True)]
     assert env_spec("CartPole-v1", max_episode_steps=5).max_episode_steps == 5
+
+
+class RewardIsAction(gym.Env):
+    """Reward = action - 1 (so the agent picks -1, 0 or +1); terminates at step ``end``."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, end: int = 1000):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+        self.action_space = gym.spaces.Discrete(3)
+        self.end, self._t = end, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self._t += 1
+        return np.zeros(1, np.float32), float(action) - 1.0, self._t >= self.end, False, {}
+
+
+REWARD_IS_ACTION_ID = "EnvsTestRewardIsAction-v0"
+if REWARD_IS_ACTION_ID not in gym.registry:
+    gym.register(REWARD_IS_ACTION_ID, entry_point=RewardIsAction)
+
+
+def test_no_progress_timeout_cuts_after_that_many_rewards_without_progress():
+    env = NoProgressTimeout(RewardIsAction(), 3)
+    env.reset()
+    # +1 resets the count; 0 and -1 both count as no progress.
+    flags = [env.step(a)[2:4] for a in (2, 0, 1, 2, 0, 1, 0)]
+    assert flags == [(False, False)] * 6 + [(False, True)]
+    env.reset()  # the count starts again
+    steps = [env.step(a) for a in (1, 1, 1)]
+    assert [s[3] for s in steps] == [False, False, True] and steps[-1][4]["no_progress"]
+    # A termination on the cutting step stays a termination.
+    env = NoProgressTimeout(RewardIsAction(end=2), 2)
+    env.reset()
+    assert [env.step(0)[2:4] for _ in range(2)] == [(False, False), (True, False)]
+
+
+def test_no_progress_timeout_matches_a_plain_count_over_random_rewards():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        steps = int(rng.integers(1, 6))
+        env = make_env(REWARD_IS_ACTION_ID, no_progress_timeout=steps)
+        env.reset(seed=0)
+        actions = rng.integers(0, 3, 40)
+        run = 0
+        for t, a in enumerate(actions):
+            run = 0 if a == 2 else run + 1
+            truncated = env.step(int(a))[3]
+            assert truncated == (run >= steps), (steps, actions[:t + 1])
+            if truncated:
+                break
+
+
+def test_no_progress_timeout_errors_and_vector_env():
+    with pytest.raises(ValueError, match="no_progress_timeout must be None or an integer >= 1"):
+        make_env(REWARD_IS_ACTION_ID, no_progress_timeout=0)
+    with pytest.raises(ValueError, match="failure_countdown"):
+        make_env("trackmania", no_progress_timeout=5)
+    with pytest.raises(ValueError, match="envpool' has no no_progress_timeout"):
+        make_vector_env("ALE/Pong-v5", 2, asynchronous=False, seed=0, backend="envpool",
+                        no_progress_timeout=5)
+    envs = make_vector_env(REWARD_IS_ACTION_ID, 2, asynchronous=False, seed=0,
+                           no_progress_timeout=2)
+    envs.reset(seed=0)
+    truncated = [envs.step(np.array([1, 2]))[3].tolist() for _ in range(2)]
+    assert truncated == [[False, False], [True, False]]
+    envs.close()
 
 
 def test_image_env_action_repeat_and_frame_time_limit():

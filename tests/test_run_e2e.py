@@ -13,7 +13,8 @@ import orbax.checkpoint as ocp
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from launch import record_demos
+from launch import record_demos, run as run_py
+from rl import presets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +61,8 @@ def test_car_racing_trains_writes_events_checkpoints_and_resumes(tmp_path):
     # at replay ratio 0.25).
     assert (config["env"]["reward_clip"], config["env"]["frame_stack"]) == (1.0, 4)
     assert "target network: hard copy every 5 updates = 20 env steps" in result.stderr
+    # The main command on a CPU points once to the preset that learns CarRacing here.
+    assert result.stderr.count("--algo iqn_cpu is the preset that learns CarRacing-v3") == 1
     # 1,024 slots of one 36x36 uint8 frame (1.33 MB), plus 17 bytes per slot and the sum tree.
     replay_gb = float(re.search(r"memory: replay ([\d.e+-]+) GB \(replay.capacity 1024\)",
                                 result.stderr).group(1))
@@ -93,6 +96,14 @@ def test_car_racing_trains_writes_events_checkpoints_and_resumes(tmp_path):
     grad_steps_second = scalars(run_dir)["train/grad_steps"][-1][1]
     assert grad_steps_second > grad_steps_first
     assert json.loads((run_dir / "config.json").read_text())["training"]["total_steps"] == 192
+
+
+def test_the_cpu_hint_is_for_iqn_btr_on_car_racing_on_a_cpu():
+    btr = presets.get("iqn_btr")
+    assert run_py.cpu_preset_hint(btr, "cpu") == run_py.CPU_PRESET_HINT
+    assert run_py.cpu_preset_hint(btr, "gpu") is None
+    assert run_py.cpu_preset_hint(presets.get("iqn_cpu"), "cpu") is None
+    assert run_py.cpu_preset_hint(presets.replace(btr, env=dict(id="ALE/Pong-v5")), "cpu") is None
 
 
 def test_expert_curriculum_and_resume_with_a_raised_floor_and_no_saved_replay(tmp_path):
