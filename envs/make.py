@@ -573,16 +573,30 @@ def make_env(
     _check_make_args(frame_skip, image_size, max_episode_steps, action_space, noop_max,
                      repeat_action_probability, no_progress_timeout)
     if env_id == TRACKMANIA_ID:
-        if no_progress_timeout is not None:
-            raise ValueError("no_progress_timeout is for gymnasium envs; TrackMania ends "
-                             "stalled episodes with trackmania.failure_countdown")
-        from envs.trackmania import TrackmaniaEnv
-
-        _check_no_render(render_mode)
-        return TrackmaniaEnv(_tm_section(trackmania), image_size=image_size,
-                             max_episode_steps=max_episode_steps, action_space=action_space)
+        return _tm_env(trackmania, image_size, max_episode_steps, action_space, render_mode,
+                       no_progress_timeout)
     env = _wrapped_gym_env(env_id, frame_skip, image_size, max_episode_steps is not None,
                            action_space, noop_max, repeat_action_probability, render_mode)
+    return _outer_wrappers(env, max_episode_steps, no_progress_timeout, seed)
+
+
+def _tm_env(trackmania: Any, image_size: int, max_episode_steps: int | None, action_space: str,
+            render_mode: str | None, no_progress_timeout: int | None) -> gym.Env:
+    """:func:`make_env` for ``"trackmania"``; raises ValueError / EnvIdError as it says."""
+    if no_progress_timeout is not None:
+        raise ValueError("no_progress_timeout is for gymnasium envs; TrackMania ends "
+                         "stalled episodes with trackmania.failure_countdown")
+    from envs.trackmania import TrackmaniaEnv
+
+    _check_no_render(render_mode)
+    return TrackmaniaEnv(_tm_section(trackmania), image_size=image_size,
+                         max_episode_steps=max_episode_steps, action_space=action_space)
+
+
+def _outer_wrappers(env: gym.Env, max_episode_steps: int | None,
+                    no_progress_timeout: int | None, seed: int | None) -> gym.Env:
+    """:func:`make_env`'s wrappers counting agent steps (its TimeLimit, then
+    :class:`NoProgressTimeout`) and the first-reset seed, outermost last."""
     if max_episode_steps is not None:
         env = gym.wrappers.TimeLimit(env, max_episode_steps)
     if no_progress_timeout is not None:
@@ -868,11 +882,10 @@ def make_vector_env(
 
     ``make_kwargs`` are passed to :func:`make_env` (frame_skip, image_size, max_episode_steps,
     action_space, noop_max, repeat_action_probability, no_progress_timeout (gymnasium's envs
-    only: backend auto then runs them), render_mode: ``render()`` then returns
-    each sub-env's picture; envpool renders none, so backend auto runs gymnasium's envs with a
-    render_mode). Observations are batched on a leading
-    axis of size ``num_envs``, and so are actions: int [num_envs] for discrete, float32
-    [num_envs, d] in [-1, 1] for continuous.
+    only: backend auto then runs them), render_mode: ``render()`` then returns each sub-env's
+    picture; envpool renders none, so backend auto runs gymnasium's envs with a render_mode).
+    Observations are batched on a leading axis of size ``num_envs``, and so are actions: int
+    [num_envs] for discrete, float32 [num_envs, d] in [-1, 1] for continuous.
 
     ``env_id="trackmania"`` (with its ``trackmania`` config section) gives the game in its
     guarded worker (:func:`envs.trackmania.make_tm_vector_env`): one env, always in a worker.
@@ -894,10 +907,10 @@ def make_vector_env(
         backend = "gymnasium"
     if make_kwargs.get("no_progress_timeout") is None:
         make_kwargs.pop("no_progress_timeout", None)  # TrackMania's and envpool's envs lack it
+    elif backend == "envpool":
+        raise ValueError("backend 'envpool' has no no_progress_timeout: use backend "
+                         "'gymnasium' or 'auto'")
     else:
-        if backend == "envpool":
-            raise ValueError("backend 'envpool' has no no_progress_timeout: use backend "
-                             "'gymnasium' or 'auto'")
         backend = "gymnasium"
     if resolve_backend(env_id, backend, noop_max=make_kwargs.get("noop_max", 30)) == "envpool":
         return _envpool_vector_env(env_id, num_envs, seed, make_kwargs)
