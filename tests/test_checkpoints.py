@@ -189,17 +189,18 @@ def test_a_full_disk_fails_saves_keeps_the_ones_before_and_stops_after_the_limit
             while "checkpoint at env step" not in log.read_text():
                 assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
                 time.sleep(0.05)
-            # The disk fills up after the first checkpoint: every later save fails.
-            with open(mount / "filler", "wb") as filler:
+            # The disk fills up after the first checkpoint: every later save fails. Unbuffered:
+            # a buffered file would keep the bytes that did not fit and raise again on close.
+            with open(mount / "filler", "wb", buffering=0) as filler:
                 try:
                     while True:
                         filler.write(b"\0" * 65536)
-                        filler.flush()
                 except OSError:
                     pass
             assert proc.wait(timeout=300) == 3, log.read_text()[-3000:]
         finally:
             proc.kill()
+            proc.wait()
         text = log.read_text()
         failed = re.findall(r"checkpoint at env step (\d+) \(periodic\) not saved \((\d) in a "
                             r"row failed.*No space left on device", text)
