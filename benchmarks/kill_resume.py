@@ -110,6 +110,7 @@ def one_round(command: list[str], log: Path, kill_after: float | None, timeout: 
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
     record["text"] = log.read_text()
     return record
 

@@ -17,12 +17,13 @@ import numpy as np
 import envs
 from launch import video
 from launch.actor import make_act
+from launch.wandb_log import RunWriter
 from rl.config import Config
 
 log = logging.getLogger("launch")
 
 VIDEO_TAG = "eval/video"
-"""TensorBoard tag of the training videos (an animated GIF in the Images tab)."""
+"""Tag of the training videos: an animated GIF in TensorBoard's Images tab, the MP4 in W&B."""
 
 
 def greedy_episodes(act: Callable[..., Any], state: Any, config: Config, key: jax.Array, *,
@@ -113,13 +114,13 @@ class Evaluation:
     def _seed(self, env_steps: int) -> int:
         return self.config.seed + 100_003 + env_steps
 
-    def record_video(self, state: Any, env_steps: int, run_dir: Path, writer: Any
+    def record_video(self, state: Any, env_steps: int, run_dir: Path, writer: RunWriter
                      ) -> envs.EpisodeStats:
         """Record one greedy episode of ``state`` (seeded as the first episode of an
         evaluation at ``env_steps``) to ``run_dir/videos/<env_steps>.mp4`` and, as
         an animated GIF of at most :data:`launch.video.GIF_MAX_SIDE` pixels a side, to the
-        tensorboardX ``writer`` under :data:`VIDEO_TAG` at step ``env_steps``. Returns the
-        episode's statistics.
+        run's ``writer`` under :data:`VIDEO_TAG` at step ``env_steps``; the MP4 also goes
+        to W&B when the run logs there. Returns the episode's statistics.
 
         Raises:
           ModuleNotFoundError: the ``[video]`` extra is not installed (``launch/run.py``
@@ -140,6 +141,7 @@ class Evaluation:
                                        jax.random.fold_in(self._key, env_steps), num_episodes=1,
                                        seed=self._seed(env_steps), on_frame=on_frame)
         video.add_gif(writer, VIDEO_TAG, small, fps, env_steps)
+        writer.add_video_file(VIDEO_TAG, path, env_steps)
         log.info("video of env step %d: return %.2f in %d steps, %s", env_steps,
                  episode.return_, episode.length, path)
         return episode

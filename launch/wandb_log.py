@@ -2,7 +2,8 @@
 
 :class:`RunWriter` is the run's TensorBoard writer (``Logbook.writer``); given a W&B run it
 also sends every scalar there, under the same tag and at the same env step (the W&B metric
-``env_step``, the x axis of every chart), so no call site of ``add_scalar`` knows about W&B.
+``env_step``, the x axis of every chart), so no call site of ``add_scalar`` knows about W&B;
+:meth:`RunWriter.add_video_file` sends the training videos (``logging.video_interval``).
 :func:`start` starts the W&B run of a run directory: the resolved config is its config, its
 files go to RUN_DIR/wandb and its id to RUN_DIR/wandb_run_id, so ``--resume RUN_DIR``
 continues the same W&B run. Only learner process 0 logs to W&B; the TensorBoard event files
@@ -130,6 +131,19 @@ class RunWriter(SummaryWriter):
             self._send_row()
         self._row_step = int(global_step)
         self._row[tag] = float(scalar_value)
+
+    def add_video_file(self, tag: str, path: Path, global_step: int) -> None:
+        """Send a finished MP4 file (``launch.video.Mp4Writer``) to W&B as a video under
+        ``tag`` at env step ``global_step``, in a row of its own; nothing without W&B
+        (TensorBoard has no video dashboard: the caller writes a GIF, ``launch.video.add_gif``).
+        """
+        if self.wandb_run is None:
+            return
+        import wandb
+
+        self._send_row()  # the scalars before it keep their write order
+        self.wandb_run.log({STEP_METRIC: int(global_step),
+                            tag: wandb.Video(str(path), format="mp4")})
 
     def alert(self, title: str, text: str, level: str) -> None:
         """A W&B alert (``wandb.Run.alert``; level INFO, WARN or ERROR); nothing without

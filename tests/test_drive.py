@@ -20,9 +20,10 @@ def test_drive_writes_the_curve_of_a_short_iqn_cpu_run(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "drive.py"), "--total-steps", "2000",
          "--seed", "3", "--out", str(out), "--",
-         # Small enough for the suite: 2 envs in this process, learning from 1,500 steps,
-         # two evaluations of one episode.
-         "--env.num-envs", "2", "--env.no-asynchronous", "--training.learning-starts", "1500",
+         # Small enough for the suite: 2 envs in this process, a 4,096-slot replay, learning
+         # from 1,800 steps (50 grad steps), two evaluations of one episode.
+         "--env.num-envs", "2", "--env.no-asynchronous", "--replay.capacity", "4096",
+         "--training.learning-starts", "1800",
          "--training.eval-interval", "1000", "--training.eval-episodes", "1",
          "--training.checkpoint-interval", "1000", "--training.no-save-replay"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -109,6 +109,7 @@ def test_an_env_worker_killed_mid_run_is_rebuilt_and_the_run_goes_on(tmp_path):
         assert proc.wait(timeout=240) == 0, log.read_text()[-3000:]
     finally:
         proc.kill()
+        proc.wait()
     text = log.read_text()
     assert re.search(r"the env workers failed at env step \d+: \w+", text), text[-3000:]
     assert "env workers rebuilt with a fresh seed (restart 1)" in text

@@ -107,6 +107,7 @@ def _kill_training_process(tmp_path: Path, scenario: str, sig: signal.Signals,
     finally:
         if child.poll() is None:
             child.kill()
+            child.wait()
         child.stdout.close()
     for pid in left:
         os.kill(pid, signal.SIGKILL)

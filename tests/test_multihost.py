@@ -94,6 +94,7 @@ def _two_processes(args_of, timeout: int = 400) -> list[subprocess.CompletedProc
         except subprocess.TimeoutExpired:
             for other in procs:
                 other.kill()
+                other.wait()
             raise
         results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     return results[::-1]  # process 0 first
@@ -185,6 +186,7 @@ def test_ctrl_c_in_one_process_stops_both_at_the_same_step_with_one_checkpoint(t
     finally:
         for proc in procs:
             proc.kill()
+            proc.wait()
     assert [proc.returncode for proc in procs] == [130, 130], results[0][1][-3000:]
     steps = [re.findall(r"interrupted at env step (\d+)", err) for _, err in results]
     assert steps[0] == steps[1] and len(steps[0]) == 1, steps

@@ -1,11 +1,12 @@
 """Weights & Biases beside TensorBoard (launch/wandb_log.py), offline only (no network): a
-run's scalars, config and health alerts and its resume, read back from the W&B files under
-RUN_DIR/wandb and compared with the TensorBoard event files; Ctrl-C; the missing ``[wandb]``
-extra; disabled mode; launch/compare.py given W&B files."""
+run's scalars, videos, config and health alerts and its resume, read back from the W&B files
+under RUN_DIR/wandb and compared with the TensorBoard event files; Ctrl-C; the missing
+``[wandb]`` extra; disabled mode; launch/compare.py given W&B files."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import shutil
@@ -21,6 +22,7 @@ import pytest
 
 from launch import compare, wandb_log
 from launch import run as run_py
+from launch.evaluation import VIDEO_TAG
 from test_loop import CARTPOLE
 from test_run_e2e import ROOT, run, scalars
 
@@ -28,6 +30,7 @@ from test_run_e2e import ROOT, run, scalars
 # Q above 0.1 raises the divergence flag q_above_bound (health.on_divergence warn: no stop).
 TINY = [*CARTPOLE, "--actors.mode", "lockstep", "--training.eval-interval", "150",
         "--training.eval-episodes", "1", "--health.q-bound", "0.1"]
+VIDEOS = ["--logging.video-interval", "150"]
 OFFLINE = ["--logging.wandb-project", "tmrl-jax-tests", "--logging.wandb-mode", "offline"]
 BLOCK = 32 * 1024
 """Block size of W&B's record log (leveldb's log format)."""
@@ -85,12 +88,19 @@ def of_type(records: list, kind: str) -> list:
 
 
 def history_rows(records: list) -> list[dict]:
-    """The logged rows, W&B's own keys (``_step``, ``_runtime``, ...) left out."""
+    """The logged rows, W&B's own keys (``_step``, ``_runtime``, ...) left out; a media value
+    (a video: nested keys [tag, field]) is the dict of its fields (``_type``, ``path``, ...)."""
     rows = []
     for history in of_type(records, "history"):
-        items = {item.key or "/".join(item.nested_key): item.value_json for item in history.item}
-        rows.append({key: json.loads(value) for key, value in items.items()
-                     if not key.startswith("_")})
+        row: dict = {}
+        for item in history.item:
+            key, *field = [item.key] if item.key else list(item.nested_key)
+            value = json.loads(item.value_json)
+            if field:
+                row.setdefault(key, {})[field[0]] = value
+            else:
+                row[key] = value
+        rows.append({key: value for key, value in row.items() if not key.startswith("_")})
     return rows
 
 
@@ -102,7 +112,8 @@ def wandb_scalars(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         row = dict(row)
         step = row.pop(wandb_log.STEP_METRIC)
         for tag, value in row.items():
-            points.setdefault(tag, []).append((step, value))
+            if not isinstance(value, dict):  # media are not scalars
+                points.setdefault(tag, []).append((step, value))
     out = {}
     for tag, kept in points.items():
         array = np.asarray(kept, dtype=np.float64)
@@ -133,9 +144,10 @@ def assert_same_scalars(run_dir: Path, parts: list[list]) -> dict:
 
 @pytest.fixture(scope="module")
 def offline_run(tmp_path_factory) -> dict:
-    """An offline W&B run of 300 env steps: its directory and TensorBoard scalars."""
+    """An offline W&B run of 300 env steps with a video every 150: its directory and
+    TensorBoard scalars."""
     run_dir = tmp_path_factory.mktemp("wandb") / "run"
-    run(*TINY, *OFFLINE, "--total-steps", "300", "--run-dir", str(run_dir))
+    run(*TINY, *OFFLINE, *VIDEOS, "--total-steps", "300", "--run-dir", str(run_dir))
     return dict(run_dir=run_dir, tensorboard=compare.load_run(run_dir).scalars)
 
 
@@ -168,6 +180,23 @@ def test_offline_run_logs_the_tensorboard_scalars_config_and_health_alerts(offli
     assert raised and alerts == [(f"{e['name']} raised",
                                   "ERROR" if e["severity"] == "divergence" else "WARN")
                                  for e in raised]
+
+
+def test_training_videos_go_to_wandb_as_the_mp4_files_at_their_env_steps(offline_run):
+    run_dir = offline_run["run_dir"]
+    (records,) = wandb_parts(run_dir)
+    videos = [row for row in history_rows(records) if VIDEO_TAG in row]
+    # A row of its own: the env step and the video.
+    assert [sorted(row) for row in videos] == [[wandb_log.STEP_METRIC, VIDEO_TAG]] * 2
+    assert [row[wandb_log.STEP_METRIC] for row in videos] == [150, 300]
+    (files_dir,) = (run_dir / "wandb").glob("offline-run-*/files")
+    for row in videos:
+        media = row[VIDEO_TAG]
+        assert media["_type"] == "video-file" and media["path"].endswith(".mp4")
+        sent = (files_dir / media["path"]).read_bytes()
+        assert sent == (run_dir / "videos" / f"{row[wandb_log.STEP_METRIC]}.mp4").read_bytes()
+        assert media["size"] == len(sent)
+        assert media["sha256"] == hashlib.sha256(sent).hexdigest()
 
 
 def test_a_resumed_run_continues_the_same_wandb_run(offline_run, tmp_path):
