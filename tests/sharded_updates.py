@@ -13,13 +13,13 @@ processes, one CPU device each) the mesh is the two processes' devices, joined b
 
 import contextlib
 import json
-import os
 import sys
+
+import fast_compile
 
 # Unoptimised LLVM codegen: compiles about twice as fast. The HLO passes under test (sharding
 # propagation, SPMD partitioning, the all-reduce) do not read this flag.
-os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""),
-                                    "--xla_backend_optimization_level=0"]).strip()
+fast_compile.apply()
 
 import jax  # noqa: E402  (XLA reads XLA_FLAGS when its backend starts, not on import)
 import numpy as np  # noqa: E402
