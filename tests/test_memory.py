@@ -47,7 +47,7 @@ SAVE_A_LARGE_REPLAY = textwrap.dedent(f"""
 """)
 
 
-def test_saving_a_large_replay_adds_at_most_its_bytes_to_the_peak(tmp_path):
+def test_saving_a_large_replay_adds_about_its_bytes_to_the_peak(tmp_path):
     """A fresh 400 MB replay saved in a warmed-up process: the save raises the peak resident
     memory by about the replay's bytes, the host copy the run logs at start, plus the writer's
     own buffers (measured: 376-410 MB here on 2026-12-07, so a 10% margin; 3.6 GB for 7.4 GB
