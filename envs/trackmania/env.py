@@ -190,18 +190,88 @@ def write_tmrl_config(home: Path, *, sleep_time_at_reset: float = 1.5) -> Path:
     return path
 
 
+class _InterfaceSteps:
+    """The steps of our rtgym interface (:func:`_interface_class`), a mixin before tmrl's
+    TM2020Interface: our capture, observation and reward, errors kept for the watchdog, no
+    control when passive. Needs the attributes that the interface's ``__init__`` and
+    ``initialize`` set (tm, passive, reward, lidar, client, window_interface, resize_to)."""
+
+    def send_control(self, control):
+        if not self.passive:
+            super().send_control(control)
+
+    def _capture(self):
+        import cv2
+
+        shot = self.window_interface.screenshot()[:, :, :3]
+        if self.lidar is not None:
+            frame = self.lidar.lidar_20(img=shot, show=False)
+        else:
+            frame = cv2.cvtColor(cv2.resize(shot, self.resize_to, interpolation=cv2.INTER_AREA),
+                                 cv2.COLOR_BGR2GRAY)
+        # Shorter than the watchdog, so the watchdog reports this precise error.
+        data = self.client.retrieve_data(timeout=0.8 * self.tm.watchdog_timeout)
+        self.last_data = data
+        return data, frame
+
+    def _observation(self, data, frame) -> list:
+        if self.tm.interface == "images":
+            car = [data[0], data[9], data[10]]
+        elif self.tm.interface == "lidar":
+            car = [data[0]]
+        else:
+            car = [data[0], self.reward.progress]
+        return [frame, np.array(car, np.float32)]
+
+    def _recorded(self, fn):
+        # rtgym calls these on its own thread and waits forever if they raise: keep the
+        # error for the env's watchdog to report.
+        try:
+            return fn()
+        except BaseException as e:
+            self.error = e
+            raise
+
+    def reset(self, seed=None, options=None):
+        return self._recorded(self._reset)
+
+    def get_obs_rew_terminated_info(self):
+        return self._recorded(self._step)
+
+    def wait(self):
+        return self._recorded(super().wait)
+
+    def _reset(self):
+        self.reset_common()
+        data, frame = self._capture()
+        self.reward.reset()
+        return self._observation(data, frame), {}
+
+    def _step(self):
+        data, frame = self._capture()
+        result = self.reward.step(np.array(data[2:5], np.float64), float(data[0]),
+                                  bool(data[8]))
+        return self._observation(data, frame), np.float32(result.reward), result.terminated, {}
+
+    def get_observation_space(self):
+        s = self.resize_to[0]
+        frame = (gym.spaces.Box(0, 255, (s, s), np.uint8) if self.tm.interface == "images"
+                 else gym.spaces.Box(0.0, np.inf, (LIDAR_BEAMS,), np.float32))
+        car = gym.spaces.Box(0.0, np.inf, (CAR_FEATURES[self.tm.interface],), np.float32)
+        return gym.spaces.Tuple((frame, car))
+
+
 def _interface_class():
     """Our rtgym interface, a subclass of tmrl's TM2020Interface (imported here, in the
     worker): tmrl's screen capture, gamepad / keyboard control and reset sequence, with our
     reward, our data client and the stand-ins when asked."""
-    import cv2
     from tmrl.custom.tm.tm_gym_interfaces import TM2020Interface
     from tmrl.custom.tm.utils.tools import Lidar
     import tmrl.config.config_constants as tmrl_cfg
 
     from envs.trackmania.reward import TrackReward
 
-    class Interface(TM2020Interface):
+    class Interface(_InterfaceSteps, TM2020Interface):
         def __init__(self, tm, image_size: int, trajectory: np.ndarray, passive: bool,
                      registry: list):
             super().__init__(img_hist_len=1, gamepad=tm.gamepad, save_replays=False,
@@ -238,68 +308,6 @@ def _interface_class():
                 self.lidar = Lidar(self.window_interface.screenshot())
             self.small_window = tm.interface == "images"
             self.initialized = True
-
-        def send_control(self, control):
-            if not self.passive:
-                super().send_control(control)
-
-        def _capture(self):
-            shot = self.window_interface.screenshot()[:, :, :3]
-            if self.lidar is not None:
-                frame = self.lidar.lidar_20(img=shot, show=False)
-            else:
-                frame = cv2.cvtColor(cv2.resize(shot, self.resize_to, interpolation=cv2.INTER_AREA),
-                                     cv2.COLOR_BGR2GRAY)
-            # Shorter than the watchdog, so the watchdog reports this precise error.
-            data = self.client.retrieve_data(timeout=0.8 * self.tm.watchdog_timeout)
-            self.last_data = data
-            return data, frame
-
-        def _observation(self, data, frame) -> list:
-            if self.tm.interface == "images":
-                car = [data[0], data[9], data[10]]
-            elif self.tm.interface == "lidar":
-                car = [data[0]]
-            else:
-                car = [data[0], self.reward.progress]
-            return [frame, np.array(car, np.float32)]
-
-        def _recorded(self, fn):
-            # rtgym calls these on its own thread and waits forever if they raise: keep the
-            # error for the env's watchdog to report.
-            try:
-                return fn()
-            except BaseException as e:
-                self.error = e
-                raise
-
-        def reset(self, seed=None, options=None):
-            return self._recorded(self._reset)
-
-        def get_obs_rew_terminated_info(self):
-            return self._recorded(self._step)
-
-        def wait(self):
-            return self._recorded(super().wait)
-
-        def _reset(self):
-            self.reset_common()
-            data, frame = self._capture()
-            self.reward.reset()
-            return self._observation(data, frame), {}
-
-        def _step(self):
-            data, frame = self._capture()
-            result = self.reward.step(np.array(data[2:5], np.float64), float(data[0]),
-                                      bool(data[8]))
-            return self._observation(data, frame), np.float32(result.reward), result.terminated, {}
-
-        def get_observation_space(self):
-            s = self.resize_to[0]
-            frame = (gym.spaces.Box(0, 255, (s, s), np.uint8) if self.tm.interface == "images"
-                     else gym.spaces.Box(0.0, np.inf, (LIDAR_BEAMS,), np.float32))
-            car = gym.spaces.Box(0.0, np.inf, (CAR_FEATURES[self.tm.interface],), np.float32)
-            return gym.spaces.Tuple((frame, car))
 
     return Interface
 

@@ -384,6 +384,14 @@ class StandinGame:
 
     # ------------------------------------------------------------------ the game thread
 
+    def _tick(self, dt: float, data_clients: list[socket.socket]) -> None:
+        """One game step of ``dt`` seconds, its record sent to every data client; nothing while
+        frozen (a hung game), no record while silent."""
+        if not self._frozen:
+            self._advance(dt)
+            if not self._silent:
+                _broadcast(self._record(), data_clients)
+
     def _run(self) -> None:
         sel = selectors.DefaultSelector()
         data_clients: list[socket.socket] = []
@@ -444,10 +452,7 @@ class StandinGame:
                         control_clients[client] = bytearray()
                         sel.register(client, selectors.EVENT_READ)
                     elif sock in control_clients and not self._frozen:
-                        try:
-                            chunk = sock.recv(65536)
-                        except OSError:
-                            chunk = b""
+                        chunk = _recv(sock)
                         control_clients[sock] += chunk
                         if not chunk or len(control_clients[sock]) > _MAX_LINE_BYTES:
                             close_control(sock)
@@ -457,16 +462,21 @@ class StandinGame:
                 now = time.monotonic()
                 if now < next_tick:
                     continue
-                if not self._frozen:
-                    self._advance(min(now - last_step, _MAX_TICK_S))
-                    if not self._silent:
-                        _broadcast(self._record(), data_clients)
+                self._tick(min(now - last_step, _MAX_TICK_S), data_clients)
                 last_step = now
                 next_tick = max(next_tick + period, now)
         finally:
             sel.close()
             for sock in [*data_clients, *control_clients, *self._listeners.values()]:
                 sock.close()
+
+
+def _recv(sock: socket.socket) -> bytes:
+    """What ``sock`` has to read (up to 64 KiB); b"" when it closed or failed."""
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""
 
 
 def _accept(listener: socket.socket) -> socket.socket:
